@@ -1,0 +1,108 @@
+"""Cost of one jitted SGD training step: objax (GradValues + SGD inside Jit) vs the same step in pure JAX.
+
+MLP of width 64 with depth 4 and 32, batch 32, softmax cross-entropy. Both versions run in the same process,
+interleaved, and the median step time of each is printed with their ratio (objax / pure JAX).
+Usage: python benchmarks/step_overhead.py [--steps 2000] [--repeats 7]
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jn
+import numpy as np
+
+import objax
+
+WIDTH, BATCH, NCLASS, LR = 64, 32, 10, 0.01
+
+
+class MLP(objax.Module):
+    def __init__(self, depth: int):
+        self.layers = objax.ModuleList([objax.nn.Linear(WIDTH, WIDTH) for _ in range(depth)])
+        self.head = objax.nn.Linear(WIDTH, NCLASS)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = objax.functional.relu(layer(x))
+        return self.head(x)
+
+
+def cross_entropy(logits, labels):
+    return -(jax.nn.log_softmax(logits) * jax.nn.one_hot(labels, NCLASS)).sum(1).mean()
+
+
+def objax_step(depth: int):
+    model = MLP(depth)
+    opt = objax.optimizer.SGD(model.vars())
+    loss = lambda x, y: cross_entropy(model(x), y)
+    gv = objax.GradValues(loss, model.vars())
+
+    def train_op(x, y):
+        grads, values = gv(x, y)
+        opt(LR, grads)
+        return values[0]
+
+    return objax.Jit(train_op, gv.vars() + opt.vars()), model.vars().tensors()
+
+
+def jax_step(params):
+    def forward(params, x):
+        for w, b in params[:-1]:
+            x = jax.nn.relu(jn.dot(x, w) + b)
+        w, b = params[-1]
+        return jn.dot(x, w) + b
+
+    @jax.jit
+    def train_op(params, x, y):
+        loss, grads = jax.value_and_grad(lambda p: cross_entropy(forward(p, x), y))(params)
+        return jax.tree.map(lambda p, g: p - LR * g, params, grads), loss
+
+    return train_op
+
+
+def time_calls(fn, steps: int) -> float:
+    out = fn()
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(depth: int, steps: int, repeats: int):
+    step, tensors = objax_step(depth)
+    params = [tuple(tensors[i:i + 2]) for i in range(0, len(tensors), 2)]
+    pure = jax_step(params)
+    rng = np.random.default_rng(0)
+    x = jn.asarray(rng.normal(size=(BATCH, WIDTH)).astype(np.float32))
+    y = jn.asarray(rng.integers(0, NCLASS, size=BATCH))
+    state = {'params': params}
+
+    def pure_call():
+        state['params'], loss = pure(state['params'], x, y)
+        return loss
+
+    objax_times, jax_times = [], []
+    for _ in range(repeats):
+        objax_times.append(time_calls(lambda: step(x, y), steps))
+        jax_times.append(time_calls(pure_call, steps))
+    return statistics.median(objax_times), statistics.median(jax_times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--steps', type=int, default=2000, help='steps per timing')
+    parser.add_argument('--repeats', type=int, default=7, help='timings per implementation (median kept)')
+    args = parser.parse_args()
+    print(f'jax {jax.__version__} on {jax.devices()[0].platform}; MLP width {WIDTH}, batch {BATCH}')
+    print(f'{"depth":>5} {"objax (us)":>11} {"pure JAX (us)":>14} {"ratio":>6}')
+    for depth in (4, 32):
+        t_objax, t_jax = measure(depth, args.steps, args.repeats)
+        print(f'{depth:5d} {t_objax * 1e6:11.1f} {t_jax * 1e6:14.1f} {t_objax / t_jax:6.3f}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,27 @@
+"""objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
+
+from objax.constants import ConvPadding, Interpolate
+from objax.variable import BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState, reduce_mean
+from objax.varcollection import VarCollection
+from objax.module import Module, ModuleList, Function, ForceArgs
+from objax.jit import Jit
+from objax.gradient import Grad, GradValues, Jacobian, Hessian
+from objax.vectorize import Vectorize
+from objax import random, typing
+
+__version__ = '2.0.0.dev0'
+
+__all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
+           'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad', 'GradValues',
+           'Jacobian', 'Hessian', 'Vectorize', 'ConvPadding', 'Interpolate', 'random', 'typing']
+
+
+def __getattr__(name):
+    # Subpackages load on first use (objax.nn, objax.optimizer...): the core never imports them itself.
+    import importlib
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f'objax.{name}')
+    raise AttributeError(f'module objax has no attribute {name!r}')
+
+
+_SUBPACKAGES = ('nn', 'functional', 'optimizer', 'io', 'privacy', 'zoo', 'util', 'jaxboard')

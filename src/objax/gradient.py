@@ -1,0 +1,129 @@
+"""Derivatives of modules and functions with respect to their TrainVars (and optionally inputs)."""
+
+from typing import Callable, List, Optional, Tuple, Union
+
+import jax
+
+from objax import _state
+from objax.module import Function, Module
+from objax.varcollection import VarCollection
+from objax.variable import TrainVar
+
+__all__ = ['Grad', 'GradValues', 'Jacobian', 'Hessian']
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+class _DerivativeBase(Module):
+    """Common machinery: differentiates f's first output w.r.t. inputs `input_argnums` and vc's TrainVars.
+    Other variables of vc may change inside f (e.g. batch-norm statistics); their new values are kept."""
+
+    def __init__(self, derivative_fn: Callable, f: Union[Module, Callable], variables: Optional[VarCollection],
+                 input_argnums: Optional[Tuple[int, ...]] = None):
+        if not callable(f):
+            raise TypeError(f'{type(self).__name__}(f, ...): f must be callable, got {type(f).__name__}')
+        if variables is None:
+            variables = VarCollection()
+        if not isinstance(variables, VarCollection):
+            raise TypeError(f'{type(self).__name__}(f, variables): variables must be a VarCollection, '
+                            f'got {type(variables).__name__}')
+        self.__wrapped__ = f
+        self.vc = variables
+        self.input_argnums = tuple(input_argnums or ())
+        self._derivative_fn = derivative_fn
+        self._train = [v for v in variables if isinstance(v, TrainVar)]
+        train_ids = {id(v) for v in self._train}
+        self._state = [v for v in _state.storage_of(variables) if id(v) not in train_ids]
+        self._checked = list(variables)
+
+    def _evaluate(self, args, kwargs, flatten: bool = True):
+        """Returns (derivatives, outputs as a list); stores the new values of state variables."""
+        nargs = len(args)
+        for i in self.input_argnums:
+            if not -nargs <= i < nargs:
+                raise ValueError(f'{type(self).__name__}: input_argnums contains {i} but only {nargs} '
+                                 f'positional arguments were given')
+        train, state = self._train, self._state
+        train_values = _state.read(train, self._checked)
+        state_values = [v._value for v in state]
+        input_values = [args[i] for i in self.input_argnums]
+
+        def target(inputs, train_values, state_values):
+            call_args = list(args)
+            for i, x in zip(self.input_argnums, inputs):
+                call_args[i] = x
+            with _state.Swap(train + state, list(train_values) + list(state_values)):
+                outputs = _as_list(self.__wrapped__(*call_args, **kwargs))
+                new_state = [v._value for v in state]
+            return outputs[0], (outputs, new_state)
+
+        derivatives, (outputs, new_state) = self._derivative_fn(target, argnums=(0, 1), has_aux=True)(
+            input_values, train_values, state_values)
+        _state.write(state, new_state)
+        if flatten:
+            derivatives = list(derivatives[0]) + list(derivatives[1])
+        return derivatives, outputs
+
+    def vars(self, scope: str = '') -> VarCollection:
+        """The differentiated collection, plus the wrapped module's other variables, prefixed with `scope`."""
+        out = VarCollection()
+        out.update((scope + k, v) for k, v in self.vc.items())
+        if isinstance(self.__wrapped__, Module) and not isinstance(self.__wrapped__, Function):
+            known = {id(v) for v in out.values()}
+            extra = [(k, v) for k, v in self.__wrapped__.vars(scope).items() if id(v) not in known]
+            out.update((k, v) for k, v in extra if k not in out)
+        return out
+
+
+class GradValues(_DerivativeBase):
+    """`GradValues(f, vc)(*args)` returns `(grads, outputs)`: the gradients of f's first output w.r.t. the
+    inputs in `input_argnums` then vc's TrainVars (a list), and f's outputs as a list."""
+
+    def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
+                 input_argnums: Optional[Tuple[int, ...]] = None):
+        super().__init__(jax.grad, f, variables, input_argnums)
+
+    def __call__(self, *args, **kwargs) -> Tuple[List, List]:
+        return self._evaluate(args, kwargs)
+
+
+class Grad(_DerivativeBase):
+    """`Grad(f, vc)(*args)` returns the gradients of f's first output (inputs first, then TrainVars)."""
+
+    def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
+                 input_argnums: Optional[Tuple[int, ...]] = None):
+        super().__init__(jax.grad, f, variables, input_argnums)
+
+    def __call__(self, *args, **kwargs) -> List:
+        return self._evaluate(args, kwargs)[0]
+
+
+class Jacobian(_DerivativeBase):
+    """`Jacobian(f, vc)(*args)`: for each input in `input_argnums` then each TrainVar of vc, the Jacobian of
+    f's (first) output, of shape output.shape + input.shape."""
+
+    def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
+                 input_argnums: Optional[Tuple[int, ...]] = None):
+        super().__init__(jax.jacrev, f, variables, input_argnums)
+
+    def __call__(self, *args, **kwargs) -> List:
+        return self._evaluate(args, kwargs)[0]
+
+
+def _hessian(fun, argnums, has_aux):
+    return jax.jacfwd(jax.jacrev(fun, argnums=argnums, has_aux=has_aux), argnums=argnums, has_aux=has_aux)
+
+
+class Hessian(_DerivativeBase):
+    """`Hessian(f, vc)(*args)`: second derivatives of f's scalar output; entry [i][j] pairs the i-th and
+    j-th differentiated quantities (inputs of `input_argnums` first, then TrainVars)."""
+
+    def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
+                 input_argnums: Optional[Tuple[int, ...]] = None):
+        super().__init__(_hessian, f, variables, input_argnums)
+
+    def __call__(self, *args, **kwargs) -> List[List]:
+        raw, _ = self._evaluate(args, kwargs, flatten=False)
+        return [list(row[0]) + list(row[1]) for row in list(raw[0]) + list(raw[1])]

@@ -1,0 +1,66 @@
+"""Jit: compiles a module or function together with the variables it reads and writes."""
+
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import jax
+
+from objax import _state, _trace
+from objax.module import Function, Module
+from objax.varcollection import VarCollection
+
+__all__ = ['Jit']
+
+
+class Jit(Module):
+    """Compiles `f` with jax.jit. Each call reads the values of `vc`, runs the compiled function and writes
+    back the new values. One compilation per distinct static signature (`static_argnums`/`static_argnames`)."""
+
+    def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
+                 static_argnums: Optional[Tuple[int, ...]] = None,
+                 static_argnames: Optional[Union[str, Sequence[str]]] = None):
+        if not isinstance(f, Module):
+            if vc is None:
+                raise ValueError('Jit(f, vc): vc is required when f is a function (not a Module): pass the '
+                                 'VarCollection of the variables f uses, e.g. model.vars()')
+            f = Function(f, vc)
+        elif vc is None:
+            vc = f.vars()
+        if not isinstance(vc, VarCollection):
+            raise TypeError(f'Jit(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+        self.__wrapped__ = f
+        self.vc = vc
+        self.static_argnums = tuple(static_argnums or ())
+        self._checked = list(vc)
+        self._storage = _state.storage_of(self._checked)
+        self._allowed = _state.allowed_ids(vc)
+        self._owner = f'Jit({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+        self._namer = _state.namer(f, vc)
+        # State values travel as the first argument: shift the user's (non-negative) static positions.
+        argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
+        self._call = jax.jit(self._traced, static_argnums=argnums, static_argnames=static_argnames)
+
+    def _traced(self, values, *args, **kwargs):
+        storage = self._storage
+        _trace.push(set(self._allowed), self._owner, self._namer)
+        try:
+            with _state.Swap(storage, values):
+                outputs = self.__wrapped__(*args, **kwargs)
+                new_values = [v._value for v in storage]
+        finally:
+            _trace.pop()
+        return outputs, new_values
+
+    def __call__(self, *args, **kwargs):
+        """Runs the compiled function on the current variable values and stores the new ones."""
+        outputs, new_values = self._call(_state.read(self._storage, self._checked), *args, **kwargs)
+        _state.write(self._storage, new_values)
+        return outputs
+
+    def vars(self, scope: str = '') -> VarCollection:
+        """The collection the function was compiled with, names prefixed with `scope`."""
+        out = VarCollection()
+        out.update((scope + k, v) for k, v in self.vc.items())
+        return out
+
+    def __repr__(self):
+        return f'{type(self).__name__}(f={self.__wrapped__!r}, static_argnums={self.static_argnums or None})'

@@ -1,0 +1,34 @@
+"""Fully connected layer."""
+
+from typing import Callable
+
+import jax.numpy as jn
+
+from objax.module import Module
+from objax.nn.init import xavier_normal
+from objax.typing import JaxArray
+from objax.variable import TrainVar
+
+__all__ = ['Linear']
+
+
+class Linear(Module):
+    """y = x . w + b with w of shape (nin, nout) and b of shape (nout,). x: (..., nin) -> (..., nout)."""
+
+    def __init__(self, nin: int, nout: int, use_bias: bool = True, w_init: Callable = xavier_normal):
+        self.w = TrainVar(w_init((nin, nout)))
+        self.b = TrainVar(jn.zeros(nout)) if use_bias else None
+
+    def __call__(self, x: JaxArray) -> JaxArray:
+        nin = self.w.value.shape[0]
+        if x.shape[-1] != nin:
+            raise ValueError(f'Linear expects inputs with {nin} features on the last axis, '
+                             f'got shape {tuple(x.shape)}')
+        y = jn.dot(x, self.w.value)
+        if self.b is not None:
+            y = y + self.b.value
+        return y
+
+    def __repr__(self):
+        nin, nout = self.w.value.shape
+        return f'{type(self).__name__}(nin={nin}, nout={nout}, use_bias={self.b is not None})'

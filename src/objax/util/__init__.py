@@ -1,0 +1,5 @@
+"""Utilities."""
+
+from objax.util.renamer import Renamer
+
+__all__ = ['Renamer']

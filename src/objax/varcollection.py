@@ -1,0 +1,116 @@
+"""VarCollection: a {name: variable} dictionary with bulk read/write of the (deduplicated) variables."""
+
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from objax.typing import JaxArray
+from objax.variable import BaseVar
+
+__all__ = ['VarCollection']
+
+_Types = Optional[Union[type, Tuple[type, ...]]]
+
+
+class VarCollection(Dict[str, BaseVar]):
+    """A dictionary {name: variable}. Iterating it yields each distinct variable once, in insertion order."""
+
+    def __add__(self, other: 'VarCollection') -> 'VarCollection':
+        """Union of two collections; a name bound to two different variables raises ValueError."""
+        out = VarCollection(self)
+        out.update(other)
+        return out
+
+    def __iter__(self) -> Iterator[BaseVar]:
+        """Yields each distinct variable once (shared variables are not repeated)."""
+        seen = set()
+        for v in self.values():
+            if id(v) not in seen:
+                seen.add(id(v))
+                yield v
+
+    def update(self, other: Union['VarCollection', Iterable[Tuple[str, BaseVar]]] = (), **kwargs):
+        """Adds entries; refuses (changing nothing) if a name is already bound to a different variable."""
+        items = list(other.items() if isinstance(other, dict) else other) + list(kwargs.items())
+        conflicts, bad = [], []
+        for k, v in items:
+            if not isinstance(v, BaseVar):
+                bad.append(f'{k!r} ({type(v).__name__})')
+            elif k in self and dict.__getitem__(self, k) is not v:
+                conflicts.append(k)
+        if bad:
+            raise TypeError(f'VarCollection values must be variables; got {", ".join(bad)}')
+        if conflicts:
+            raise ValueError(f'Name conflicts when combining VarCollections: {", ".join(map(repr, conflicts))} '
+                             f'are bound to different variables (use vars(scope) to give distinct prefixes)')
+        for k, v in items:
+            dict.__setitem__(self, k, v)
+
+    def names(self) -> Dict[int, str]:
+        """Maps id(variable) to the first name under which it appears."""
+        out = {}
+        for k, v in self.items():
+            out.setdefault(id(v), k)
+        return out
+
+    def tensors(self, is_a: _Types = None) -> List[JaxArray]:
+        """The values of the distinct variables (optionally only instances of `is_a`)."""
+        return [v.value for v in self if is_a is None or isinstance(v, is_a)]
+
+    def assign(self, tensors: List[JaxArray]):
+        """Assigns one tensor per distinct variable; all shapes and dtypes are checked before any write."""
+        variables = list(self)
+        tensors = list(tensors)
+        if len(tensors) != len(variables):
+            raise ValueError(f'VarCollection.assign expected {len(variables)} tensors (one per distinct '
+                             f'variable), got {len(tensors)}')
+        names = self.names()
+        checked, errors = [], []
+        for v, t in zip(variables, tensors):
+            try:
+                checked.append(v._check_assign(t))
+            except (ValueError, TypeError) as e:
+                errors.append(f'{names[id(v)]}: {e}')
+        if errors:
+            raise ValueError('VarCollection.assign refused, nothing was changed:\n  ' + '\n  '.join(errors))
+        for v, t in zip(variables, checked):
+            v.assign(t, check=False)
+
+    def subset(self, is_a: _Types = None, is_not: _Types = None) -> 'VarCollection':
+        """The entries whose variable is an instance of `is_a` and not of `is_not`."""
+        out = VarCollection()
+        for k, v in self.items():
+            if (is_a is None or isinstance(v, is_a)) and (is_not is None or not isinstance(v, is_not)):
+                dict.__setitem__(out, k, v)
+        return out
+
+    def rename(self, renamer: Callable[[str], str]) -> 'VarCollection':
+        """A new collection with every name passed through `renamer` (e.g. an objax.util.Renamer)."""
+        out = VarCollection()
+        out.update((renamer(k), v) for k, v in self.items())
+        return out
+
+    def replicate(self):
+        """Context manager kept for Objax 1.8 code around Parallel calls; see objax.Parallel."""
+        from objax import _replicate
+        return _replicate.replicate(self)
+
+    def __str__(self, max_width: int = 100) -> str:
+        width = min(max_width, max([20] + [len(k) for k in self.keys()]))
+        lines, total = [], 0
+        for name, v in self.items():
+            shape = tuple(v._storage()._value.shape)
+            size = int(np.prod(shape)) if shape else 1
+            total += size
+            lines.append(f'{name:{width}} {size:8d} {shape}')
+        lines.append(f'{"+Total(" + str(len(self)) + ")":{width}} {total:8d}')
+        return '\n'.join(lines)
+
+    def print(self, max_width: int = 100):
+        """Prints one line per entry (name, size, shape) and the total, as Objax does."""
+        print(self.__str__(max_width))
+
+    def __setitem__(self, key: str, value: BaseVar):
+        if not isinstance(value, BaseVar):
+            raise TypeError(f'VarCollection[{key!r}] must be a variable, got {type(value).__name__}')
+        dict.__setitem__(self, key, value)
