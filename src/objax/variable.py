@@ -61,7 +61,10 @@ class BaseVar(ArrayOps, abc.ABC):
     def reduce(self, tensors: JaxArray):
         """Replaces the value by `reduce(tensors)`, merging per-device or per-example copies (axis 0)."""
         if self._reduce is not None:
-            self.assign(self._reduce(tensors))
+            merged = _as_array(self._reduce(tensors), self)
+            dtype = self._storage()._value.dtype
+            # e.g. the mean of integer counters is a float: keep the variable's dtype.
+            self.assign(merged if merged.dtype == dtype else merged.astype(dtype))
 
     def _storage(self) -> 'BaseVar':
         """The variable that actually holds the data (itself, except for references)."""
