@@ -1,0 +1,116 @@
+"""Batch normalization with running statistics kept in StateVars."""
+
+import numbers
+from typing import Iterable, Tuple
+
+import jax.numpy as jn
+from jax import lax
+
+from objax.module import Module
+from objax.typing import JaxArray
+from objax.variable import StateVar, TrainVar
+
+__all__ = ['BatchNorm', 'BatchNorm0D', 'BatchNorm1D', 'BatchNorm2D']
+
+
+def _moments(x: JaxArray, redux: Tuple[int, ...]) -> Tuple[JaxArray, JaxArray]:
+    """Mean and (biased) variance of x over the axes `redux`, kept as size-1 axes."""
+    mean = x.mean(redux, keepdims=True)
+    return mean, jn.square(x - mean).mean(redux, keepdims=True)
+
+
+def _check_settings(owner: str, momentum: float, eps: float):
+    if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        raise ValueError(f'{owner}: momentum must be a number in [0, 1], got {momentum!r}')
+    if not isinstance(eps, numbers.Real) or eps < 0:
+        raise ValueError(f'{owner}: eps must be a non-negative number, got {eps!r}')
+
+
+class BatchNorm(Module):
+    """Normalizes x with the mean/variance over axes `redux` (batch statistics when training, running
+    statistics otherwise), then scales by gamma and shifts by beta; all variables have shape `dims`."""
+
+    def __init__(self, dims: Iterable[int], redux: Iterable[int], momentum: float = 0.999, eps: float = 1e-6):
+        owner = type(self).__name__
+        dims, redux = tuple(dims), tuple(redux)
+        if self._channel_layout and not (isinstance(dims[1], numbers.Integral) and dims[1] > 0):
+            raise ValueError(f'{owner}: nin must be a positive int, got {dims[1]!r}')
+        if not all(isinstance(d, numbers.Integral) and d > 0 for d in dims):
+            raise ValueError(f'{owner}: dims must be positive ints, got {dims}')
+        if not all(isinstance(a, numbers.Integral) and 0 <= a < len(dims) for a in redux):
+            raise ValueError(f'{owner}: redux must list axes in [0, {len(dims)}) for dims {dims}, got {redux}')
+        _check_settings(owner, momentum, eps)
+        self.momentum = momentum
+        self.eps = eps
+        self.redux = tuple(int(a) for a in redux)
+        self.running_mean = StateVar(jn.zeros(dims))
+        self.running_var = StateVar(jn.ones(dims))
+        self.beta = TrainVar(jn.zeros(dims))
+        self.gamma = TrainVar(jn.ones(dims))
+
+    def __call__(self, x: JaxArray, training: bool) -> JaxArray:
+        """Normalized x, same shape; training=True uses and records the batch statistics."""
+        return self._normalize(x, training, update=True)
+
+    def _batch_moments(self, x: JaxArray) -> Tuple[JaxArray, JaxArray]:
+        return _moments(x, self.redux)
+
+    def _normalize(self, x: JaxArray, training: bool, update: bool) -> JaxArray:
+        self._check_input(x)
+        if training:
+            mean, var = self._batch_moments(x)
+            if update:
+                m = self.momentum
+                self.running_mean.value = m * self.running_mean.value + (1 - m) * mean
+                self.running_var.value = m * self.running_var.value + (1 - m) * var
+        else:
+            mean, var = self.running_mean.value, self.running_var.value
+        return (x - mean) * lax.rsqrt(var + self.eps) * self.gamma.value + self.beta.value
+
+    def _check_input(self, x: JaxArray):
+        dims, shape = self.gamma.value.shape, tuple(jn.shape(x))
+        if len(shape) != len(dims):
+            raise ValueError(f'{type(self).__name__} expects inputs with {len(dims)} dimensions (variables of '
+                             f'shape {dims}), got an input of shape {shape}')
+        for axis, (d, s) in enumerate(zip(dims, shape)):
+            if d != 1 and d != s:
+                what = 'channels' if axis == 1 else 'entries'
+                raise ValueError(f'{type(self).__name__} expects {d} {what} on axis {axis} but the input has {s} '
+                                 f'(input shape {shape}, variable shape {dims})')
+
+    def __repr__(self):
+        if self._channel_layout:
+            layout = f'nin={self.gamma.value.shape[1]}'
+        else:
+            layout = f'dims={tuple(self.gamma.value.shape)}, redux={self.redux}'
+        return f'{type(self).__name__}({layout}, momentum={self.momentum}, eps={self.eps})'
+
+    # The 0D/1D/2D variants are built from a channel count: their repr shows it instead of dims/redux.
+    _channel_layout = False
+
+
+class BatchNorm0D(BatchNorm):
+    """Batch norm of (N, nin) inputs, statistics over the batch axis."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin), (0,), momentum, eps)
+
+
+class BatchNorm1D(BatchNorm):
+    """Batch norm of (N, nin, L) sequences, statistics over axes 0 and 2."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin, 1), (0, 2), momentum, eps)
+
+
+class BatchNorm2D(BatchNorm):
+    """Batch norm of (N, nin, H, W) images, statistics over axes 0, 2 and 3."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin, 1, 1), (0, 2, 3), momentum, eps)

@@ -1,0 +1,145 @@
+"""2D convolution and transposed convolution on NCHW images with HWIO kernels."""
+
+import numbers
+from typing import Callable, Sequence, Tuple, Union
+
+import jax.numpy as jn
+from jax import lax
+
+from objax.constants import ConvPadding
+from objax.module import Module
+from objax.nn.init import kaiming_normal
+from objax.typing import JaxArray
+from objax.variable import TrainVar
+
+__all__ = ['Conv2D', 'ConvTranspose2D']
+
+PaddingArg = Union[ConvPadding, str, Sequence[Tuple[int, int]], Tuple[int, int], int]
+_DIMENSIONS = ('NCHW', 'HWIO', 'NCHW')
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _pair(value, name: str, owner: str) -> Tuple[int, int]:
+    """An int or a pair of ints as a pair of positive ints."""
+    if _is_int(value):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
+        raise ValueError(f'{owner}: {name} must be a positive int or a pair of positive ints, got {value!r}')
+    return int(pair[0]), int(pair[1])
+
+
+def _padding(padding: PaddingArg, owner: str, ndim: int = 2) -> Union[str, Tuple[Tuple[int, int], ...]]:
+    """'SAME'/'VALID', or one (low, high) pair per spatial axis, from any accepted padding form."""
+    if isinstance(padding, ConvPadding):
+        return padding.value
+    if isinstance(padding, str):
+        if padding.upper() in ConvPadding.__members__:
+            return ConvPadding[padding.upper()].value
+        raise ValueError(f"{owner}: padding string must be 'SAME' or 'VALID' (any case), got {padding!r}")
+    if _is_int(padding):
+        return ((int(padding), int(padding)),) * ndim
+    try:
+        items = tuple(padding)
+    except TypeError:
+        items = None
+    if items is not None and len(items) == 2 and all(_is_int(p) for p in items):
+        return ((int(items[0]), int(items[1])),) * ndim
+    if items is not None and len(items) == ndim:
+        pairs = []
+        for p in items:
+            try:
+                p = tuple(p)
+            except TypeError:
+                break
+            if len(p) != 2 or not all(_is_int(v) for v in p):
+                break
+            pairs.append((int(p[0]), int(p[1])))
+        else:
+            return tuple(pairs)
+    raise ValueError(f'{owner}: padding must be a ConvPadding, "SAME"/"VALID", an int, a (low, high) pair or '
+                     f'{ndim} (low, high) pairs, got {padding!r}')
+
+
+def _check_image(x: JaxArray, nin: int, owner: str):
+    shape = tuple(jn.shape(x))
+    if len(shape) != 4:
+        raise ValueError(f'{owner} expects NCHW images (4 dimensions), got an input of shape {shape}')
+    if shape[1] != nin:
+        raise ValueError(f'{owner} expects {nin} input channels but the input has {shape[1]} channels '
+                         f'(axis 1 of shape {shape}, images are NCHW)')
+
+
+class Conv2D(Module):
+    """2D convolution of NCHW images: x (N, nin, H, W) -> (N, nout, H', W').
+    Kernel w of shape (k_h, k_w, nin // groups, nout) (HWIO); bias b of shape (nout, 1, 1)."""
+
+    def __init__(self, nin: int, nout: int, k: Union[Tuple[int, int], int],
+                 strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
+                 groups: int = 1, padding: PaddingArg = ConvPadding.SAME, use_bias: bool = True,
+                 w_init: Callable = kaiming_normal):
+        owner = type(self).__name__
+        for name, v in (('nin', nin), ('nout', nout), ('groups', groups)):
+            if not _is_int(v) or v <= 0:
+                raise ValueError(f'{owner}: {name} must be a positive int, got {v!r}')
+        if nin % groups or nout % groups:
+            raise ValueError(f'{owner}: nin ({nin}) and nout ({nout}) must both be divisible by groups ({groups})')
+        k = _pair(k, 'k', owner)
+        self.strides = _pair(strides, 'strides', owner)
+        self.dilations = _pair(dilations, 'dilations', owner)
+        self.groups = int(groups)
+        self.padding = _padding(padding, owner)
+        self.w = TrainVar(w_init((*k, nin // groups, nout)))
+        self.b = TrainVar(jn.zeros((nout, 1, 1))) if use_bias else None
+
+    def __call__(self, x: JaxArray) -> JaxArray:
+        """Convolves x (N, nin, H, W) and adds the bias: (N, nout, H', W')."""
+        w = self.w.value
+        _check_image(x, w.shape[2] * self.groups, type(self).__name__)
+        y = lax.conv_general_dilated(x, w, self.strides, self.padding, rhs_dilation=self.dilations,
+                                     feature_group_count=self.groups, dimension_numbers=_DIMENSIONS)
+        if self.b is not None:
+            y = y + self.b.value
+        return y
+
+    def __repr__(self):
+        kh, kw, nin_g, nout = self.w.value.shape
+        return (f'{type(self).__name__}(nin={nin_g * self.groups}, nout={nout}, k={(kh, kw)}, '
+                f'strides={self.strides}, dilations={self.dilations}, groups={self.groups}, '
+                f'padding={self.padding!r}, use_bias={self.b is not None})')
+
+
+class ConvTranspose2D(Conv2D):
+    """Transposed 2D convolution of NCHW images: x (N, nin, H, W) -> (N, nout, H', W') (e.g. H' = H * strides
+    with SAME padding). Kernel w of shape (k_h, k_w, nout, nin); bias b of shape (nout, 1, 1)."""
+
+    def __init__(self, nin: int, nout: int, k: Union[Tuple[int, int], int],
+                 strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
+                 padding: PaddingArg = ConvPadding.SAME, use_bias: bool = True, w_init: Callable = kaiming_normal):
+        for name, v in (('nin', nin), ('nout', nout)):
+            if not _is_int(v) or v <= 0:
+                raise ValueError(f'{type(self).__name__}: {name} must be a positive int, got {v!r}')
+        super().__init__(nin=nout, nout=nin, k=k, strides=strides, dilations=dilations, padding=padding,
+                         use_bias=False, w_init=w_init)
+        self.b = TrainVar(jn.zeros((nout, 1, 1))) if use_bias else None
+
+    def __call__(self, x: JaxArray) -> JaxArray:
+        """Transposed convolution of x (N, nin, H, W) plus the bias: (N, nout, H', W')."""
+        w = self.w.value
+        _check_image(x, w.shape[3], type(self).__name__)
+        y = lax.conv_transpose(x, w, self.strides, self.padding, rhs_dilation=self.dilations,
+                               dimension_numbers=_DIMENSIONS, transpose_kernel=True)
+        if self.b is not None:
+            y = y + self.b.value
+        return y
+
+    def __repr__(self):
+        kh, kw, nout, nin = self.w.value.shape
+        return (f'{type(self).__name__}(nin={nin}, nout={nout}, k={(kh, kw)}, strides={self.strides}, '
+                f'dilations={self.dilations}, padding={self.padding!r}, use_bias={self.b is not None})')

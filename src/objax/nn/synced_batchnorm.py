@@ -1,0 +1,71 @@
+"""Batch normalization whose batch statistics are averaged over the devices of objax.Parallel."""
+
+from typing import Tuple
+
+import jax
+import jax.numpy as jn
+
+from objax.nn.batchnorm import BatchNorm, _moments
+from objax.typing import JaxArray
+
+__all__ = ['SyncedBatchNorm', 'SyncedBatchNorm0D', 'SyncedBatchNorm1D', 'SyncedBatchNorm2D']
+
+_AXIS = 'device'
+
+
+def _axis_is_bound(axis_name: str) -> bool:
+    """True when tracing inside a transform (Parallel/shard_map) that names the axis `axis_name`."""
+    try:
+        jax.lax.axis_index(axis_name)
+    except NameError:
+        return False
+    return True
+
+
+def _synced_moments(x: JaxArray, redux: Tuple[int, ...], axis_name: str = _AXIS) -> Tuple[JaxArray, JaxArray]:
+    """Mean and variance of x over `redux` and over all devices of `axis_name` (equal shard sizes);
+    exactly the local moments when the axis is not bound."""
+    if not _axis_is_bound(axis_name):
+        return _moments(x, redux)
+    mean = jax.lax.pmean(x.mean(redux, keepdims=True), axis_name)
+    var = jax.lax.pmean(jn.square(x - mean).mean(redux, keepdims=True), axis_name)
+    return mean, var
+
+
+class SyncedBatchNorm(BatchNorm):
+    """BatchNorm whose training statistics are averaged over the devices of objax.Parallel (axis 'device');
+    outside such a context it computes exactly what BatchNorm computes."""
+
+    def __call__(self, x: JaxArray, training: bool, batch_norm_update: bool = True) -> JaxArray:
+        """Normalized x, same shape; batch_norm_update=False leaves the running statistics unchanged."""
+        return self._normalize(x, training, update=batch_norm_update)
+
+    def _batch_moments(self, x: JaxArray) -> Tuple[JaxArray, JaxArray]:
+        return _synced_moments(x, self.redux)
+
+
+class SyncedBatchNorm0D(SyncedBatchNorm):
+    """Synced batch norm of (N, nin) inputs, statistics over the batch axis of all devices."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin), (0,), momentum, eps)
+
+
+class SyncedBatchNorm1D(SyncedBatchNorm):
+    """Synced batch norm of (N, nin, L) sequences, statistics over axes 0 and 2 of all devices."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin, 1), (0, 2), momentum, eps)
+
+
+class SyncedBatchNorm2D(SyncedBatchNorm):
+    """Synced batch norm of (N, nin, H, W) images, statistics over axes 0, 2 and 3 of all devices."""
+
+    _channel_layout = True
+
+    def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        super().__init__((1, nin, 1, 1), (0, 2, 3), momentum, eps)
