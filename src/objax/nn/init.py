@@ -22,7 +22,7 @@ def _fans(shape: Tuple[int, ...]) -> Tuple[int, int]:
     return int(np.prod(shape[:-1])), int(shape[-1])
 
 
-def gain_leaky_relu(relu_slope: float = 0.1) -> float:
+def gain_leaky_relu(relu_slope: float = 0.1):
     """Gain for a leaky ReLU of the given negative slope: sqrt(2 / (1 + slope^2))."""
     return float(np.sqrt(2 / (1 + relu_slope ** 2)))
 
@@ -74,18 +74,18 @@ def truncated_normal(shape: Tuple[int, ...], lower: float = -2, upper: float = 2
 
 
 def orthogonal(shape: Tuple[int, ...], gain: float = 1, axis: int = -1) -> JaxArray:
-    """A (semi-)orthogonal matrix of the given shape, reshaped around `axis`, times gain."""
+    """gain * a random (semi-)orthogonal tensor: viewed as a (shape[axis], rest) matrix, its rows (or columns,
+    whichever are fewer) are orthonormal."""
     shape = tuple(shape)
     if len(shape) < 2:
         raise ValueError(f'orthogonal initializer needs at least 2 dimensions, got {shape}')
-    axis = axis % len(shape)
-    n_cols = shape[axis]
-    n_rows = int(np.prod(shape)) // n_cols
-    matrix = random.normal((max(n_rows, n_cols), min(n_rows, n_cols)))
-    q, r = jn.linalg.qr(matrix)
-    q = q * jn.sign(jn.diag(r))
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f'orthogonal initializer: axis {axis} is out of range for shape {shape}')
+    n_rows = shape[axis]
+    n_cols = int(np.prod(shape)) // n_rows
+    q, r = jn.linalg.qr(random.normal((max(n_rows, n_cols), min(n_rows, n_cols))))
+    q = q * jn.sign(jn.diag(r))  # Haar-distributed: fix the sign ambiguity of the QR decomposition.
     if n_rows < n_cols:
         q = q.T
-    q = q.reshape((n_rows, n_cols))
-    moved = [s for i, s in enumerate(shape) if i != axis] + [n_cols]
-    return gain * jn.moveaxis(q.reshape(moved), -1, axis)
+    others = tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+    return gain * jn.moveaxis(q.reshape((n_rows,) + others), 0, axis)
