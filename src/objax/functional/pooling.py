@@ -41,7 +41,9 @@ def average_pool_2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2,
                     padding: Padding = ConvPadding.VALID) -> JaxArray:
     """Mean over size windows of x (N, C, H, W); strides default to size. Padded zeros count in the mean."""
     window, strides, pad = _pool_args('average_pool_2d', x, size, strides, padding)
-    total = jax.lax.reduce_window(x, jn.zeros((), x.dtype), jax.lax.add, window, strides, pad)
+    # numpy init values (not jnp): under jit a jnp constant is traced and the differentiable
+    # monoid reducers are not recognised, which breaks grad.
+    total = jax.lax.reduce_window(x, np.zeros((), x.dtype), jax.lax.add, window, strides, pad)
     return total / np.prod(window)
 
 
@@ -52,4 +54,4 @@ def max_pool_2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2,
     window, strides, pad = _pool_args('max_pool_2d', x, size, strides, padding)
     x = jn.asarray(x)
     init = -jn.inf if jn.issubdtype(x.dtype, jn.floating) else jn.iinfo(x.dtype).min
-    return jax.lax.reduce_window(x, jn.array(init, x.dtype), jax.lax.max, window, strides, pad)
+    return jax.lax.reduce_window(x, np.array(init, x.dtype), jax.lax.max, window, strides, pad)
