@@ -2,23 +2,23 @@
 
 from typing import List
 
-from objax.module import Module, ModuleList
+from objax.module import Module
+from objax.optimizer._common import check_grads, train_refs
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
-from objax.variable import TrainRef, TrainVar
 
 __all__ = ['SGD']
 
 
 class SGD(Module):
-    """Plain gradient descent: v <- v - lr * g for each TrainVar of `vc`."""
+    """Plain gradient descent: p <- p - lr * g for each TrainVar of `vc`."""
 
     def __init__(self, vc: VarCollection):
-        self.train_vars = ModuleList(TrainRef(v) for v in vc.subset(TrainVar))
+        self.train_vars = train_refs('SGD', vc)
 
     def __call__(self, lr: float, grads: List[JaxArray]):
-        """Applies one step; grads are aligned with the TrainVars of the collection."""
-        if len(grads) != len(self.train_vars):
-            raise ValueError(f'SGD expected {len(self.train_vars)} gradients (one per TrainVar), got {len(grads)}')
+        """Applies one step; grads are aligned with the TrainVars of the collection (same order and shapes)."""
+        grads = check_grads('SGD', self.train_vars, grads)
         for ref, g in zip(self.train_vars, grads):
-            ref.value = ref.value - lr * g
+            p = ref.value
+            ref.value = (p - lr * g).astype(p.dtype)

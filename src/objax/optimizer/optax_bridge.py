@@ -1,0 +1,76 @@
+"""Any optax GradientTransformation used as an objax optimizer, its state kept in StateVars."""
+
+from typing import Any, List, Optional, Union
+
+import jax
+import jax.numpy as jn
+
+from objax.module import Module
+from objax.optimizer._common import check_grads, reduce_first, train_refs
+from objax.typing import JaxArray
+from objax.varcollection import VarCollection
+from objax.variable import StateVar, reduce_mean
+
+__all__ = ['Optax']
+
+
+class Optax(Module):
+    """Runs an optax GradientTransformation on the TrainVars of `vc` (params and grads are lists in the order
+    of vc.subset(TrainVar)). `opt(None, grads)` applies the transformation's updates as they are, p <- p + u
+    (for complete optax optimizers such as optax.adamw(1e-3), which carry their learning rate and sign).
+    `opt(lr, grads)` treats the updates like gradients, p <- p - lr * u (for direction-only transformations
+    such as optax.scale_by_adam() or optax.clip_by_global_norm(1.)), the convention of objax optimizers.
+    The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`."""
+
+    def __init__(self, vc: VarCollection, transformation: Any):
+        if not (callable(getattr(transformation, 'init', None)) and callable(getattr(transformation, 'update',
+                                                                                   None))):
+            raise TypeError(f'Optax(vc, transformation): transformation must be an optax GradientTransformation '
+                            f'(with init and update), got {type(transformation).__name__}')
+        self.train_vars = train_refs('Optax', vc)
+        self.transformation = transformation
+        state = transformation.init([ref.value for ref in self.train_vars])
+        leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
+        self._paths = [jax.tree_util.keystr(path) for path, _ in leaves]
+        self._state = [StateVar(x, reduce=reduce_mean if jn.issubdtype(x.dtype, jn.inexact) else reduce_first)
+                       for x in (jn.asarray(leaf) for _, leaf in leaves)]
+
+    def vars(self, scope: str = '') -> VarCollection:
+        """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`."""
+        prefix = f'{scope}({type(self).__name__})'
+        vc = self.train_vars.vars(prefix + '.train_vars')
+        vc.update((f'{prefix}.state{path}', v) for path, v in zip(self._paths, self._state))
+        return vc
+
+    @property
+    def state(self) -> Any:
+        """The optax state pytree, rebuilt from the StateVars' current values."""
+        return self._treedef.unflatten([v.value for v in self._state])
+
+    def __call__(self, lr: Optional[Union[float, JaxArray]], grads: List[JaxArray], **extra_args):
+        """One step: p <- p + u when lr is None, else p <- p - lr * u, with (u, new state) from
+        transformation.update(grads, state, params, **extra_args)."""
+        grads = check_grads('Optax', self.train_vars, grads)
+        params = [ref.value for ref in self.train_vars]
+        updates, new_state = self.transformation.update(grads, self.state, params, **extra_args)
+        new_leaves, treedef = jax.tree_util.tree_flatten(new_state)
+        if treedef != self._treedef:
+            raise ValueError(f'Optax: the transformation returned a state of structure {treedef}, expected '
+                             f'{self._treedef} (as returned by its init); nothing was changed')
+        errors = []
+        for path, var, x in zip(self._paths, self._state, new_leaves):
+            if jn.shape(x) != var.shape or jn.result_type(x) != var.dtype:
+                errors.append(f'state{path}: got {jn.shape(x)} {jn.result_type(x)}, expected {var.shape} '
+                              f'{var.dtype}')
+        if errors:
+            raise ValueError('Optax: the transformation changed the shape or dtype of its state, nothing was '
+                             'changed:\n  ' + '\n  '.join(errors))
+        if not isinstance(updates, (list, tuple)) or len(updates) != len(params):
+            raise ValueError(f'Optax: the transformation returned updates of type {type(updates).__name__}, '
+                             f'expected a list of {len(params)} arrays like the grads; nothing was changed')
+        for var, x in zip(self._state, new_leaves):
+            var.value = jn.asarray(x)
+        for ref, p, u in zip(self.train_vars, params, updates):
+            if u is None:
+                continue
+            ref.value = (p + u if lr is None else p - lr * u).astype(p.dtype)
