@@ -1,0 +1,7 @@
+"""Saving and loading variables: Objax .npz files, atomic checkpoints and safetensors files."""
+
+from objax.io.checkpoint import Checkpoint
+from objax.io.ops import load_var_collection, save_var_collection
+from objax.io.safetensors import load_safetensors, save_safetensors
+
+__all__ = ['Checkpoint', 'load_var_collection', 'save_var_collection', 'load_safetensors', 'save_safetensors']

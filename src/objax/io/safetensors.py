@@ -1,0 +1,77 @@
+"""Saving and loading a VarCollection as a safetensors file (readable by PyTorch and Hugging Face tools)."""
+
+import os
+from typing import IO, BinaryIO, Callable, Dict, Optional, Union
+
+import ml_dtypes
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from objax.io._atomic import atomic_write
+from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, stored_values
+from objax.varcollection import VarCollection
+
+__all__ = ['save_safetensors', 'load_safetensors']
+
+FileOrPath = Union[str, os.PathLike, IO[BinaryIO]]
+_DTYPES = {
+    'BOOL': np.bool_, 'U8': np.uint8, 'I8': np.int8, 'U16': np.uint16, 'I16': np.int16, 'U32': np.uint32,
+    'I32': np.int32, 'U64': np.uint64, 'I64': np.int64, 'F16': np.float16, 'F32': np.float32, 'F64': np.float64,
+    'C64': np.complex64, 'BF16': ml_dtypes.bfloat16, 'F8_E4M3': ml_dtypes.float8_e4m3fn,
+    'F8_E5M2': ml_dtypes.float8_e5m2,
+}
+_NAMES = {np.dtype(t).name for t in _DTYPES.values()}
+
+
+def save_safetensors(path: FileOrPath, vc: VarCollection):
+    """Writes the distinct variables of `vc` as a safetensors file (a path, replaced atomically, or a binary file).
+
+    Tensors are named by their first name in `vc`; a TrainRef is written as the TrainVar it refers to."""
+    check_vc(vc, 'save_safetensors')
+    names, values = stored_values(vc)
+    try:
+        data = safetensors.numpy.save({n: np.ascontiguousarray(v) for n, v in zip(names, values)},
+                                      metadata={'format': 'objax'})
+    except Exception as e:  # the Rust serializer raises its own error types
+        bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
+        raise ValueError(f'save_safetensors: cannot serialize {", ".join(bad) or "the collection"}: {e}') from e
+    if isinstance(path, (str, os.PathLike)):
+        atomic_write(path, lambda f: f.write(data))
+    else:
+        path.write(data)
+
+
+
+def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
+    """Parses a safetensors file into {name: array}, or raises UnreadableFileError."""
+    try:
+        tensors = safetensors.deserialize(data)
+    except Exception as e:  # SafetensorError and friends
+        raise UnreadableFileError(f'{source} cannot be read as a safetensors file: {e}') from None
+    entries = {}
+    for name, info in tensors:
+        dtype = _DTYPES.get(info['dtype'])
+        if dtype is None:
+            raise UnreadableFileError(f'{source}: tensor {name!r} has unsupported dtype {info["dtype"]}')
+        try:
+            entries[name] = np.frombuffer(bytes(info['data']), dtype=dtype).reshape(info['shape'])
+        except ValueError as e:
+            raise UnreadableFileError(f'{source}: tensor {name!r} data does not match its shape: {e}') from None
+    return entries
+
+
+def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Callable[[str], str]] = None):
+    """Loads a safetensors file (a path or a binary file object) into `vc`, all or nothing.
+
+    `renamer` maps a name of `vc` to the tensor name in the file (e.g. 'layer.weight' for a PyTorch file). Shapes are
+    not transposed: a PyTorch Linear weight (out, in) must be transposed to Objax's (in, out) separately.
+    Missing, unexpected, misshaped or wrongly typed tensors raise one ValueError listing them all."""
+    check_vc(vc, 'load_safetensors')
+    source = describe(path)
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, 'rb') as f:
+            data = f.read()
+    else:
+        data = path.read()
+    assign_checked(vc, _read_entries(data, source), renamer, source)
