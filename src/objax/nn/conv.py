@@ -10,6 +10,7 @@ from objax.constants import ConvPadding
 from objax.module import Module
 from objax.nn.init import kaiming_normal
 from objax.typing import JaxArray
+from objax.util.conversion import to_padding
 from objax.variable import TrainVar
 
 __all__ = ['Conv2D', 'ConvTranspose2D']
@@ -35,36 +36,12 @@ def _pair(value, name: str, owner: str) -> Tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _padding(padding: PaddingArg, owner: str, ndim: int = 2) -> Union[str, Tuple[Tuple[int, int], ...]]:
+def _padding(padding: PaddingArg, owner: str) -> Union[str, Tuple[Tuple[int, int], ...]]:
     """'SAME'/'VALID', or one (low, high) pair per spatial axis, from any accepted padding form."""
-    if isinstance(padding, ConvPadding):
-        return padding.value
-    if isinstance(padding, str):
-        if padding.upper() in ConvPadding.__members__:
-            return ConvPadding[padding.upper()].value
-        raise ValueError(f"{owner}: padding string must be 'SAME' or 'VALID' (any case), got {padding!r}")
-    if _is_int(padding):
-        return ((int(padding), int(padding)),) * ndim
     try:
-        items = tuple(padding)
-    except TypeError:
-        items = None
-    if items is not None and len(items) == 2 and all(_is_int(p) for p in items):
-        return ((int(items[0]), int(items[1])),) * ndim
-    if items is not None and len(items) == ndim:
-        pairs = []
-        for p in items:
-            try:
-                p = tuple(p)
-            except TypeError:
-                break
-            if len(p) != 2 or not all(_is_int(v) for v in p):
-                break
-            pairs.append((int(p[0]), int(p[1])))
-        else:
-            return tuple(pairs)
-    raise ValueError(f'{owner}: padding must be a ConvPadding, "SAME"/"VALID", an int, a (low, high) pair or '
-                     f'{ndim} (low, high) pairs, got {padding!r}')
+        return to_padding(padding, 2)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f'{owner}: {e}') from None
 
 
 def _check_image(x: JaxArray, nin: int, owner: str):

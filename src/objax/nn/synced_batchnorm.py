@@ -5,6 +5,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jn
 
+from objax.functional.parallel import pmean
 from objax.nn.batchnorm import BatchNorm, _moments
 from objax.typing import JaxArray
 
@@ -27,8 +28,8 @@ def _synced_moments(x: JaxArray, redux: Tuple[int, ...], axis_name: str = _AXIS)
     exactly the local moments when the axis is not bound."""
     if not _axis_is_bound(axis_name):
         return _moments(x, redux)
-    mean = jax.lax.pmean(x.mean(redux, keepdims=True), axis_name)
-    var = jax.lax.pmean(jn.square(x - mean).mean(redux, keepdims=True), axis_name)
+    mean = pmean(x.mean(redux, keepdims=True), axis_name)
+    var = pmean(jn.square(x - mean).mean(redux, keepdims=True), axis_name)
     return mean, var
 
 
