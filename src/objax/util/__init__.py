@@ -3,6 +3,14 @@
 from objax.util.renamer import Renamer
 from objax.util.conversion import to_interpolate, to_padding, to_tuple
 from objax.util import check
+from objax.util import image
+from objax.util.objax2tf import Objax2Tf
+from objax.util.signature import (args_indexes, local_kwargs, override_args_kwargs, positional_args_names, re_sign,
+                                  repr_function)
+from objax.util.util import EasyDict, class_name, dummy_context_mgr, find_used_variables, ilog2
 
 __all__ = ['Renamer']
 __all__ += ['to_interpolate', 'to_padding', 'to_tuple', 'check']
+__all__ += ['image', 'Objax2Tf', 'args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names',
+            're_sign', 'repr_function', 'EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables',
+            'ilog2']

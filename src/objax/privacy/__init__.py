@@ -1,0 +1,5 @@
+"""Differential privacy: DP-SGD training and its privacy accounting."""
+
+from objax.privacy import dpsgd
+
+__all__ = ['dpsgd']

@@ -1,0 +1,203 @@
+"""Rényi-DP accounting of DP-SGD: the sampled Gaussian mechanism and its conversion to (epsilon, delta)-DP.
+
+Sampling with replacement (Poisson sampling) follows Mironov, Talwar and Zhang (2019), "Rényi Differential
+Privacy of the Sampled Gaussian Mechanism"; sampling without replacement follows the upper bound of Wang,
+Balle and Kasiviswanathan (2019), "Subsampled Rényi Differential Privacy and Analytical Moments Accountant".
+"""
+
+import math
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from scipy import special
+
+__all__ = ['analyze_dp', 'analyze_dp_sample_without_replacement', 'analyze_renyi',
+           'analyze_renyi_sample_without_replacement', 'convert_renyidp_to_dp']
+
+DEFAULT_ORDERS = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                  17, 18, 19, 20)
+
+# The two series for fractional orders stop once both new terms fall below exp(_LOG_TOLERANCE) (the sum is >= 1).
+_LOG_TOLERANCE = -40.0
+_MAX_TERMS = 100_000
+
+
+def _check(name: str, q: float, noise_multiplier: float, steps: int, orders) -> Tuple[np.ndarray, bool]:
+    if not 0 <= q <= 1:
+        raise ValueError(f'{name}: q (the sampling ratio) must be in [0, 1], got {q}')
+    if not noise_multiplier >= 0:
+        raise ValueError(f'{name}: noise_multiplier must be >= 0, got {noise_multiplier}')
+    if isinstance(steps, bool) or not float(steps).is_integer() or steps < 0:
+        raise ValueError(f'{name}: steps must be a non-negative integer, got {steps}')
+    scalar = np.ndim(orders) == 0
+    orders = np.atleast_1d(np.asarray(orders, dtype=float))
+    if orders.ndim != 1 or not np.all(orders > 1):
+        raise ValueError(f'{name}: orders must be a number or a sequence of numbers > 1, got {orders.tolist()}')
+    return orders, scalar
+
+
+def _log_binom(n: float, k: np.ndarray) -> np.ndarray:
+    """log |C(n, k)| for real n > 0 and integer k >= 0 (generalized binomial coefficient)."""
+    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+
+
+def _log_moment_integer(q: float, sigma: float, alpha: int) -> float:
+    """log E_{mu0}[(mu/mu0)^alpha] for integer alpha: log sum_k C(alpha,k) (1-q)^(alpha-k) q^k e^((k^2-k)/2s^2)."""
+    k = np.arange(alpha + 1, dtype=float)
+    log_terms = (_log_binom(alpha, k) + k * math.log(q) + (alpha - k) * math.log1p(-q)
+                 + (k * k - k) / (2 * sigma ** 2))
+    return float(special.logsumexp(log_terms))
+
+
+def _log_moment_fractional(q: float, sigma: float, alpha: float) -> float:
+    """log E_{mu0}[(mu/mu0)^alpha] for fractional alpha, as the sum of the two series split at the point z0
+    where q * mu1 = (1 - q) * mu0 (each expansion converges on its side of z0)."""
+    z0 = sigma ** 2 * math.log(1 / q - 1) + 0.5
+    log_terms, signs = [], []
+    for i in range(_MAX_TERMS):
+        j = alpha - i
+        log_coef = float(_log_binom(alpha, np.float64(i)))
+        # Below z0: expand in powers of q*mu1/((1-q)*mu0); E_{mu0}[(mu1/mu0)^i; z <= z0] = e^((i^2-i)/2s^2) P(N(i,s^2) <= z0).
+        below = (log_coef + i * math.log(q) + j * math.log1p(-q) + (i * i - i) / (2 * sigma ** 2)
+                 + special.log_ndtr((z0 - i) / sigma))
+        # Above z0: expand in powers of (1-q)*mu0/(q*mu1); the moment of order j = alpha - i over z > z0.
+        above = (log_coef + j * math.log(q) + i * math.log1p(-q) + (j * j - j) / (2 * sigma ** 2)
+                 + special.log_ndtr((j - z0) / sigma))
+        # C(alpha, i) has the factors alpha, alpha-1, ..., alpha-i+1: i - ceil(alpha) of them are negative.
+        sign = 1.0 if i <= math.ceil(alpha) or (i - math.ceil(alpha)) % 2 == 0 else -1.0
+        log_terms += [below, above]
+        signs += [sign, sign]
+        if max(below, above) < _LOG_TOLERANCE and i > alpha:
+            break
+    else:
+        raise ArithmeticError(f'RDP series for order {alpha} did not converge (q={q}, noise_multiplier={sigma})')
+    value, sign = special.logsumexp(log_terms, b=signs, return_sign=True)
+    if sign <= 0:
+        raise ArithmeticError(f'RDP series for order {alpha} lost precision (q={q}, noise_multiplier={sigma})')
+    return float(value)
+
+
+def _rdp_sampled_gaussian(q: float, sigma: float, alpha: float) -> float:
+    """RDP of one step of the sampled Gaussian mechanism (Poisson sampling with rate q) at order alpha."""
+    if q == 0:
+        return 0.0
+    if sigma == 0:
+        return math.inf
+    if q == 1:
+        return alpha / (2 * sigma ** 2)
+    if float(alpha).is_integer():
+        log_moment = _log_moment_integer(q, sigma, int(alpha))
+    else:
+        log_moment = _log_moment_fractional(q, sigma, alpha)
+    return max(log_moment, 0.0) / (alpha - 1)
+
+
+def _log_moment_wor_integer(q: float, sigma: float, alpha: int) -> float:
+    """(alpha - 1) * RDP bound at integer alpha >= 2 for sampling without replacement (Wang et al., Thm. 9), where
+    the Gaussian mechanism has eps(j) = j / (2 sigma^2) and eps(infinity) = infinity."""
+    eps2 = 1 / sigma ** 2
+    log_e2_minus_1 = eps2 + math.log(-math.expm1(-eps2))  # log(e^eps(2) - 1), stable for small eps(2)
+    log_terms = [0.0, 2 * math.log(q) + float(_log_binom(alpha, np.float64(2)))
+                 + min(math.log(4) + log_e2_minus_1, eps2 + math.log(2))]
+    j = np.arange(3, alpha + 1, dtype=float)
+    log_terms += list(j * math.log(q) + _log_binom(alpha, j) + (j - 1) * j / (2 * sigma ** 2) + math.log(2))
+    return float(special.logsumexp(log_terms))
+
+
+def _rdp_sampled_gaussian_wor(q: float, sigma: float, alpha: float) -> float:
+    """RDP bound of one step of the Gaussian mechanism on a subsample drawn without replacement (ratio q)."""
+    if q == 0:
+        return 0.0
+    if sigma == 0:
+        return math.inf
+    if q == 1:
+        return alpha / (2 * sigma ** 2)
+    if float(alpha).is_integer():
+        return _log_moment_wor_integer(q, sigma, int(alpha)) / (alpha - 1)
+    # (alpha - 1) * RDP(alpha) is convex in alpha: interpolate it linearly between the neighbouring integers
+    # (at alpha = 1 it is 0).
+    low, high = math.floor(alpha), math.ceil(alpha)
+    at_low = 0.0 if low == 1 else _log_moment_wor_integer(q, sigma, low)
+    at_high = _log_moment_wor_integer(q, sigma, high)
+    t = alpha - low
+    return ((1 - t) * at_low + t * at_high) / (alpha - 1)
+
+
+def _analyze(name: str, rdp_fn, q: float, noise_multiplier: float, steps: int, orders):
+    order_array, scalar = _check(name, q, noise_multiplier, steps, orders)
+    rdp = np.array([rdp_fn(float(q), float(noise_multiplier), a) for a in order_array]) * steps
+    return float(rdp[0]) if scalar else rdp
+
+
+def analyze_renyi(q: float, noise_multiplier: float, steps: int, orders: Union[float, Tuple[float, ...]]):
+    """RDP of `steps` steps of the sampled Gaussian mechanism (sampling ratio q, noise std noise_multiplier times
+    the sensitivity) at each order: a float for one order, else an array of shape (len(orders),)."""
+    return _analyze('analyze_renyi', _rdp_sampled_gaussian, q, noise_multiplier, steps, orders)
+
+
+def analyze_renyi_sample_without_replacement(q: float, noise_multiplier: float, steps: int,
+                                             orders: Union[float, Tuple[float, ...]]) -> float:
+    """Like analyze_renyi, for batches sampled without replacement (the Wang, Balle, Kasiviswanathan bound)."""
+    return _analyze('analyze_renyi_sample_without_replacement', _rdp_sampled_gaussian_wor, q, noise_multiplier,
+                    steps, orders)
+
+
+def _eps_from_rdp(order: float, rdp: float, delta: float) -> float:
+    if rdp == 0:
+        return 0.0
+    if delta ** 2 >= -math.expm1(-rdp):  # KL bound: delta <= sqrt(1 - exp(-rdp)) already gives eps = 0
+        return 0.0
+    if order <= 1.01:  # the bound below is unstable as order -> 1 and useless there
+        return math.inf
+    return rdp + math.log1p(-1 / order) - (math.log(delta) + math.log(order)) / (order - 1)
+
+
+def _log_delta_from_rdp(order: float, rdp: float, eps: float) -> float:
+    log_delta = 0.5 * math.log(-math.expm1(-rdp)) if rdp > 0 else -math.inf
+    if order > 1.01:
+        log_delta = min(log_delta, (order - 1) * (rdp - eps + math.log1p(-1 / order)) - math.log(order))
+    return log_delta
+
+
+def convert_renyidp_to_dp(orders: Tuple[float, ...], rdp: Tuple[float, ...], target_eps: float = None,
+                          target_delta: float = None) -> Tuple[float, float, float]:
+    """Best (eps, delta)-DP guarantee from RDP values (one per order), given target_eps or target_delta.
+    Returns (eps, delta, optimal order). Uses eps = rdp + log(1 - 1/a) - (log(delta) + log(a)) / (a - 1)
+    (Canonne, Kamath, Steinke 2020, Prop. 12; Balle et al. 2020), or eps = 0 by the KL bound when it applies."""
+    orders_array = np.atleast_1d(np.asarray(orders, dtype=float))
+    rdp_array = np.atleast_1d(np.asarray(rdp, dtype=float))
+    if orders_array.shape != rdp_array.shape or orders_array.ndim != 1:
+        raise ValueError(f'convert_renyidp_to_dp: orders and rdp must be sequences of the same length, got '
+                         f'{orders_array.size} orders and {rdp_array.size} rdp values')
+    if not np.all(orders_array >= 1):
+        raise ValueError(f'convert_renyidp_to_dp: orders must be >= 1, got {orders_array.tolist()}')
+    if np.any(rdp_array < 0):
+        raise ValueError(f'convert_renyidp_to_dp: rdp values must be >= 0, got {rdp_array.tolist()}')
+    if (target_eps is None) == (target_delta is None):
+        raise ValueError('convert_renyidp_to_dp: give exactly one of target_eps and target_delta')
+    if target_delta is not None:
+        if not 0 < target_delta < 1:
+            raise ValueError(f'convert_renyidp_to_dp: target_delta must be in (0, 1), got {target_delta}')
+        eps = np.array([_eps_from_rdp(a, r, target_delta) for a, r in zip(orders_array, rdp_array)])
+        best = int(np.argmin(eps))
+        return max(0.0, float(eps[best])), float(target_delta), float(orders_array[best])
+    if not target_eps >= 0:
+        raise ValueError(f'convert_renyidp_to_dp: target_eps must be >= 0, got {target_eps}')
+    log_delta = np.array([_log_delta_from_rdp(a, r, target_eps) for a, r in zip(orders_array, rdp_array)])
+    best = int(np.argmin(log_delta))
+    return float(target_eps), min(1.0, math.exp(log_delta[best])), float(orders_array[best])
+
+
+def analyze_dp(q: float, noise_multiplier: float, steps: int, orders: Tuple[float, ...] = DEFAULT_ORDERS,
+               delta: float = 1e-05) -> float:
+    """Epsilon spent by `steps` steps of DP-SGD with sampling ratio q (with replacement), at the given delta."""
+    rdp = analyze_renyi(q, noise_multiplier, steps, tuple(np.atleast_1d(orders)))
+    return convert_renyidp_to_dp(np.atleast_1d(orders), rdp, target_delta=delta)[0]
+
+
+def analyze_dp_sample_without_replacement(q: float, noise_multiplier: float, steps: int,
+                                          orders: Tuple[float, ...] = DEFAULT_ORDERS,
+                                          delta: float = 1e-05) -> float:
+    """Epsilon spent by `steps` steps of DP-SGD on batches sampled without replacement, at the given delta."""
+    rdp = analyze_renyi_sample_without_replacement(q, noise_multiplier, steps, tuple(np.atleast_1d(orders)))
+    return convert_renyidp_to_dp(np.atleast_1d(orders), rdp, target_delta=delta)[0]

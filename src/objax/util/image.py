@@ -1,0 +1,78 @@
+"""Image helpers: layout changes (NCHW/NHWC), [-1, 1] float <-> uint8 mapping, PNG files and image grids."""
+
+import io
+from typing import IO, BinaryIO, Union
+
+import numpy as np
+
+from objax.typing import JaxArray
+
+__all__ = ['from_file', 'image_grid', 'nchw', 'nhwc', 'normalize_to_uint8', 'normalize_to_unit_float', 'to_png']
+
+Array = Union[np.ndarray, JaxArray]
+
+
+def _check_ndim(name: str, x, minimum: int):
+    if not hasattr(x, 'ndim') or x.ndim < minimum:
+        raise ValueError(f'{name}(x): x must be an array with at least {minimum} dimensions, '
+                         f'got shape {getattr(x, "shape", type(x).__name__)}')
+
+
+def nchw(x: Array) -> Array:
+    """Channels-last to channels-first: (..., H, W, C) -> (..., C, H, W), e.g. NHWC -> NCHW."""
+    _check_ndim('nchw', x, 3)
+    lead = list(range(x.ndim - 3))
+    return x.transpose(lead + [x.ndim - 1, x.ndim - 3, x.ndim - 2])
+
+
+def nhwc(x: Array) -> Array:
+    """Channels-first to channels-last: (..., C, H, W) -> (..., H, W, C), e.g. NCHW -> NHWC."""
+    _check_ndim('nhwc', x, 3)
+    lead = list(range(x.ndim - 3))
+    return x.transpose(lead + [x.ndim - 2, x.ndim - 1, x.ndim - 3])
+
+
+def normalize_to_uint8(x: Array) -> Array:
+    """Maps floats of [1/256 - 1, 1 - 1/256] to the uint8 values {0, ..., 255} (rounding and clipping)."""
+    return (128 * (x + (1 - 1 / 256))).clip(0, 255).round().astype('uint8')
+
+
+def normalize_to_unit_float(x: Array) -> Array:
+    """Maps uint8 values {0, ..., 255} to float32 values of [1/256 - 1, 1 - 1/256] (x / 128 + 1/256 - 1)."""
+    return (x * (1 / 128) + (1 / 256 - 1)).astype('float32')
+
+
+def from_file(file: Union[str, IO[BinaryIO]]) -> np.ndarray:
+    """Reads an image file (a path or a binary file object) as RGB: a float32 array (3, H, W) in [-1, 1]."""
+    from PIL import Image
+    with Image.open(file) as image:
+        pixels = np.asarray(image.convert('RGB'))
+    return normalize_to_unit_float(pixels.transpose(2, 0, 1))
+
+
+def to_png(x: Array) -> bytes:
+    """Encodes a (C, H, W) image as PNG bytes; C is 1 (gray), 3 (RGB) or 4 (RGBA); x is uint8 or a float image
+    in [-1, 1] (mapped with normalize_to_uint8)."""
+    from PIL import Image
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
+        raise ValueError(f'to_png(x): x must be a (C, H, W) image with C in (1, 3, 4), got shape {x.shape}')
+    if np.issubdtype(x.dtype, np.floating):
+        x = normalize_to_uint8(x)
+    elif x.dtype != np.uint8:
+        raise ValueError(f'to_png(x): x must be uint8 or floating point, got dtype {x.dtype}')
+    pixels = x.transpose(1, 2, 0)
+    if pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]  # Pillow reads (H, W) uint8 as gray, (H, W, 3) as RGB, (H, W, 4) as RGBA
+    with io.BytesIO() as buffer:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format='png')
+        return buffer.getvalue()
+
+
+def image_grid(image: np.ndarray) -> np.ndarray:
+    """Tiles a (rows, cols, C, H, W) array of images into one image of shape (C, rows * H, cols * W)."""
+    if getattr(image, 'ndim', None) != 5:
+        raise ValueError(f'image_grid(image): image must have shape (rows, cols, C, H, W), '
+                         f'got shape {getattr(image, "shape", type(image).__name__)}')
+    rows, cols, c, h, w = image.shape
+    return image.transpose(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)

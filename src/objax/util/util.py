@@ -1,0 +1,77 @@
+"""Small general helpers: EasyDict, class names, a do-nothing context manager, integer log2."""
+
+import contextlib
+import math
+import numbers
+import sys
+
+from objax._introspect import find_used_variables
+
+__all__ = ['EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables', 'ilog2']
+
+
+class EasyDict(dict):
+    """A dict whose items are also attributes: `d = EasyDict(lr=0.1); d.lr == d['lr']`."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f'{type(self).__name__} has no attribute or key {name!r}') from None
+
+    def __setattr__(self, name: str, value):
+        self[name] = value
+
+    def __delattr__(self, name: str):
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(f'{type(self).__name__} has no attribute or key {name!r}') from None
+
+    def __dir__(self):
+        return list(super().__dir__()) + [k for k in self if isinstance(k, str)]
+
+    def copy(self) -> 'EasyDict':
+        """A shallow copy that is still an EasyDict."""
+        return type(self)(self)
+
+    def __repr__(self):
+        return f'{type(self).__name__}({dict.__repr__(self)})'
+
+
+def class_name(x) -> str:
+    """Name of x's class (or of x itself if it is a class), qualified by the shortest module path that exports
+    it, e.g. 'objax.nn.Linear'; builtins and classes of __main__ get their bare name."""
+    cls = x if isinstance(x, type) else type(x)
+    module, qualname = cls.__module__, cls.__qualname__
+    if module in ('builtins', '__main__'):
+        return qualname
+    parts = module.split('.')
+    for n in range(1, len(parts) + 1):
+        candidate = sys.modules.get('.'.join(parts[:n]))
+        found = candidate
+        for attr in qualname.split('.'):
+            found = getattr(found, attr, None)
+        if found is cls:
+            return f'{".".join(parts[:n])}.{qualname}'
+    return f'{module}.{qualname}'
+
+
+@contextlib.contextmanager
+def dummy_context_mgr():
+    """A context manager that does nothing (yields None), for `with (ctx if cond else dummy_context_mgr()):`."""
+    yield None
+
+
+def ilog2(x: float):
+    """Integer log2 rounded up: the smallest int n with 2**n >= x (x > 0), e.g. ilog2(8) == 3, ilog2(9) == 4."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f'ilog2(x): x must be a real number, got {type(x).__name__}')
+    if not x > 0:
+        raise ValueError(f'ilog2(x): x must be > 0, got {x}')
+    if isinstance(x, numbers.Integral):
+        return (int(x) - 1).bit_length()  # exact for ints of any size
+    if math.isinf(x):
+        raise ValueError('ilog2(x): x must be finite, got inf')
+    mantissa, exponent = math.frexp(x)  # x = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    return exponent - 1 if mantissa == 0.5 else exponent
