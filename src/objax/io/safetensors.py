@@ -24,6 +24,11 @@ _DTYPES = {
 _NAMES = {np.dtype(t).name for t in _DTYPES.values()}
 
 
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of the same shape (np.ascontiguousarray would make scalars 1-D)."""
+    return x if x.flags.c_contiguous else np.array(x, order='C')
+
+
 def save_safetensors(path: FileOrPath, vc: VarCollection):
     """Writes the distinct variables of `vc` as a safetensors file (a path, replaced atomically, or a binary file).
 
@@ -31,7 +36,7 @@ def save_safetensors(path: FileOrPath, vc: VarCollection):
     check_vc(vc, 'save_safetensors')
     names, values = stored_values(vc)
     try:
-        data = safetensors.numpy.save({n: np.ascontiguousarray(v) for n, v in zip(names, values)},
+        data = safetensors.numpy.save({n: _contiguous(v) for n, v in zip(names, values)},
                                       metadata={'format': 'objax'})
     except Exception as e:  # the Rust serializer raises its own error types
         bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
@@ -55,7 +60,7 @@ def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
         if dtype is None:
             raise UnreadableFileError(f'{source}: tensor {name!r} has unsupported dtype {info["dtype"]}')
         try:
-            entries[name] = np.frombuffer(bytes(info['data']), dtype=dtype).reshape(info['shape'])
+            entries[name] = np.frombuffer(bytes(info['data']), dtype=dtype).reshape(tuple(info['shape']))
         except ValueError as e:
             raise UnreadableFileError(f'{source}: tensor {name!r} data does not match its shape: {e}') from None
     return entries

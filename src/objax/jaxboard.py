@@ -1,0 +1,235 @@
+"""TensorBoard summaries: collect scalars, images and text in a Summary and write them with SummaryWriter."""
+
+import dataclasses
+import enum
+import io
+import numbers
+import operator
+import os
+import queue
+import threading
+import time
+import weakref
+from typing import Callable, Dict, List, Tuple, Union
+
+import numpy as np
+from PIL import Image as _PILImage
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.text.summary_v2 import text_pb
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+__all__ = ['Reducer', 'DelayedScalar', 'Image', 'Text', 'Summary', 'SummaryWriter']
+
+
+class Reducer(enum.Enum):
+    """How the values added to one scalar tag are merged: the first, the last or their (numpy) mean."""
+
+    FIRST = 'first'
+    LAST = 'last'
+    MEAN = 'mean'
+
+    def __call__(self, values: List[float]) -> float:
+        if len(values) == 0:
+            raise ValueError(f'Reducer.{self.name}: no values to reduce')
+        if self is Reducer.FIRST:
+            return values[0]
+        if self is Reducer.LAST:
+            return values[-1]
+        return np.mean([np.asarray(v) for v in values])
+
+
+class DelayedScalar:
+    """A list of values for one scalar tag, reduced to one number when called."""
+
+    def __init__(self, reduce: Union[Callable, Reducer]):
+        if not callable(reduce):
+            raise TypeError(f'DelayedScalar(reduce): expected a Reducer or a callable, got {type(reduce).__name__}')
+        self.reduce = reduce
+        self.values: List = []
+
+    def __call__(self) -> float:
+        return self.reduce(self.values)
+
+
+@dataclasses.dataclass
+class Image:
+    """A PNG-encoded image and its (channels, height, width) shape."""
+
+    shape: Tuple[int, int, int]
+    png: bytes
+
+
+@dataclasses.dataclass
+class Text:
+    """A text summary (TensorBoard renders it as Markdown)."""
+
+    text: str
+
+
+def _to_png(image: np.ndarray, tag: str) -> bytes:
+    """Encodes a CHW image (float in [-1, 1] or uint8; 1, 3 or 4 channels) as PNG."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f'Summary.image({tag!r}): expected a (C, H, W) image with C in 1, 3, 4, '
+                         f'got shape {image.shape}')
+    if image.dtype.kind == 'f':
+        image = np.round(np.clip((image.astype(np.float64) + 1) * 127.5, 0, 255)).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f'Summary.image({tag!r}): expected a float image in [-1, 1] or uint8, got {image.dtype}')
+    hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
+    out = io.BytesIO()
+    _PILImage.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(out, format='PNG')
+    return out.getvalue()
+
+
+class Summary(dict):
+    """A {tag: DelayedScalar | Image | Text} dictionary, filled during training and written by SummaryWriter."""
+
+    def scalar(self, tag: str, value: float, reduce: Union[Callable, Reducer] = Reducer.MEAN):
+        """Appends `value` to scalar `tag`; the values are merged with `reduce` when written."""
+        if tag not in self:
+            self[tag] = DelayedScalar(reduce)
+        elif not isinstance(self[tag], DelayedScalar):
+            raise ValueError(f'Summary.scalar: tag {tag!r} already holds a {type(self[tag]).__name__}')
+        self[tag].values.append(value)
+
+    def image(self, tag: str, image: np.ndarray):
+        """Sets image `tag` from a (C, H, W) array, float in [-1, 1] or uint8."""
+        image = np.asarray(image)
+        self[tag] = Image(tuple(image.shape), _to_png(image, tag))
+
+    def text(self, tag: str, text: str):
+        """Sets text `tag`."""
+        if not isinstance(text, str):
+            raise TypeError(f'Summary.text({tag!r}): expected a str, got {type(text).__name__}')
+        self[tag] = Text(text)
+
+    def __call__(self) -> Dict[str, float]:
+        """The reduced value of every scalar tag."""
+        return {k: float(v()) for k, v in self.items() if isinstance(v, DelayedScalar)}
+
+
+def _snapshot(summary: Summary) -> List[Tuple[str, object]]:
+    """A copy of the summary safe from later changes by the caller, checking every entry."""
+    out = []
+    for tag, value in summary.items():
+        if not isinstance(tag, str):
+            raise TypeError(f'SummaryWriter.write: tags must be str, got {tag!r}')
+        if isinstance(value, DelayedScalar):
+            copy = DelayedScalar(value.reduce)
+            copy.values = list(value.values)
+            value = copy
+        elif not isinstance(value, (Image, Text)):
+            raise TypeError(f'SummaryWriter.write: tag {tag!r} holds a {type(value).__name__}, '
+                            f'expected a DelayedScalar, Image or Text (use Summary.scalar/image/text)')
+        out.append((tag, value))
+    return out
+
+
+def _event(entries: List[Tuple[str, object]], step: int, wall_time: float) -> event_pb2.Event:
+    summary = summary_pb2.Summary()
+    for tag, value in entries:
+        if isinstance(value, DelayedScalar):
+            summary.value.add(tag=tag, simple_value=float(value()))
+        elif isinstance(value, Image):
+            channels, height, width = value.shape
+            summary.value.add(tag=tag, image=summary_pb2.Summary.Image(
+                height=height, width=width, colorspace=channels, encoded_image_string=bytes(value.png)))
+        else:
+            summary.value.extend(text_pb(tag, value.text).value)
+    return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+
+
+_STOP, _FLUSH = object(), object()
+
+
+class _State:
+    """What the worker thread shares with the writer (kept apart so the writer can be garbage collected)."""
+
+    def __init__(self, writer: EventFileWriter, queue_size: int):
+        self.writer = writer
+        self.queue = queue.Queue(queue_size)
+        self.error = None
+        self.closed = False
+
+
+def _work(state: _State):
+    """Worker thread: turns queued summaries into events (reducing scalars off the training thread)."""
+    while True:
+        item = state.queue.get()
+        try:
+            if item is _STOP:
+                return
+            if item is _FLUSH:
+                state.writer.flush()
+            else:
+                state.writer.add_event(_event(*item))
+        except Exception as e:  # the first failure is reported by the next write/flush/close
+            state.error = state.error or e
+        finally:
+            state.queue.task_done()
+
+
+def _shutdown(state: _State, thread: threading.Thread):
+    """Writes everything queued, stops the worker and closes the event file (idempotent)."""
+    if state.closed:
+        return
+    state.closed = True
+    state.queue.put(_STOP)
+    thread.join()
+    state.writer.close()
+
+
+class SummaryWriter:
+    """Writes Summaries to a TensorBoard event file in `logdir`, asynchronously: `write` queues (at most
+    `queue_size` pending summaries) and a background thread writes them, flushing every `write_interval` seconds.
+    `close()` (or leaving a `with` block, or interpreter exit) writes everything still pending."""
+
+    def __init__(self, logdir: str, queue_size: int = 5, write_interval: int = 5):
+        if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
+            raise ValueError(f'SummaryWriter(queue_size): expected an int >= 1, got {queue_size!r}')
+        if not isinstance(write_interval, numbers.Real) or write_interval <= 0:
+            raise ValueError(f'SummaryWriter(write_interval): expected a positive number, got {write_interval!r}')
+        self.logdir = os.fspath(logdir)
+        os.makedirs(self.logdir, exist_ok=True)
+        writer = EventFileWriter(self.logdir, max_queue_size=int(queue_size), flush_secs=write_interval)
+        self._state = _State(writer, int(queue_size))
+        self._thread = threading.Thread(target=_work, args=(self._state,), name='objax.SummaryWriter', daemon=True)
+        self._thread.start()
+        self._finalizer = weakref.finalize(self, _shutdown, self._state, self._thread)
+
+    def _check(self, where: str):
+        if self._state.error is not None:
+            error, self._state.error = self._state.error, None
+            raise RuntimeError(f'SummaryWriter.{where}: writing an earlier summary failed: {error}') from error
+
+    def write(self, summary: Summary, step: int):
+        """Queues `summary` to be written at `step` (blocks only while `queue_size` summaries are pending)."""
+        if self._state.closed:
+            raise ValueError(f'SummaryWriter.write: the writer for {self.logdir!r} is closed')
+        self._check('write')
+        if not isinstance(summary, dict):
+            raise TypeError(f'SummaryWriter.write(summary): expected a Summary, got {type(summary).__name__}')
+        try:
+            step = operator.index(step)
+        except TypeError:
+            raise TypeError(f'SummaryWriter.write(step): expected an int, got {type(step).__name__}') from None
+        self._state.queue.put((_snapshot(summary), step, time.time()))
+
+    def flush(self):
+        """Blocks until every queued summary is written and on disk."""
+        if not self._state.closed:
+            self._state.queue.put(_FLUSH)
+            self._state.queue.join()
+        self._check('flush')
+
+    def close(self):
+        """Writes everything pending and closes the event file."""
+        self._finalizer()
+        self._check('close')
+
+    def __enter__(self) -> 'SummaryWriter':
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.close()
