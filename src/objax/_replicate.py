@@ -1,11 +1,86 @@
-"""`VarCollection.replicate()`: placement of variables for Parallel (completed with objax.Parallel)."""
+"""Where variable values live for objax.Parallel: replicated on a mesh of all (global) devices.
+
+`VarCollection.replicate()` (Objax 1.8 stacked one copy per device there) now places every value of the
+collection replicated on that mesh when the block starts, so Parallel calls inside the block move nothing,
+and brings the values back to the default device when it ends. Values are never changed by placement.
+"""
 
 import contextlib
+from typing import Dict
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from objax import _state
 
 __all__ = []
+
+_MESHES: Dict[str, Mesh] = {}
+_REPLICATED: Dict[str, NamedSharding] = {}
+
+
+def mesh(axis_name: str = 'device') -> Mesh:
+    """The 1D mesh of all devices of all processes (jax.devices() order) with axis `axis_name`."""
+    m = _MESHES.get(axis_name)
+    if m is None:
+        m = _MESHES[axis_name] = Mesh(np.array(jax.devices()), (axis_name,))
+    return m
+
+
+def replicated(axis_name: str = 'device') -> NamedSharding:
+    """The sharding that keeps a full copy of a value on every device of `mesh(axis_name)`."""
+    s = _REPLICATED.get(axis_name)
+    if s is None:
+        s = _REPLICATED[axis_name] = NamedSharding(mesh(axis_name), PartitionSpec())
+    return s
+
+
+def is_multiprocess(m: Mesh) -> bool:
+    return m.devices.size != len(m.local_devices)
+
+
+def place(x, sharding: NamedSharding):
+    """`x` laid out with `sharding`. A process-local value (numpy, or an array on this process's devices) is
+    taken as this process's part of the global value: all of it when replicated, its rows when sharded."""
+    if isinstance(x, jax.core.Tracer):
+        return x
+    if isinstance(x, jax.Array):
+        if x.sharding == sharding:
+            return x
+        if not is_multiprocess(sharding.mesh) or not x.is_fully_addressable:
+            return jax.device_put(x, sharding)
+    elif not is_multiprocess(sharding.mesh):
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+
+def to_default_device(x):
+    """`x` back on this process's first device (a replicated value keeps its contents)."""
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+        return x
+    device = jax.local_devices()[0]
+    if x.sharding.device_set == {device}:
+        return x
+    if x.is_fully_replicated:
+        return jax.device_put(x.addressable_data(0), device)
+    if x.is_fully_addressable:
+        return jax.device_put(x, device)
+    return x
 
 
 @contextlib.contextmanager
 def replicate(vc):
-    """Objax 1.8 stacked variables per device here; Parallel now shards them itself, so this only scopes."""
-    yield vc
+    """Context of VarCollection.replicate(): the values of `vc` sit replicated on the mesh of all devices
+    (axis 'device') inside the block, then return to the default device. Optional for objax.Parallel,
+    which places values itself; the block only saves the transfer of variables that Parallel calls don't
+    change. Nothing is stacked per device any more: each variable keeps its shape."""
+    storage = _state.storage_of(vc)
+    sharding = replicated('device')
+    for v in storage:
+        v._value = place(v._value, sharding)
+    try:
+        yield
+    finally:
+        for v in storage:
+            v._value = to_default_device(v._value)

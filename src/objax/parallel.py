@@ -1,0 +1,226 @@
+"""Parallel: data-parallel execution of a module or function over all devices (of all processes).
+
+One call is one compiled program: jax.jit around jax.shard_map over a 1D mesh of all devices. Array
+arguments are split on their leading axis, variables are replicated, f runs once per device (collectives on
+`axis_name` work, e.g. objax.functional.parallel.pmean), per-device outputs are stacked on a new leading axis
+and merged by `reduce`, and each variable that f changed is stacked the same way and merged by its own
+`reduce` (mean for TrainVar/StateVar, first copy for RandomState). Variables f leaves alone are not touched.
+
+Multi-process (after jax.distributed.initialize): the mesh spans every process's devices. Each process passes
+its own part of the global batch (its local rows, same shape on every process): the global batch is the
+processes' parts concatenated in process order. Scalars and variables must be equal on every process.
+"""
+
+from typing import Callable, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jn
+import numpy as np
+from jax.extend import core as jax_core
+from jax.sharding import NamedSharding, PartitionSpec
+
+from objax import _invariant, _replicate, _state, _trace
+from objax.module import Function, Module
+from objax.typing import JaxArray
+from objax.varcollection import VarCollection
+from objax.variable import RandomState, _reduce_first, reduce_mean
+
+__all__ = ['Parallel']
+
+
+def _aval(x, split: int = 1) -> jax.ShapeDtypeStruct:
+    """Shape/dtype of what one device sees of x when its leading axis is split in `split`."""
+    aval = jax.typeof(x)
+    shape = (aval.shape[0] // split,) + tuple(aval.shape[1:]) if split > 1 else aval.shape
+    return jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type)
+
+
+def _path_label(i: int, path) -> str:
+    return f'argument {i}{jax.tree_util.keystr(path)}'
+
+
+class Parallel(Module):
+    """`Parallel(f, vc, reduce, axis_name, static_argnums)(*args)` runs f on every device on a slice of the
+    batch: array arguments (N, ...) are split into (N/ndev, ...) per device, scalars are broadcast. Returns
+    `reduce` of each per-device output stacked as (ndev, ...) (default: concatenated back to (N, ...)).
+    Works with or without `with vc.replicate():` (kept for Objax 1.8 code); after a call the variables of vc
+    that f changed hold their merged values, replicated on all devices."""
+
+    def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
+                 reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
+                 static_argnums: Optional[Tuple[int, ...]] = None):
+        if not isinstance(f, Module):
+            if vc is None:
+                raise ValueError('Parallel(f, vc): vc is required when f is a function (not a Module): pass '
+                                 'the VarCollection of the variables f uses, e.g. model.vars()')
+            f = Function(f, vc)
+        elif vc is None:
+            vc = f.vars()
+        if not isinstance(vc, VarCollection):
+            raise TypeError(f'Parallel(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+        if not callable(reduce):
+            raise TypeError(f'Parallel(reduce=...): reduce must be callable, got {type(reduce).__name__}')
+        if not isinstance(axis_name, str) or not axis_name:
+            raise TypeError(f'Parallel(axis_name=...): expected a non-empty string, got {axis_name!r}')
+        self.__wrapped__ = f
+        self.vc = vc
+        self.reduce = reduce
+        self.axis_name = axis_name
+        self.static_argnums = tuple(static_argnums or ())
+        self.mesh = _replicate.mesh(axis_name)
+        self.ndevices = self.mesh.devices.size
+        self._local_ndevices = len(self.mesh.local_devices)
+        self._replicated = _replicate.replicated(axis_name)
+        self._batched = NamedSharding(self.mesh, PartitionSpec(axis_name))
+        self._checked = list(vc)
+        self._storage = _state.storage_of(self._checked)
+        self._random = [i for i, v in enumerate(self._storage) if isinstance(v, RandomState)]
+        self._allowed = _state.allowed_ids(vc)
+        self._owner = f'Parallel({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+        self._namer = _state.namer(f, vc)
+        argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
+        self._call = jax.jit(self._traced, static_argnums=argnums)
+
+    def device_reshape(self, x: JaxArray) -> JaxArray:
+        """Splits the batch of x, (N, ...) -> (ndev, N/ndev, ...) over this process's devices; a scalar
+        becomes (ndev,)."""
+        ndev = self._local_ndevices
+        if not hasattr(x, 'ndim'):
+            raise TypeError(f'Parallel.device_reshape expects an array, got {type(x).__name__}')
+        if x.ndim == 0:
+            return jn.broadcast_to(x, (ndev,))
+        if x.shape[0] % ndev:
+            raise ValueError(f'Parallel.device_reshape: batch of size {x.shape[0]} (shape {tuple(x.shape)}) '
+                             f'does not divide evenly among {ndev} devices')
+        return x.reshape((ndev, x.shape[0] // ndev) + tuple(x.shape[1:]))
+
+    def _static_positions(self, nargs: int) -> set:
+        positions = set()
+        for i in self.static_argnums:
+            if not -nargs <= i < nargs:
+                raise ValueError(f'{self._owner}: static_argnums contains {i} but only {nargs} positional '
+                                 f'arguments were given')
+            positions.add(i % nargs)
+        return positions
+
+    def _place_args(self, args, static: set) -> list:
+        """Checks batch sizes and lays the arguments out on the mesh (rows split, scalars replicated)."""
+        out = list(args)
+        for i, arg in enumerate(args):
+            if i in static:
+                continue
+            leaves, tree = jax.tree_util.tree_flatten_with_path(arg)
+            placed = []
+            for path, x in leaves:
+                if np.ndim(x) == 0:
+                    placed.append(x if isinstance(x, (int, float, bool, complex)) else
+                                  _replicate.place(x, self._replicated))
+                    continue
+                is_global = isinstance(x, jax.Array) and not x.is_fully_addressable
+                ndev = self.ndevices if is_global or isinstance(x, jax.core.Tracer) else self._local_ndevices
+                n = np.shape(x)[0]
+                if n % ndev:
+                    raise ValueError(f'{self._owner}: {_path_label(i, path)} has a batch (leading axis) of size '
+                                     f'{n}, which does not divide evenly among {ndev} devices; use a multiple '
+                                     f'of {ndev}')
+                placed.append(_replicate.place(x, self._batched))
+            out[i] = jax.tree_util.tree_unflatten(tree, placed)
+        return out
+
+    def __call__(self, *args):
+        """Runs f on every device and returns its reduced outputs; stores the merged variable values."""
+        static = self._static_positions(len(args))
+        values = _state.read(self._storage, self._checked)
+        for i, x in enumerate(values):
+            placed = _replicate.place(x, self._replicated)
+            if placed is not x:
+                values[i] = self._storage[i]._value = placed
+        outputs, new_values = self._call(values, *self._place_args(args, static))
+        for i, x in new_values.items():
+            self._storage[i]._value = x
+        return outputs
+
+    def _traced(self, values, *args):
+        axis, ndev, storage, random = self.axis_name, self.ndevices, self._storage, set(self._random)
+        static = self._static_positions(len(args))
+        dynamic = [i for i in range(len(args)) if i not in static]
+        leaves, leaves_tree = jax.tree.flatten([args[i] for i in dynamic])
+        batched = [jn.ndim(x) > 0 for x in leaves]
+        with jax.threefry_partitionable(False):
+            inputs = [jax.random.split(x, ndev) if i in random else x for i, x in enumerate(values)]
+        record = {}
+
+        def per_device(device_values, device_leaves):
+            call_args = list(args)
+            for i, x in zip(dynamic, jax.tree.unflatten(leaves_tree, device_leaves)):
+                call_args[i] = x
+            _trace.push(set(self._allowed), self._owner, self._namer)
+            try:
+                with _state.Swap(storage, device_values):
+                    outputs = self.__wrapped__(*call_args)
+                    new_values = [v._value for v in storage]
+            finally:
+                _trace.pop()
+            record['changed'] = [i for i, (old, new) in enumerate(zip(device_values, new_values)) if new is not old]
+            out_leaves, record['tree'] = jax.tree.flatten(outputs)
+            return out_leaves, [new_values[i] for i in record['changed']]
+
+        # Trace f once for one device, find which results are provably equal on all devices (those are
+        # returned once, the others stacked per device), then run that program on every device.
+        closed = jax.make_jaxpr(per_device, axis_env=[(axis, ndev)])(
+            [_aval(x) for x in values], [_aval(x, ndev if b else 1) for x, b in zip(leaves, batched)])
+        changed, tree = record['changed'], record['tree']
+        varying = _invariant.varying_outputs(closed.jaxpr, [i in random for i in range(len(values))] + batched,
+                                             axis)
+        program = jax_core.jaxpr_as_fun(closed)
+
+        def run(device_values, device_leaves):
+            device_values = [x[0] if i in random else x for i, x in enumerate(device_values)]
+            results = program(*device_values, *device_leaves)
+            return [jn.expand_dims(x, 0) if v else x for x, v in zip(results, varying)]
+
+        spec = lambda b: PartitionSpec(axis) if b else PartitionSpec()
+        results = jax.shard_map(run, mesh=self.mesh, out_specs=[spec(v) for v in varying], check_vma=False,
+                                in_specs=([spec(i in random) for i in range(len(values))], [spec(b) for b in batched])
+                                )(inputs, leaves)
+        nout = tree.num_leaves
+        stacked = [x if v else jn.broadcast_to(x, (ndev,) + x.shape) for x, v in zip(results[:nout], varying)]
+        merged = {i: self._merge(i, x, v, values[i]) for i, x, v in zip(changed, results[nout:], varying[nout:])}
+        return jax.tree.unflatten(tree, [self._reduce_output(x) for x in stacked]), merged
+
+    def _reduce_output(self, x: JaxArray) -> JaxArray:
+        try:
+            return self.reduce(x)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f'{self._owner}: reduce={getattr(self.reduce, "__name__", self.reduce)!r} failed on an '
+                          f'output stacked per device with shape {tuple(x.shape)}: {e}. A per-device scalar '
+                          f'needs a reduce such as `lambda x: x.mean(0)`') from e
+
+    def _merge(self, i: int, x: JaxArray, varying: bool, old: JaxArray) -> JaxArray:
+        """Merges the new values of variable i: stacked per device if `varying`, else the one common value."""
+        var = self._storage[i]
+        reduce = var._reduce
+        if not varying:
+            if reduce is None or reduce is reduce_mean or reduce is _reduce_first:
+                return x  # the mean or first of identical copies is the value itself
+            x = jn.broadcast_to(x, (self.ndevices,) + x.shape)
+        name = self._namer(var) or var._label()
+        if reduce is None:
+            raise ValueError(f'{self._owner}: variable "{name}" was changed differently on each device but has '
+                             f'reduce=None, so its per-device values cannot be merged; give it a reduce '
+                             f'(e.g. objax.reduce_mean)')
+        merged = reduce(x)
+        if jn.shape(merged) != jn.shape(old):
+            raise ValueError(f'{self._owner}: the reduce of variable "{name}" turned per-device values of shape '
+                             f'{tuple(x.shape)} into shape {tuple(jn.shape(merged))}, expected {jn.shape(old)}')
+        return merged.astype(old.dtype) if merged.dtype != old.dtype else merged
+
+    def vars(self, scope: str = '') -> VarCollection:
+        """The collection the function runs with, names prefixed with `scope`."""
+        out = VarCollection()
+        out.update((scope + k, v) for k, v in self.vc.items())
+        return out
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(f={self.__wrapped__!r}, reduce={getattr(self.reduce, "__name__", self.reduce)}, '
+                f'axis_name={self.axis_name!r}, static_argnums={self.static_argnums or None})')

@@ -1,0 +1,203 @@
+"""Pre-activation residual networks (ResNet v2), laid out like Keras' ResNet50V2/101V2/152V2.
+
+The layer structure follows the Keras reference so that a converted Keras checkpoint maps one-to-one:
+a 7x7/2 stem convolution (with bias), zero padding + 3x3/2 max pooling, groups of pre-activation blocks
+whose stride is applied by the group's last block, then normalization, activation, global average
+pooling and a Linear classifier.
+"""
+
+from typing import Callable, Sequence
+
+import jax.numpy as jn
+import numpy as np
+
+from objax.functional import max_pool_2d, relu
+from objax.module import Module
+from objax.nn import BatchNorm2D, Conv2D, Linear, Sequential
+from objax.random import normal
+from objax.typing import JaxArray
+
+__all__ = ['ResNetV2', 'ResNetV2Block', 'ResNetV2BlockGroup', 'ResNet18', 'ResNet34', 'ResNet50', 'ResNet101',
+           'ResNet152', 'ResNet200', 'load_pretrained_weights_from_keras']
+
+
+def _conv(nin: int, nout: int, k: int, stride: int = 1, use_bias: bool = False) -> Conv2D:
+    """k x k convolution, explicit zero padding (k - 1) // 2, He-normal weights with fan_out = k * k * nout."""
+    stddev = float(np.sqrt(2 / (k * k * nout)))
+    pad = (k - 1) // 2
+    return Conv2D(nin, nout, k, strides=stride, padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                  w_init=lambda shape: normal(shape, stddev=stddev))
+
+
+def _spatial_mean(x: JaxArray) -> JaxArray:
+    """(N, C, H, W) -> (N, C)."""
+    return x.mean((2, 3))
+
+
+def _stem_pool(x: JaxArray) -> JaxArray:
+    """Zero padding by 1 then 3x3 max pooling of stride 2 (as Keras' ResNetV2 stem)."""
+    return max_pool_2d(jn.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), size=3, strides=2)
+
+
+class ResNetV2Block(Module):
+    """Pre-activation residual block (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride)).
+
+    Bottleneck: 1x1 (nout/4), 3x3 (nout/4, strided), 1x1 (nout, with bias); otherwise two 3x3 convolutions
+    (the first strided). Each convolution is preceded by normalization and activation. The shortcut is a 1x1
+    strided convolution (with bias) of the pre-activated input when `use_projection`, else the input
+    subsampled by `stride`.
+    """
+
+    def __init__(self, nin: int, nout: int, stride: int, use_projection: bool, bottleneck: bool,
+                 normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        if not use_projection and nin != nout:
+            raise ValueError(f'ResNetV2Block: without projection nin must equal nout, got nin={nin}, nout={nout}')
+        if bottleneck and nout % 4:
+            raise ValueError(f'ResNetV2Block: a bottleneck block needs nout divisible by 4, got {nout}')
+        self.stride = stride
+        self.use_projection = use_projection
+        self.activation_fn = activation_fn
+        if use_projection:
+            self.proj_conv = _conv(nin, nout, 1, stride, use_bias=True)
+        if bottleneck:
+            mid = nout // 4
+            self.norm_0, self.conv_0 = normalization_fn(nin), _conv(nin, mid, 1)
+            self.norm_1, self.conv_1 = normalization_fn(mid), _conv(mid, mid, 3, stride)
+            self.norm_2, self.conv_2 = normalization_fn(mid), _conv(mid, nout, 1, use_bias=True)
+            self._pairs = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1), (self.norm_2, self.conv_2))
+        else:
+            self.norm_0, self.conv_0 = normalization_fn(nin), _conv(nin, nout, 3, stride)
+            self.norm_1, self.conv_1 = normalization_fn(nout), _conv(nout, nout, 3, use_bias=True)
+            self._pairs = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1))
+
+    def __call__(self, x: JaxArray, training: bool) -> JaxArray:
+        shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        for i, (norm, conv) in enumerate(self._pairs):
+            x = self.activation_fn(norm(x, training=training))
+            if i == 0 and self.use_projection:
+                shortcut = self.proj_conv(x)
+            x = conv(x)
+        return x + shortcut
+
+
+class ResNetV2BlockGroup(Sequential):
+    """`num_blocks` ResNetV2Blocks: the first maps nin -> nout (projection if asked), the last applies `stride`."""
+
+    def __init__(self, nin: int, nout: int, num_blocks: int, stride: int, use_projection: bool, bottleneck: bool,
+                 normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        if int(num_blocks) != num_blocks or num_blocks < 1:
+            raise ValueError(f'ResNetV2BlockGroup: num_blocks must be a positive integer, got {num_blocks!r}')
+        super().__init__([ResNetV2Block(nin if i == 0 else nout, nout, stride if i == num_blocks - 1 else 1,
+                                        use_projection and i == 0, bottleneck, normalization_fn, activation_fn)
+                          for i in range(num_blocks)])
+
+
+class ResNetV2(Sequential):
+    """ResNet v2 classifier for NCHW images: (N, in_channels, H, W) -> logits (N, num_classes).
+
+    Group g has blocks_per_group[g] blocks with channels_per_group[g] output channels; its last block is
+    strided by group_strides[g]; its first block projects the shortcut when group_use_projection[g].
+    Call with `training=True` to use and update batch statistics.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, blocks_per_group: Sequence[int], bottleneck: bool = True,
+                 channels_per_group: Sequence[int] = (256, 512, 1024, 2048),
+                 group_strides: Sequence[int] = (1, 2, 2, 2),
+                 group_use_projection: Sequence[bool] = (True, True, True, True),
+                 normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        groups = len(blocks_per_group)
+        for name, seq in (('channels_per_group', channels_per_group), ('group_strides', group_strides),
+                          ('group_use_projection', group_use_projection)):
+            if len(seq) != groups:
+                raise ValueError(f'ResNetV2: {name} has {len(seq)} entries but blocks_per_group has {groups}')
+        for name, value in (('in_channels', in_channels), ('num_classes', num_classes)):
+            if int(value) != value or value < 1:
+                raise ValueError(f'ResNetV2: {name} must be a positive integer, got {value!r}')
+        ops = [_conv(in_channels, 64, 7, 2, use_bias=True), _stem_pool]
+        nin = 64
+        for blocks, nout, stride, projection in zip(blocks_per_group, channels_per_group, group_strides,
+                                                    group_use_projection):
+            ops.append(ResNetV2BlockGroup(nin, nout, blocks, stride, projection, bottleneck, normalization_fn,
+                                          activation_fn))
+            nin = nout
+        ops += [normalization_fn(nin), activation_fn, _spatial_mean, Linear(nin, num_classes)]
+        super().__init__(ops)
+
+
+_WIDE = (256, 512, 1024, 2048)
+_NARROW = (64, 128, 256, 512)
+
+
+class ResNet18(ResNetV2):
+    """ResNet-18 v2 (basic blocks 2-2-2-2, 64..512 channels): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (2, 2, 2, 2), False, _NARROW, (2, 2, 2, 1),
+                         (False, True, True, True), normalization_fn, activation_fn)
+
+
+class ResNet34(ResNetV2):
+    """ResNet-34 v2 (basic blocks 3-4-6-3, 64..512 channels): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (3, 4, 6, 3), False, _NARROW, (2, 2, 2, 1),
+                         (False, True, True, True), normalization_fn, activation_fn)
+
+
+class ResNet50(ResNetV2):
+    """ResNet-50 v2 (bottleneck blocks 3-4-6-3, as Keras' ResNet50V2): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (3, 4, 6, 3), True, _WIDE, (2, 2, 2, 1), (True,) * 4,
+                         normalization_fn, activation_fn)
+
+
+class ResNet101(ResNetV2):
+    """ResNet-101 v2 (bottleneck blocks 3-4-23-3, as Keras' ResNet101V2): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (3, 4, 23, 3), True, _WIDE, (2, 2, 2, 1), (True,) * 4,
+                         normalization_fn, activation_fn)
+
+
+class ResNet152(ResNetV2):
+    """ResNet-152 v2 (bottleneck blocks 3-8-36-3, as Keras' ResNet152V2): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (3, 8, 36, 3), True, _WIDE, (2, 2, 2, 1), (True,) * 4,
+                         normalization_fn, activation_fn)
+
+
+class ResNet200(ResNetV2):
+    """ResNet-200 v2 (bottleneck blocks 3-24-36-3): (N, C, H, W) -> (N, num_classes)."""
+
+    def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
+                 activation_fn: Callable[[JaxArray], JaxArray] = relu):
+        super().__init__(in_channels, num_classes, (3, 24, 36, 3), True, _WIDE, (2, 2, 2, 1), (True,) * 4,
+                         normalization_fn, activation_fn)
+
+
+_KERAS_ARCHS = {'ResNet50': ResNet50, 'ResNet101': ResNet101, 'ResNet152': ResNet152}
+
+
+def load_pretrained_weights_from_keras(arch: str, include_top: bool = True, num_classes: int = 1000):
+    """Objax 1.8 downloaded Keras ImageNet weights here; this build cannot download them, so it raises an
+    error explaining how to load weights from a local file instead."""
+    if arch not in _KERAS_ARCHS:
+        raise ValueError(f'load_pretrained_weights_from_keras: arch must be one of {sorted(_KERAS_ARCHS)}, '
+                         f'got {arch!r}')
+    head = f'{num_classes}' if include_top else '<your number of classes>'
+    raise RuntimeError(
+        f'load_pretrained_weights_from_keras({arch!r}): pretrained Keras weights cannot be downloaded here. '
+        f'Load them from a local file instead: build the model with `model = objax.zoo.resnet_v2.{arch}('
+        f'in_channels=3, num_classes={head})`, then `objax.io.load_var_collection("weights.npz", model.vars())` '
+        f'where weights.npz was written by objax.io.save_var_collection (for instance after converting the '
+        f'Keras {arch}V2 weights layer by layer on a machine that has them).')

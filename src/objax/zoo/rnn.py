@@ -1,0 +1,63 @@
+"""A simple (Elman) recurrent network with a Linear read-out."""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jn
+
+from objax.module import Module
+from objax.nn import Linear
+from objax.nn.init import kaiming_normal
+from objax.typing import JaxArray
+from objax.variable import StateVar, TrainVar
+
+__all__ = ['RNN']
+
+
+class RNN(Module):
+    """h_t = activation(x_t . w_xh + h_{t-1} . w_hh + b_h), y_t = output_layer(h_t).
+
+    The hidden state (batch, nstate) lives in the StateVar `state` and carries over between calls;
+    `init_state(batch_size)` resets it to zeros for a given batch size (done for batch 1 at construction).
+    """
+
+    def __init__(self, nstate: int, nin: int, nout: int, activation: Callable = jn.tanh,
+                 w_init: Callable = kaiming_normal):
+        for name, value in (('nstate', nstate), ('nin', nin), ('nout', nout)):
+            if int(value) != value or value < 1:
+                raise ValueError(f'RNN: {name} must be a positive integer, got {value!r}')
+        self.nstate, self.num_inputs, self.num_outputs = nstate, nin, nout
+        self.activation = activation
+        self.w_xh = TrainVar(w_init((nin, nstate)))
+        self.w_hh = TrainVar(w_init((nstate, nstate)))
+        self.b_h = TrainVar(jn.zeros(nstate))
+        self.output_layer = Linear(nstate, nout)
+        self.state = StateVar(jn.zeros((1, nstate)))
+
+    def init_state(self, batch_size: int):
+        """Sets the hidden state to zeros of shape (batch_size, nstate)."""
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f'RNN.init_state: batch_size must be a positive integer, got {batch_size!r}')
+        self.state.assign(jn.zeros((int(batch_size), self.nstate)), check=False)
+
+    def __call__(self, inputs: JaxArray, only_return_final: bool = False) -> JaxArray:
+        """inputs (steps, batch, nin) -> outputs (steps * batch, nout) stacked step after step,
+        or only the last step's (batch, nout) when only_return_final."""
+        if inputs.ndim != 3 or inputs.shape[2] != self.num_inputs:
+            raise ValueError(f'RNN expects inputs of shape (steps, batch, {self.num_inputs}), '
+                             f'got {tuple(inputs.shape)}')
+        state = self.state.value
+        if state.shape[0] != inputs.shape[1]:
+            raise ValueError(f'RNN state holds a batch of {state.shape[0]} but inputs have a batch of '
+                             f'{inputs.shape[1]}: call init_state({inputs.shape[1]}) first')
+        w_xh, w_hh, b_h = self.w_xh.value, self.w_hh.value, self.b_h.value
+
+        def step(h, x):
+            h = self.activation(jn.dot(x, w_xh) + jn.dot(h, w_hh) + b_h)
+            return h, h
+
+        final, states = jax.lax.scan(step, state, inputs)
+        self.state.value = final
+        if only_return_final:
+            return self.output_layer(final)
+        return self.output_layer(states.reshape((-1, self.nstate)))

@@ -1,0 +1,88 @@
+"""Wide residual networks (Zagoruyko & Komodakis, 2016), pre-activation variant."""
+
+import functools
+from typing import Callable, List
+
+import numpy as np
+
+from objax.functional import relu
+from objax.module import Module
+from objax.nn import BatchNorm2D, Conv2D, Linear, Sequential
+from objax.nn.init import xavier_truncated_normal
+from objax.random import normal
+from objax.typing import JaxArray
+
+__all__ = ['WRNBlock', 'WideResNetGeneral', 'WideResNet']
+
+_BN = functools.partial(BatchNorm2D, momentum=0.9, eps=1e-5)
+
+
+def _conv(nin: int, nout: int, k: int, stride: int = 1) -> Conv2D:
+    """k x k SAME convolution without bias, He-normal weights with fan_out = k * k * nout."""
+    stddev = float(np.sqrt(2 / (k * k * nout)))
+    return Conv2D(nin, nout, k, strides=stride, padding='SAME', use_bias=False,
+                  w_init=lambda shape: normal(shape, stddev=stddev))
+
+
+class WRNBlock(Module):
+    """Pre-activation residual block: (N, nin, H, W) -> (N, nout, H / stride, W / stride).
+
+    bn-relu-conv3x3(stride)-bn-relu-conv3x3; the shortcut is a strided 1x1 convolution of the first
+    pre-activation when the shape changes (nin != nout or stride > 1), else the input itself.
+    """
+
+    def __init__(self, nin: int, nout: int, stride: int = 1, bn: Callable = _BN):
+        if nin != nout or stride > 1:
+            self.proj_conv = _conv(nin, nout, 1, stride)
+        else:
+            self.proj_conv = None
+        self.norm_1 = bn(nin)
+        self.conv_1 = _conv(nin, nout, 3, stride)
+        self.norm_2 = bn(nout)
+        self.conv_2 = _conv(nout, nout, 3)
+
+    def __call__(self, x: JaxArray, training: bool) -> JaxArray:
+        o1 = relu(self.norm_1(x, training=training))
+        y = self.conv_2(relu(self.norm_2(self.conv_1(o1), training=training)))
+        return y + (self.proj_conv(o1) if self.proj_conv is not None else x)
+
+
+class WideResNetGeneral(Sequential):
+    """Wide ResNet for NCHW images: (N, nin, H, W) -> logits (N, nclass).
+
+    A 16-channel 3x3 stem, then group g of blocks_per_group[g] WRNBlocks with 16 * 2**g * width channels
+    (groups after the first start with stride 2), then bn, relu, spatial mean and a Linear classifier.
+    """
+
+    @staticmethod
+    def mean_reduce(x: JaxArray) -> JaxArray:
+        """(N, C, H, W) -> (N, C): average over the spatial axes."""
+        return x.mean((2, 3))
+
+    def __init__(self, nin: int, nclass: int, blocks_per_group: List[int], width: int, bn: Callable = _BN):
+        for name, value in (('nin', nin), ('nclass', nclass)):
+            if int(value) != value or value < 1:
+                raise ValueError(f'{type(self).__name__}: {name} must be a positive integer, got {value!r}')
+        if not len(blocks_per_group) or any(int(b) != b or b < 1 for b in blocks_per_group):
+            raise ValueError(f'{type(self).__name__}: blocks_per_group must be a non-empty list of positive '
+                             f'integers, got {blocks_per_group!r}')
+        if width <= 0:
+            raise ValueError(f'{type(self).__name__}: width must be positive, got {width!r}')
+        n = 16
+        ops = [_conv(nin, n, 3)]
+        for group, blocks in enumerate(blocks_per_group):
+            nout = int(16 * 2 ** group * width)
+            ops.append(WRNBlock(n, nout, 2 if group > 0 else 1, bn))
+            ops += [WRNBlock(nout, nout, 1, bn) for _ in range(1, blocks)]
+            n = nout
+        ops += [bn(n), relu, self.mean_reduce, Linear(n, nclass, w_init=xavier_truncated_normal)]
+        super().__init__(ops)
+
+
+class WideResNet(WideResNetGeneral):
+    """WRN-depth-width: three groups of (depth - 4) / 6 blocks; depth must be 6n + 4 (e.g. 28 -> 4 blocks)."""
+
+    def __init__(self, nin: int, nclass: int, depth: int = 28, width: int = 2, bn: Callable = _BN):
+        if int(depth) != depth or depth < 10 or (depth - 4) % 6:
+            raise ValueError(f'WideResNet: depth must be 6n + 4 with n >= 1 (10, 16, 22, 28...), got {depth!r}')
+        super().__init__(nin, nclass, [(depth - 4) // 6] * 3, width, bn)
