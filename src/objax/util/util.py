@@ -13,6 +13,9 @@ __all__ = ['EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables',
 class EasyDict(dict):
     """A dict whose items are also attributes: `d = EasyDict(lr=0.1); d.lr == d['lr']`."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
     def __getattr__(self, name: str):
         try:
             return self[name]
