@@ -7,14 +7,11 @@ Every epoch is checkpointed in --logdir/ckpt and logged for TensorBoard in --log
 """
 
 import argparse
-import os
-import time
 
 import numpy as np
-from tqdm import tqdm
 
 import objax
-from digits_data import batches, digits_split
+from common import TrainingRun, batches, digits_split
 
 
 def build_model(filters: int) -> objax.nn.Sequential:
@@ -64,43 +61,19 @@ def main():
     train_op = objax.Jit(train_op, gv.vars() + opt.vars())
     predict = objax.Jit(lambda x: model(x, training=False).argmax(1), model.vars())
 
-    # Resume: the newest checkpoint holds the weights, batch-norm statistics and Adam state after its epoch.
-    ckpt = objax.io.Checkpoint(args.logdir, keep_ckpts=2, verbose=False)
-    try:
-        start_epoch, path = ckpt.restore(model.vars() + opt.vars())
-    except ValueError as e:
-        raise SystemExit(f'Cannot resume from {args.logdir} (trained with other settings? use another --logdir):'
-                         f'\n{e}')
-    if path:
-        print(f'Resuming from {path}: {start_epoch} of {args.epochs} epochs done')
-
+    # Resumes from the newest checkpoint: weights, batch-norm statistics and Adam state after its epoch.
     steps_per_epoch = len(train_x) // args.batch
-    total_steps = args.epochs * steps_per_epoch
-    start = time.time()
-    with objax.jaxboard.SummaryWriter(os.path.join(args.logdir, 'tb')) as tensorboard, \
-            tqdm(total=total_steps, initial=min(start_epoch, args.epochs) * steps_per_epoch, unit='step',
-                 desc='digits', disable=start_epoch >= args.epochs) as progress:
-        for epoch in range(start_epoch, args.epochs):
+    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits') as run:
+        for epoch in run.epochs():
             summary = objax.jaxboard.Summary()
             for step, idx in enumerate(batches(len(train_x), args.batch, np.random.default_rng([args.seed, epoch]))):
-                progress_done = (epoch * steps_per_epoch + step) / total_steps
-                lr = args.lr * 0.5 * (1 + np.cos(np.pi * progress_done))
-                summary.scalar('losses/xe', train_op(train_x[idx], train_y[idx], np.float32(lr)))
-                progress.update()
-            accuracy = float((predict(test_x) == test_y).mean())
-            summary.scalar('accuracy/test', accuracy)
-            tensorboard.write(summary, epoch + 1)
-            ckpt.save(model.vars() + opt.vars(), epoch + 1)
-            progress.set_postfix(loss=f'{summary()["losses/xe"]:.4f}', test_accuracy=f'{accuracy:.2%}')
+                summary.scalar('losses/xe', train_op(train_x[idx], train_y[idx], run.lr(args.lr, epoch, step)))
+                run.progress.update()
+            summary.scalar('accuracy/test', float((predict(test_x) == test_y).mean()))
+            run.end_epoch(epoch, summary)
 
     correct = int((np.asarray(predict(test_x)) == test_y).sum())
-    if start_epoch < args.epochs:
-        print(f'Trained epochs {start_epoch + 1}-{args.epochs} in {time.time() - start:.1f}s '
-              f'(checkpoints and TensorBoard logs in {args.logdir})')
-    else:
-        print(f'Already trained for {start_epoch} epochs (pass a larger --epochs to train more)')
     print(f'Test accuracy: {correct / len(test_y):.2%} ({correct}/{len(test_y)} digits)')
-
 
 if __name__ == '__main__':
     main()

@@ -16,14 +16,13 @@ TensorBoard in --logdir/tb; running the command again resumes from the newest ch
 
 import argparse
 import os
-import time
 from typing import Tuple
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 import objax
+from common import TrainingRun
 from objax.zoo.wide_resnet import WideResNet
 
 Data = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -187,43 +186,20 @@ def main():
             correct += int((np.asarray(predict(x))[:len(x) - pad] == test_y[i:i + args.batch]).sum())
         return correct / len(test_x)
 
-    ckpt = objax.io.Checkpoint(args.logdir, keep_ckpts=2, verbose=False)
-    try:
-        start_epoch, path = ckpt.restore(model.vars() + opt.vars())
-    except ValueError as e:
-        raise SystemExit(f'Cannot resume from {args.logdir} (other model settings? use another --logdir):\n{e}')
-    if path:
-        print(f'Resuming from {path}: {start_epoch} of {args.epochs} epochs done')
-
     steps_per_epoch = args.steps_per_epoch or len(train_x) // args.batch
-    total_steps = args.epochs * steps_per_epoch
-    start = time.time()
-    with objax.jaxboard.SummaryWriter(os.path.join(args.logdir, 'tb')) as tensorboard, \
-            tqdm(total=total_steps, initial=min(start_epoch, args.epochs) * steps_per_epoch, unit='step',
-                 desc='train', disable=start_epoch >= args.epochs) as progress:
-        for epoch in range(start_epoch, args.epochs):
+    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train') as run:
+        for epoch in run.epochs():
             rng = np.random.default_rng([args.seed, epoch])
             summary = objax.jaxboard.Summary()
-            with (model.vars() + opt.vars()).replicate():  # Objax 1.8 style; optional here
+            with (model.vars() + opt.vars()).replicate():  # Objax 1.8 style; optional for Parallel now
                 for step in range(steps_per_epoch):
                     idx = rng.choice(len(train_x), size=args.batch, replace=False)
                     x = augment(train_x[idx], rng) if args.augment else train_x[idx]
-                    lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch * steps_per_epoch + step) / total_steps))
-                    summary.scalar('losses/xe', train_op(x, train_y[idx], np.float32(lr)))
-                    progress.update()
+                    summary.scalar('losses/xe', train_op(x, train_y[idx], run.lr(args.lr, epoch, step)))
+                    run.progress.update()
                 summary.scalar('accuracy/test', accuracy())
-            tensorboard.write(summary, epoch + 1)
-            ckpt.save(model.vars() + opt.vars(), epoch + 1)
-            progress.set_postfix(loss=f'{summary()["losses/xe"]:.4f}',
-                                 test_accuracy=f'{summary()["accuracy/test"]:.2%}')
-
-    if start_epoch < args.epochs:
-        print(f'Trained epochs {start_epoch + 1}-{args.epochs} in {time.time() - start:.1f}s '
-              f'(checkpoints and TensorBoard logs in {args.logdir})')
-    else:
-        print(f'Already trained for {start_epoch} epochs (pass a larger --epochs to train more)')
+            run.end_epoch(epoch, summary)
     print(f'Test accuracy: {accuracy():.2%} ({len(test_x)} images)')
-
 
 if __name__ == '__main__':
     main()

@@ -1,0 +1,85 @@
+"""Shared by the examples: the 8x8 digits of scikit-learn (shipped with it, no download), split and batched,
+and TrainingRun, the checkpoint / TensorBoard / progress-bar bookkeeping of a training loop."""
+
+import os
+import time
+from typing import Tuple
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+import objax
+
+__all__ = ['digits_split', 'batches', 'TrainingRun']
+
+
+def digits_split(test_size: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, test_x, test_y): images (N, 1, 8, 8) float32 in [0, 1], labels (N,) int32 in 0..9.
+
+    A stratified split (same class proportions in both parts) fixed by `seed`: 1437 train / 360 test images
+    for test_size=0.2."""
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 16)[:, None]  # pixel values 0..16 -> [0, 1], NCHW
+    labels = digits.target.astype(np.int32)
+    train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=test_size, random_state=seed,
+                                                        stratify=labels)
+    return train_x, train_y, test_x, test_y
+
+
+def batches(n: int, batch: int, rng: np.random.Generator):
+    """Index arrays of one epoch: a random permutation of range(n) cut into full batches (the rest is dropped)."""
+    order = rng.permutation(n)
+    return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]
+
+
+class TrainingRun:
+    """The bookkeeping of an example's training loop, in `logdir`: resumes `vc` from the newest checkpoint,
+    shows a progress bar, and after each epoch writes its Summary for TensorBoard (logdir/tb) and saves `vc`
+    (logdir/ckpt). Use as `with TrainingRun(...) as run: for epoch in run.epochs(): ...; run.end_epoch(...)`."""
+
+    def __init__(self, logdir: str, vc: objax.VarCollection, epochs: int, steps_per_epoch: int, desc: str):
+        self.logdir, self.vc, self.total_epochs, self.steps_per_epoch = logdir, vc, epochs, steps_per_epoch
+        self.ckpt = objax.io.Checkpoint(logdir, keep_ckpts=2, verbose=False)
+        try:
+            self.start_epoch, path = self.ckpt.restore(vc)
+        except ValueError as e:
+            raise SystemExit(f'Cannot resume from {logdir} (trained with other settings? use another --logdir):\n{e}')
+        if path:
+            print(f'Resuming from {path}: {self.start_epoch} of {epochs} epochs done')
+        self.done = self.start_epoch >= epochs
+        self.progress = tqdm(total=epochs * steps_per_epoch, initial=min(self.start_epoch, epochs) * steps_per_epoch,
+                             unit='step', desc=desc, disable=self.done)
+        self.tensorboard = None if self.done else objax.jaxboard.SummaryWriter(os.path.join(logdir, 'tb'))
+        self.start_time = time.time()
+
+    def epochs(self) -> range:
+        """The epochs still to train."""
+        return range(self.start_epoch, self.total_epochs)
+
+    def lr(self, base: float, epoch: int, step: int) -> np.float32:
+        """Cosine decay from `base` to 0 over the whole run, at `step` of `epoch`."""
+        done = (epoch * self.steps_per_epoch + step) / (self.total_epochs * self.steps_per_epoch)
+        return np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
+
+    def end_epoch(self, epoch: int, summary: objax.jaxboard.Summary):
+        """Logs `summary` at step epoch + 1, checkpoints the variables as epoch + 1, shows the scalars."""
+        self.tensorboard.write(summary, epoch + 1)
+        self.ckpt.save(self.vc, epoch + 1)
+        self.progress.set_postfix({k: f'{v:.4f}' for k, v in summary().items()})
+
+    def __enter__(self) -> 'TrainingRun':
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.progress.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if exc_type is not None:
+            return
+        if self.done:
+            print(f'Already trained for {self.start_epoch} epochs (pass a larger --epochs to train more)')
+        else:
+            print(f'Trained epochs {self.start_epoch + 1}-{self.total_epochs} in {time.time() - self.start_time:.1f}s '
+                  f'(checkpoints and TensorBoard logs in {self.logdir})')
