@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import objax
-from common import TrainingRun, batches, digits_split
+from common import TrainingRun, digits_epoch, digits_split
 
 
 def build_model(filters: int) -> objax.nn.Sequential:
@@ -39,7 +39,7 @@ def main():
     if args.epochs < 1 or args.batch < 1 or args.filters < 1:
         parser.error('--epochs, --batch and --filters must be positive')
 
-    train_x, train_y, test_x, test_y = digits_split(seed=args.seed)
+    data = train_x, train_y, test_x, test_y = digits_split(seed=args.seed)
     objax.random.DEFAULT_GENERATOR.seed(args.seed)
     model = build_model(args.filters)
     opt = objax.optimizer.Adam(model.vars())
@@ -65,15 +65,12 @@ def main():
     steps_per_epoch = len(train_x) // args.batch
     with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits') as run:
         for epoch in run.epochs():
-            summary = objax.jaxboard.Summary()
-            for step, idx in enumerate(batches(len(train_x), args.batch, np.random.default_rng([args.seed, epoch]))):
-                summary.scalar('losses/xe', train_op(train_x[idx], train_y[idx], run.lr(args.lr, epoch, step)))
-                run.progress.update()
-            summary.scalar('accuracy/test', float((predict(test_x) == test_y).mean()))
+            summary = digits_epoch(run, epoch, train_op, predict, data, args.batch, args.lr, args.seed)
             run.end_epoch(epoch, summary)
 
     correct = int((np.asarray(predict(test_x)) == test_y).sum())
     print(f'Test accuracy: {correct / len(test_y):.2%} ({correct}/{len(test_y)} digits)')
+
 
 if __name__ == '__main__':
     main()

@@ -3,7 +3,7 @@ and TrainingRun, the checkpoint / TensorBoard / progress-bar bookkeeping of a tr
 
 import os
 import time
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 import objax
 
-__all__ = ['digits_split', 'batches', 'TrainingRun']
+__all__ = ['digits_split', 'batches', 'digits_epoch', 'TrainingRun']
 
 
 def digits_split(test_size: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -32,6 +32,19 @@ def batches(n: int, batch: int, rng: np.random.Generator):
     """Index arrays of one epoch: a random permutation of range(n) cut into full batches (the rest is dropped)."""
     order = rng.permutation(n)
     return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]
+
+
+def digits_epoch(run: 'TrainingRun', epoch: int, train_op: Callable, predict: Callable, data: Tuple[np.ndarray, ...],
+                 batch: int, lr: float, seed: int) -> objax.jaxboard.Summary:
+    """Trains one epoch of the digits examples, train_op(x, y, lr) -> loss on each batch, then measures
+    predict(x) -> labels on the test set. Returns a Summary with 'losses/xe' and 'accuracy/test'."""
+    train_x, train_y, test_x, test_y = data
+    summary = objax.jaxboard.Summary()
+    for step, idx in enumerate(batches(len(train_x), batch, np.random.default_rng([seed, epoch]))):
+        summary.scalar('losses/xe', train_op(train_x[idx], train_y[idx], run.lr(lr, epoch, step)))
+        run.progress.update()
+    summary.scalar('accuracy/test', float((np.asarray(predict(test_x)) == test_y).mean()))
+    return summary
 
 
 class TrainingRun:
