@@ -6,8 +6,6 @@ import time
 from typing import Callable, Tuple
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import objax
@@ -20,6 +18,9 @@ def digits_split(test_size: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.
 
     A stratified split (same class proportions in both parts) fixed by `seed`: 1437 train / 360 test images
     for test_size=0.2."""
+    from sklearn.datasets import load_digits  # imported here: the other examples don't need scikit-learn
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 16)[:, None]  # pixel values 0..16 -> [0, 1], NCHW
     labels = digits.target.astype(np.int32)
