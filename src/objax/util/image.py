@@ -51,19 +51,19 @@ def from_file(file: Union[str, IO[BinaryIO]]) -> np.ndarray:
 
 
 def to_png(x: Array) -> bytes:
-    """Encodes a (C, H, W) image as PNG bytes; C is 1 (gray), 3 (RGB) or 4 (RGBA); x is uint8 or a float image
-    in [-1, 1] (mapped with normalize_to_uint8)."""
+    """Encodes a (C, H, W) image as PNG bytes; C is 1 (gray, stored as RGB), 3 (RGB) or 4 (RGBA). x is uint8, or
+    floats in [-1, 1] mapped to {0, ..., 255} by round((x + 1) * 127.5) (clipped)."""
     from PIL import Image
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
         raise ValueError(f'to_png(x): x must be a (C, H, W) image with C in (1, 3, 4), got shape {x.shape}')
-    if np.issubdtype(x.dtype, np.floating):
-        x = normalize_to_uint8(x)
+    if np.issubdtype(x.dtype, np.floating) or x.dtype.name in ('bfloat16', 'float16'):
+        x = ((x.astype(np.float32) + 1) * 127.5).clip(0, 255).round().astype(np.uint8)
     elif x.dtype != np.uint8:
         raise ValueError(f'to_png(x): x must be uint8 or floating point, got dtype {x.dtype}')
     pixels = x.transpose(1, 2, 0)
     if pixels.shape[2] == 1:
-        pixels = pixels[:, :, 0]  # Pillow reads (H, W) uint8 as gray, (H, W, 3) as RGB, (H, W, 4) as RGBA
+        pixels = np.broadcast_to(pixels, pixels.shape[:2] + (3,))
     with io.BytesIO() as buffer:
         Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format='png')
         return buffer.getvalue()

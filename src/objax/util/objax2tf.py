@@ -1,5 +1,6 @@
 """Objax2Tf: an Objax module as a TensorFlow module (tf.Module), through jax.experimental.jax2tf."""
 
+import functools
 import importlib
 import re
 import types
@@ -82,8 +83,10 @@ class Objax2Tf:
         self._call_module = call_module
 
     def __call__(self, *args, **kwargs):
-        """Runs the converted module on TensorFlow inputs (unknown input sizes are made shape-polymorphic)."""
+        """Runs the converted module on TensorFlow inputs (unknown input sizes are made shape-polymorphic).
+        Keyword arguments (such as training=False) are passed as Python values, fixed at conversion."""
         _, jax2tf = _import_tensorflow()
         shapes = [None] + [_polymorphic_shape(x) for x in args]
-        converted = jax2tf.convert(self._call_module, polymorphic_shapes=shapes)
-        return converted(list(self.objax_variables), *args, **kwargs)
+        call = functools.partial(self._call_module, **kwargs) if kwargs else self._call_module
+        converted = jax2tf.convert(call, polymorphic_shapes=shapes)
+        return converted(list(self.objax_variables), *args)

@@ -96,7 +96,7 @@ def repr_function(f: Callable) -> str:
     target = f
     while isinstance(target, functools.partial):
         target = target.func
-    name = getattr(target, '__qualname__', None) or getattr(target, '__name__', None)
+    name = getattr(target, '__name__', None)
     if not isinstance(name, str):
         return repr(f)
     return f'{name}(*, {defaults})' if defaults else name
