@@ -33,12 +33,33 @@ def integrated_rdp(q, sigma, alpha):
     return math.log(value) / (alpha - 1)
 
 
-def wor_bound(q, sigma, alpha):
-    """Wang-Balle-Kasiviswanathan (2019) Theorem 9 for the Gaussian mechanism (eps(j) = j/2s^2, eps(inf) = inf)."""
+def log_central_moment(sigma, k):
+    """log E_q[(p/q - 1)^k] for even k, q = N(0, s^2), p = N(1, s^2), by numerical integration (scaled by the
+    integrand's value near its peak z = k, where p^k / q^(k-1) peaks, so that nothing overflows)."""
+    def log_integrand(z):
+        t = (2 * z - 1) / (2 * sigma ** 2)
+        return stats.norm.logpdf(z, 0, sigma) + (k * math.log(abs(math.expm1(t))) if t else -math.inf)
+
+    shift = log_integrand(k)
+    value = integrate.quad(lambda z: math.exp(log_integrand(z) - shift), -12 * sigma, k + 12 * sigma, epsabs=0,
+                           epsrel=1e-12, limit=2000, points=[0.5, k])[0]
+    return shift + math.log(value)
+
+
+def wor_bound(q, sigma, alpha, moments=True):
+    """Wang-Balle-Kasiviswanathan (2019) for the Gaussian mechanism (eps(j) = j/2s^2, eps(inf) = inf): Theorem 9,
+    each term j >= 3 being min(2 e^((j-1) eps(j)), 4 sqrt(M(2 floor(j/2)) M(2 ceil(j/2)))) (their Theorem 27,
+    M(k) = E_q[(p/q - 1)^k]) when `moments` (Objax 1.8 uses it for orders <= 256). Summed in log space."""
     e2 = 1 / sigma ** 2
-    total = 1 + q ** 2 * math.comb(alpha, 2) * min(4 * (math.exp(e2) - 1), 2 * math.exp(e2))
-    total += sum(2 * q ** j * math.comb(alpha, j) * math.exp((j - 1) * j / (2 * sigma ** 2)) for j in range(3, alpha + 1))
-    return math.log(total) / (alpha - 1)
+    logs = [0.0, 2 * math.log(q) + math.log(math.comb(alpha, 2)) + math.log(min(4 * math.expm1(e2), 2 * math.exp(e2)))]
+    for j in range(3, alpha + 1):
+        term = math.log(2) + (j - 1) * j / (2 * sigma ** 2)
+        if moments:
+            term = min(term, math.log(4) + 0.5 * (log_central_moment(sigma, 2 * (j // 2))
+                                                  + log_central_moment(sigma, 2 * ((j + 1) // 2))))
+        logs.append(j * math.log(q) + math.log(math.comb(alpha, j)) + term)
+    top = max(logs)
+    return (top + math.log(math.fsum(math.exp(v - top) for v in logs))) / (alpha - 1)
 
 
 @pytest.mark.parametrize('q,sigma', [(0.01, 1.0), (256 / 60000, 1.1), (0.1, 0.8), (0.5, 2.0), (0.03, 0.6)])
@@ -75,11 +96,28 @@ def test_analyze_renyi_shapes_and_edge_cases():
     assert np.all(np.diff(rdp) > 0)  # RDP grows with the order
 
 
-@pytest.mark.parametrize('q,sigma', [(0.01, 1.0), (0.1, 0.7), (0.5, 3.0)])
+@pytest.mark.parametrize('q,sigma', [(0.01, 1.0), (0.1, 0.7), (0.5, 3.0), (0.02, 2.0), (0.05, 8.0)])
 def test_sample_without_replacement_integer_orders(q, sigma):
     orders = (2, 3, 4, 7, 12, 20)
     got = dpsgd.analyze_renyi_sample_without_replacement(q, sigma, 3, orders)
     np.testing.assert_allclose(got, [3 * wor_bound(q, sigma, a) for a in orders], rtol=1e-9)
+
+
+def test_sample_without_replacement_moment_bound_matters():
+    # For large noise the moment bound is the smaller one: the result is below Theorem 9 alone ...
+    q, sigma = 0.02, 4.0
+    tight = dpsgd.analyze_renyi_sample_without_replacement(q, sigma, 1, 10)
+    assert tight == pytest.approx(wor_bound(q, sigma, 10), rel=1e-9)
+    assert tight < 0.9 * wor_bound(q, sigma, 10, moments=False)
+    # ... for small noise it is not used ...
+    assert dpsgd.analyze_renyi_sample_without_replacement(0.1, 0.6, 1, 6) == pytest.approx(
+        wor_bound(0.1, 0.6, 6, moments=False), rel=1e-12)
+    # ... and above order 256 only Theorem 9's own terms count (as in Objax 1.8).
+    assert dpsgd.analyze_renyi_sample_without_replacement(0.001, 20.0, 1, 300) == pytest.approx(
+        wor_bound(0.001, 20.0, 300, moments=False), rel=1e-9)
+    # Large noise: the moments cancel to ~1e-22 of their terms and still come out to full precision.
+    assert dpsgd.analyze_renyi_sample_without_replacement(0.01, 30.0, 1, 22) == pytest.approx(
+        wor_bound(0.01, 30.0, 22), rel=1e-9)
 
 
 def test_sample_without_replacement_fractional_orders_and_edges():

@@ -5,6 +5,8 @@ Privacy of the Sampled Gaussian Mechanism"; sampling without replacement follows
 Balle and Kasiviswanathan (2019), "Subsampled Rényi Differential Privacy and Analytical Moments Accountant".
 """
 
+import decimal
+import functools
 import math
 from typing import Optional, Tuple, Union
 
@@ -20,6 +22,8 @@ DEFAULT_ORDERS = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 
 # The two series for fractional orders stop once both new terms fall below exp(_LOG_TOLERANCE) (the sum is >= 1).
 _LOG_TOLERANCE = -40.0
 _MAX_TERMS = 100_000
+# Without replacement, orders up to this one also use the central-moment bound (as Objax 1.8).
+_WOR_MOMENT_MAX_ORDER = 256
 
 
 def _check(name: str, q: float, noise_multiplier: float, steps: int, orders) -> Tuple[np.ndarray, bool]:
@@ -92,15 +96,39 @@ def _rdp_sampled_gaussian(q: float, sigma: float, alpha: float) -> float:
     return max(log_moment, 0.0) / (alpha - 1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _log_central_moment(sigma: float, k: int) -> float:
+    """log E_q[(p/q - 1)^k] for even k >= 2, q = N(0, s^2), p = N(1, s^2): the k-th forward difference at 0 of
+    m -> E_q[(p/q)^m] = exp(m (m - 1) / 2s^2). The alternating sum cancels heavily when s is large, so it is
+    summed in decimal arithmetic with as many digits as the cancellation needs."""
+    digits = 60 + k
+    while digits <= 50_000:
+        with decimal.localcontext() as ctx:
+            ctx.prec, ctx.Emax, ctx.Emin = digits, decimal.MAX_EMAX, decimal.MIN_EMIN
+            c = 1 / (2 * decimal.Decimal(sigma) ** 2)
+            terms = [math.comb(k, m) * (m * (m - 1) * c).exp() for m in range(k + 1)]
+            total = sum(t if (k - m) % 2 == 0 else -t for m, t in enumerate(terms))
+            if total > 0 and (max(terms) / total).log10() < digits - 30:  # >= 30 digits survive cancellation
+                return float(total.ln())
+        digits *= 2
+    raise ArithmeticError(f'RDP without replacement: moment {k} of noise_multiplier={sigma} lost all precision')
+
+
 def _log_moment_wor_integer(q: float, sigma: float, alpha: int) -> float:
-    """(alpha - 1) * RDP bound at integer alpha >= 2 for sampling without replacement (Wang et al., Thm. 9), where
-    the Gaussian mechanism has eps(j) = j / (2 sigma^2) and eps(infinity) = infinity."""
+    """(alpha - 1) * RDP bound at integer alpha >= 2 for sampling without replacement (Wang et al., Thm. 9 with the
+    Gaussian mechanism's eps(j) = j / (2 sigma^2), eps(infinity) = infinity). For alpha <= 256 each term j >= 3
+    also takes the bound 4 sqrt(M(2 floor(j/2)) M(2 ceil(j/2))) of their Thm. 27, M(k) = E_q[(p/q - 1)^k], when
+    it is smaller (as Objax 1.8 does)."""
     eps2 = 1 / sigma ** 2
     log_e2_minus_1 = eps2 + math.log(-math.expm1(-eps2))  # log(e^eps(2) - 1), stable for small eps(2)
     log_terms = [0.0, 2 * math.log(q) + float(_log_binom(alpha, np.float64(2)))
                  + min(math.log(4) + log_e2_minus_1, eps2 + math.log(2))]
-    j = np.arange(3, alpha + 1, dtype=float)
-    log_terms += list(j * math.log(q) + _log_binom(alpha, j) + (j - 1) * j / (2 * sigma ** 2) + math.log(2))
+    for j in range(3, alpha + 1):
+        bound = (j - 1) * j / (2 * sigma ** 2) + math.log(2)
+        if alpha <= _WOR_MOMENT_MAX_ORDER:
+            bound = min(bound, math.log(4) + 0.5 * (_log_central_moment(sigma, 2 * (j // 2))
+                                                     + _log_central_moment(sigma, 2 * ((j + 1) // 2))))
+        log_terms.append(j * math.log(q) + float(_log_binom(alpha, np.float64(j))) + bound)
     return float(special.logsumexp(log_terms))
 
 
