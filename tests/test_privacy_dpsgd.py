@@ -223,6 +223,9 @@ def test_vars_and_bad_arguments():
         PrivateGradValues(loss, model.vars(), -1.0, 1.0, 2)
     with pytest.raises(ValueError, match='microbatch'):
         PrivateGradValues(loss, model.vars(), 1.0, 1.0, 0)
+    with pytest.raises(ValueError, match='microbatch'):
+        PrivateGradValues(loss, model.vars(), 1.0, 1.0, 2.0)
+    assert PrivateGradValues(loss, model.vars(), 1.0, 1.0, np.int64(4), batch_axis=(0, 0)).microbatch == 4
     with pytest.raises(TypeError, match='VarCollection'):
         PrivateGradValues(loss, [model.w], 1.0, 1.0, 1)
     with pytest.raises(TypeError, match='Generator'):

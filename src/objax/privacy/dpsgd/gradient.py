@@ -1,5 +1,6 @@
 """PrivateGradValues: DP-SGD gradients, clipped per microbatch and noised with a Gaussian."""
 
+import numbers
 from typing import Callable, List, Optional, Tuple
 
 import jax
@@ -44,7 +45,7 @@ class PrivateGradValues(Module):
             raise ValueError(f'PrivateGradValues: noise_multiplier must be >= 0, got {noise_multiplier}')
         if not l2_norm_clip > 0:
             raise ValueError(f'PrivateGradValues: l2_norm_clip must be > 0, got {l2_norm_clip}')
-        if isinstance(microbatch, bool) or not isinstance(microbatch, int) or microbatch < 1:
+        if isinstance(microbatch, bool) or not isinstance(microbatch, numbers.Integral) or microbatch < 1:
             raise ValueError(f'PrivateGradValues: microbatch must be a positive int, got {microbatch!r}')
         batch_axis = tuple(batch_axis)
         if all(a is None for a in batch_axis):
@@ -54,7 +55,7 @@ class PrivateGradValues(Module):
                             f'got {type(keygen).__name__}')
         self.noise_multiplier = noise_multiplier
         self.l2_norm_clip = l2_norm_clip
-        self.microbatch = microbatch
+        self.microbatch = int(microbatch)
         self.batch_axis = batch_axis
         self.keygen = keygen
         self.use_norm_accumulation = bool(use_norm_accumulation)
