@@ -5,6 +5,7 @@ Keys are split and sampled with JAX's classic (non-partitionable) threefry, scop
 JAX configuration is never changed.
 """
 
+import functools
 from typing import Tuple, Union
 
 import jax
@@ -81,14 +82,25 @@ def _standard_normal(key: JaxArray, shape: Tuple[int, ...], dtype) -> JaxArray:
     return jn.array(np.sqrt(2), dtype) * jax.lax.erf_inv(u)
 
 
+# Each sampler below is one compiled program per shape instead of one per eager operation: building a model
+# samples many new shapes, and compiling every small operation separately dominated its construction.
+@functools.partial(jax.jit, static_argnums=1)
+def _normal(key: JaxArray, shape: Tuple[int, ...], mean, stddev) -> JaxArray:
+    return _standard_normal(key, shape, jn.zeros(0).dtype) * stddev + mean
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _truncated_normal(key: JaxArray, shape: Tuple[int, ...], lower, upper, stddev) -> JaxArray:
+    return jax.random.truncated_normal(key, lower=lower, upper=upper, shape=shape) * stddev
+
+
 def normal(shape: Shape, *, mean: float = 0, stddev: float = 1,
            generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
     """Samples of N(mean, stddev^2) with the given shape."""
     shape = _shape(shape)
     key = generator()
     with jax.threefry_partitionable(False):
-        x = _standard_normal(key, shape, jn.zeros(0).dtype)
-    return x * stddev + mean
+        return _normal(key, shape, mean, stddev)
 
 
 def uniform(shape: Shape, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
@@ -107,7 +119,7 @@ def truncated_normal(shape: Shape, *, stddev: float = 1, lower: float = -2, uppe
         raise ValueError(f'truncated_normal: lower ({lower}) must be smaller than upper ({upper})')
     key = generator()
     with jax.threefry_partitionable(False):
-        return jax.random.truncated_normal(key, lower=lower, upper=upper, shape=shape) * stddev
+        return _truncated_normal(key, shape, lower, upper, stddev)
 
 
 def randint(shape: Shape, low: int, high: int, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
