@@ -169,6 +169,16 @@ def test_vgg19_parameter_count_and_structure():
     convs = [layer for layer in model if isinstance(layer, objax.nn.Conv2D)]
     assert [c.w.value.shape[-1] for c in convs] == [64, 64, 128, 128] + [256] * 4 + [512] * 8
 
+    def rebuilt():
+        vgg = VGG19()
+        first = [id(layer) for layer in vgg if isinstance(layer, objax.Module)]
+        vgg.build()  # recreates the layers in place
+        return vgg, first
+
+    vgg, first = _abstract_model(rebuilt)
+    assert _kinds(vgg) == kinds
+    assert not {id(layer) for layer in vgg} & set(first)
+
 
 def _kinds(model):
     return [type(layer).__name__ if isinstance(layer, objax.Module) else layer.__name__ for layer in model]
