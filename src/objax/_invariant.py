@@ -20,27 +20,30 @@ _CALLS = {'jit', 'pjit', 'closed_call', 'core_call', 'custom_jvp_call', 'custom_
           'remat'}
 
 
-def _axes(params) -> tuple:
+def _named_axes(params) -> tuple:
+    """The mapped-axis names an equation works over (collectives: `axes`/`axis_name`). Integer entries are
+    array dimensions (e.g. reduce_sum's `axes=(0,)`), not mapped axes, and are left out."""
     for key in ('axes', 'axis_name'):
         if key in params:
             value = params[key]
-            return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+            value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+            return tuple(a for a in value if not isinstance(a, int))
     return ()
 
 
 def _device_dependent(eqn, axis: str) -> bool:
     """True when the equation (or anything inside it) may give different results on different devices
-    from identical inputs."""
+    of `axis` from identical inputs (axis_index, ppermute, all_to_all... over `axis`, host callbacks)."""
     name = eqn.primitive.name
     if name in _DEVICE_DEPENDENT:
         return True
-    if _axes(eqn.params) and name not in _SAME_EVERYWHERE:
+    if axis in _named_axes(eqn.params) and name not in _SAME_EVERYWHERE:
         return True
     return any(_device_dependent(inner, axis) for sub in jex.jaxprs_in_params(eqn.params) for inner in sub.eqns)
 
 
 def _reduces_whole_axis(eqn, axis: str) -> bool:
-    return (eqn.primitive.name in _SAME_EVERYWHERE and axis in _axes(eqn.params)
+    return (eqn.primitive.name in _SAME_EVERYWHERE and axis in _named_axes(eqn.params)
             and eqn.params.get('axis_index_groups') is None)
 
 

@@ -46,8 +46,9 @@ def place(x, sharding: NamedSharding):
     if isinstance(x, jax.core.Tracer):
         return x
     if isinstance(x, jax.Array):
-        if x.sharding == sharding:
-            return x
+        if x.sharding == sharding or (sharding.is_fully_replicated and x.is_fully_replicated
+                                      and x.sharding.device_set == sharding.device_set):
+            return x  # already there (a replicated value may sit on a mesh with another axis name)
         if not is_multiprocess(sharding.mesh) or not x.is_fully_addressable:
             return jax.device_put(x, sharding)
     elif not is_multiprocess(sharding.mesh):

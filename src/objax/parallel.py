@@ -9,6 +9,15 @@ and merged by `reduce`, and each variable that f changed is stacked the same way
 Multi-process (after jax.distributed.initialize): the mesh spans every process's devices. Each process passes
 its own part of the global batch (its local rows, same shape on every process): the global batch is the
 processes' parts concatenated in process order. Scalars and variables must be equal on every process.
+A global array (e.g. from objax.util.make_global_batch) is taken as the whole batch.
+
+Variables are no longer stacked per device as in Objax 1.8: a variable keeps its shape, and its value is one
+jax.Array laid out replicated on the mesh (NamedSharding with PartitionSpec()). `with vc.replicate():` is
+optional; it lays the values out that way up front and brings them back to one device at the end, with
+unchanged values (each call already merged them with their `reduce`).
+
+On CPU a call first waits for the previous call of the same Parallel to finish: XLA's in-process CPU
+collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
 """
 
 from typing import Callable, Optional, Tuple, Union
@@ -37,6 +46,16 @@ def _aval(x, split: int = 1) -> jax.ShapeDtypeStruct:
 
 def _path_label(i: int, path) -> str:
     return f'argument {i}{jax.tree_util.keystr(path)}'
+
+
+def _first_array(*trees) -> Optional[jax.Array]:
+    """The first concrete jax.Array among the leaves of `trees` (None when tracing or when there is none)."""
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+                return leaf
+            return None
+    return None
 
 
 class Parallel(Module):
@@ -78,6 +97,8 @@ class Parallel(Module):
         self._allowed = _state.allowed_ids(vc)
         self._owner = f'Parallel({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
         self._namer = _state.namer(f, vc)
+        self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
+        self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
         self._call = jax.jit(self._traced, static_argnums=argnums)
 
@@ -116,8 +137,10 @@ class Parallel(Module):
                     placed.append(x if isinstance(x, (int, float, bool, complex)) else
                                   _replicate.place(x, self._replicated))
                     continue
-                is_global = isinstance(x, jax.Array) and not x.is_fully_addressable
-                ndev = self.ndevices if is_global or isinstance(x, jax.core.Tracer) else self._local_ndevices
+                # A traced value (Parallel inside Jit) or a global array holds the whole batch.
+                is_global = isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array)
+                                                               and not x.is_fully_addressable)
+                ndev = self.ndevices if is_global else self._local_ndevices
                 n = np.shape(x)[0]
                 if n % ndev:
                     raise ValueError(f'{self._owner}: {_path_label(i, path)} has a batch (leading axis) of size '
@@ -130,14 +153,20 @@ class Parallel(Module):
     def __call__(self, *args):
         """Runs f on every device and returns its reduced outputs; stores the merged variable values."""
         static = self._static_positions(len(args))
+        placed_args = self._place_args(args, static)  # validates the batch before anything is touched
         values = _state.read(self._storage, self._checked)
         for i, x in enumerate(values):
             placed = _replicate.place(x, self._replicated)
-            if placed is not x:
+            if placed is not x:  # same value, laid out on the mesh: later calls find it in place
                 values[i] = self._storage[i]._value = placed
-        outputs, new_values = self._call(values, *self._place_args(args, static))
+        if self._inflight is not None:
+            pending, self._inflight = self._inflight, None
+            pending.block_until_ready()
+        outputs, new_values = self._call(values, *placed_args)
         for i, x in new_values.items():
             self._storage[i]._value = x
+        if self._cpu:
+            self._inflight = _first_array(list(new_values.values()), outputs)
         return outputs
 
     def _traced(self, values, *args):
@@ -185,7 +214,8 @@ class Parallel(Module):
                                 )(inputs, leaves)
         nout = tree.num_leaves
         stacked = [x if v else jn.broadcast_to(x, (ndev,) + x.shape) for x, v in zip(results[:nout], varying)]
-        merged = {i: self._merge(i, x, v, values[i]) for i, x, v in zip(changed, results[nout:], varying[nout:])}
+        merged = {i: jax.lax.with_sharding_constraint(self._merge(i, x, v, values[i]), self._replicated)
+                  for i, x, v in zip(changed, results[nout:], varying[nout:])}
         return jax.tree.unflatten(tree, [self._reduce_output(x) for x in stacked]), merged
 
     def _reduce_output(self, x: JaxArray) -> JaxArray:
