@@ -50,6 +50,10 @@ def test_forward_equals_single_device_and_numpy():
     # The same through `with vc.replicate():` and on a jax array input.
     with model.vars().replicate():
         np.testing.assert_allclose(np.asarray(par(jn.asarray(x))), np.asarray(y), rtol=1e-6, atol=1e-6)
+    # Under a plain jax.jit too: f changes no variable, so nothing traced is left in them.
+    model[0].w.assign(model[0].w.value + 0)  # a fresh array, not yet laid out on the mesh
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda v: par(v))(x)), np.asarray(y), rtol=1e-6, atol=1e-6)
+    assert not any(isinstance(v.value, jax.core.Tracer) for v in model.vars().values())
 
 
 def _train_op(model, opt_cls, **opt_kwargs):
@@ -218,18 +222,26 @@ def test_replicate_block_keeps_values_and_returns_to_one_device():
     step, _ = _train_op(model, objax.optimizer.Momentum)
     _, ref_step = _train_op(ref, objax.optimizer.Momentum)
     vc = step.vars()
-    before = [np.asarray(v) for v in vc.tensors()]
+    arrays = vc.tensors()
+    before = [np.asarray(v) for v in arrays]
     with vc.replicate():
         assert all(len(v.value.sharding.device_set) == NDEV for v in vc)
         assert [v.value.shape for v in vc] == [b.shape for b in before]  # replicated, not stacked
-    assert all(len(v.value.sharding.device_set) == 1 for v in vc)
-    for a, b in zip(vc.tensors(), before):
-        np.testing.assert_array_equal(np.asarray(a), b)
+    assert all(a is b for a, b in zip(vc.tensors(), arrays))  # untouched variables get their own arrays back
     with vc.replicate():
         for _ in range(3):
             step(x, y, 0.1)
             ref_step(x, y, 0.1)
     assert all(len(v.value.sharding.device_set) == 1 for v in vc)
+    for a, b in zip(model.vars().tensors(), ref.vars().tensors()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    # Back on one device like fresh values: they mix with arrays laid out on all devices.
+    elsewhere = jax.device_put(jn.ones(3), step.mesh.devices.flat[3])
+    np.testing.assert_allclose(np.asarray(model[2].b.value + elsewhere), np.asarray(ref[2].b.value) + 1, atol=1e-5)
+    # Without a block the variables a call changed stay replicated on the mesh, with the same values.
+    step(x, y, 0.1)
+    ref_step(x, y, 0.1)
+    assert all(len(v.value.sharding.device_set) == NDEV for v in model.vars())
     for a, b in zip(model.vars().tensors(), ref.vars().tensors()):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 

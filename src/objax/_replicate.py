@@ -2,7 +2,9 @@
 
 `VarCollection.replicate()` (Objax 1.8 stacked one copy per device there) now places every value of the
 collection replicated on that mesh when the block starts, so Parallel calls inside the block move nothing,
-and brings the values back to the default device when it ends. Values are never changed by placement.
+and brings the values back to the default device when it ends. Values are never changed by placement:
+Parallel merges per-device results with each variable's `reduce` at every call, so leaving the block has
+nothing left to merge.
 """
 
 import contextlib
@@ -57,31 +59,33 @@ def place(x, sharding: NamedSharding):
 
 
 def to_default_device(x):
-    """`x` back on this process's first device (a replicated value keeps its contents)."""
+    """`x` as an uncommitted array on this process's default device, like a freshly created value (so it mixes
+    with arrays on any device); a replicated value keeps its contents, a value split over processes stays."""
     if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
         return x
-    device = jax.local_devices()[0]
-    if x.sharding.device_set == {device}:
-        return x
     if x.is_fully_replicated:
-        return jax.device_put(x.addressable_data(0), device)
+        return jax.device_put(np.asarray(x.addressable_data(0)))
     if x.is_fully_addressable:
-        return jax.device_put(x, device)
+        return jax.device_put(np.asarray(x))
     return x
 
 
 @contextlib.contextmanager
 def replicate(vc):
     """Context of VarCollection.replicate(): the values of `vc` sit replicated on the mesh of all devices
-    (axis 'device') inside the block, then return to the default device. Optional for objax.Parallel,
-    which places values itself; the block only saves the transfer of variables that Parallel calls don't
-    change. Nothing is stacked per device any more: each variable keeps its shape."""
+    (axis 'device') inside the block. On exit a variable the block did not change gets back its original
+    array; a changed one becomes an uncommitted array on the default device (same value). Optional for
+    objax.Parallel, which places values itself; the block saves placing values before the first call and
+    leaves the variables where they were before it. Nothing is stacked per device any more: each variable
+    keeps its shape."""
     storage = _state.storage_of(vc)
     sharding = replicated('device')
-    for v in storage:
-        v._value = place(v._value, sharding)
+    saved = [v._value for v in storage]
+    placed = [place(x, sharding) for x in saved]
+    for v, x in zip(storage, placed):
+        v._value = x
     try:
         yield
     finally:
-        for v in storage:
-            v._value = to_default_device(v._value)
+        for v, old, new in zip(storage, saved, placed):
+            v._value = old if v._value is new else to_default_device(v._value)

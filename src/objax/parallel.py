@@ -20,6 +20,7 @@ On CPU a call first waits for the previous call of the same Parallel to finish: 
 collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
 """
 
+import operator
 from typing import Callable, Optional, Tuple, Union
 
 import jax
@@ -48,14 +49,12 @@ def _path_label(i: int, path) -> str:
     return f'argument {i}{jax.tree_util.keystr(path)}'
 
 
-def _first_array(*trees) -> Optional[jax.Array]:
-    """The first concrete jax.Array among the leaves of `trees` (None when tracing or when there is none)."""
-    for tree in trees:
-        for leaf in jax.tree.leaves(tree):
-            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
-                return leaf
-            return None
-    return None
+def _first_array(new_values: dict, outputs) -> Optional[jax.Array]:
+    """One array the last call produced (a new variable value or else an output), to wait for its completion."""
+    leaf = next(iter(new_values.values()), None)
+    if leaf is None:
+        leaf = next(iter(jax.tree.leaves(outputs)), None)
+    return leaf if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) else None
 
 
 class Parallel(Module):
@@ -99,6 +98,7 @@ class Parallel(Module):
         self._namer = _state.namer(f, vc)
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
         self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
+        self._last_values = None  # the variable values the previous call left (already laid out on the mesh)
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
         self._call = jax.jit(self._traced, static_argnums=argnums)
 
@@ -124,49 +124,57 @@ class Parallel(Module):
             positions.add(i % nargs)
         return positions
 
+    def _place_leaf(self, x, label: Callable[[], str]):
+        """Checks the batch size of one argument leaf and lays it out on the mesh (rows split, scalars
+        replicated); `label()` names the leaf in errors."""
+        tracer = isinstance(x, jax.core.Tracer)
+        if not tracer and isinstance(x, jax.Array) and x.sharding == self._batched:
+            return x  # e.g. a global batch from objax.util.make_global_batch: already laid out
+        if np.ndim(x) == 0:
+            return x if isinstance(x, (int, float, bool, complex)) else _replicate.place(x, self._replicated)
+        # A traced value (Parallel inside Jit) or a global array holds the whole batch.
+        is_global = tracer or (isinstance(x, jax.Array) and not x.is_fully_addressable)
+        ndev = self.ndevices if is_global else self._local_ndevices
+        n = np.shape(x)[0]
+        if n % ndev:
+            raise ValueError(f'{self._owner}: {label()} has a batch (leading axis) of size {n}, which does not '
+                             f'divide evenly among {ndev} devices; use a multiple of {ndev}')
+        return _replicate.place(x, self._batched)
+
     def _place_args(self, args, static: set) -> list:
-        """Checks batch sizes and lays the arguments out on the mesh (rows split, scalars replicated)."""
+        """Checks batch sizes and lays the arguments out on the mesh."""
         out = list(args)
         for i, arg in enumerate(args):
             if i in static:
                 continue
-            leaves, tree = jax.tree_util.tree_flatten_with_path(arg)
-            placed = []
-            for path, x in leaves:
-                if np.ndim(x) == 0:
-                    placed.append(x if isinstance(x, (int, float, bool, complex)) else
-                                  _replicate.place(x, self._replicated))
-                    continue
-                # A traced value (Parallel inside Jit) or a global array holds the whole batch.
-                is_global = isinstance(x, jax.core.Tracer) or (isinstance(x, jax.Array)
-                                                               and not x.is_fully_addressable)
-                ndev = self.ndevices if is_global else self._local_ndevices
-                n = np.shape(x)[0]
-                if n % ndev:
-                    raise ValueError(f'{self._owner}: {_path_label(i, path)} has a batch (leading axis) of size '
-                                     f'{n}, which does not divide evenly among {ndev} devices; use a multiple '
-                                     f'of {ndev}')
-                placed.append(_replicate.place(x, self._batched))
-            out[i] = jax.tree_util.tree_unflatten(tree, placed)
+            if isinstance(arg, jax.Array) or np.ndim(arg) == 0 and not isinstance(arg, (list, tuple, dict)):
+                out[i] = self._place_leaf(arg, lambda: f'argument {i}')
+                continue
+            paths, tree = jax.tree_util.tree_flatten_with_path(arg)
+            out[i] = jax.tree_util.tree_unflatten(tree, [self._place_leaf(x, lambda p=p: _path_label(i, p))
+                                                         for p, x in paths])
         return out
 
     def __call__(self, *args):
         """Runs f on every device and returns its reduced outputs; stores the merged variable values."""
-        static = self._static_positions(len(args))
+        static = self._static_positions(len(args)) if self.static_argnums else ()
         placed_args = self._place_args(args, static)  # validates the batch before anything is touched
         values = _state.read(self._storage, self._checked)
-        for i, x in enumerate(values):
-            placed = _replicate.place(x, self._replicated)
-            if placed is not x:  # same value, laid out on the mesh: later calls find it in place
-                values[i] = self._storage[i]._value = placed
+        last = self._last_values
+        if last is None or not all(map(operator.is_, values, last)):  # else: what the previous call left
+            for i, x in enumerate(values):
+                placed = values[i] = _replicate.place(x, self._replicated)
+                if placed is not x and not isinstance(placed, jax.core.Tracer):
+                    self._storage[i]._value = placed  # same value, laid out on the mesh: kept for later calls
         if self._inflight is not None:
             pending, self._inflight = self._inflight, None
             pending.block_until_ready()
         outputs, new_values = self._call(values, *placed_args)
         for i, x in new_values.items():
-            self._storage[i]._value = x
+            values[i] = self._storage[i]._value = x
+        self._last_values = None if values and isinstance(values[0], jax.core.Tracer) else values
         if self._cpu:
-            self._inflight = _first_array(list(new_values.values()), outputs)
+            self._inflight = _first_array(new_values, outputs)
         return outputs
 
     def _traced(self, values, *args):
