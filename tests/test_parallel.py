@@ -262,3 +262,41 @@ def test_many_queued_calls_do_not_deadlock():
     x = np.ones((NDEV, 4), np.float32)
     losses = [step(x) for _ in range(200)]
     assert float(losses[-1]) < float(losses[0])
+
+
+def test_traced_once_across_calls_and_replicate_blocks():
+    """Variables merged by a call come back laid out as the next call expects: no retracing/recompiling."""
+    model = objax.nn.Sequential([objax.nn.Linear(3, 4), objax.nn.BatchNorm0D(4), objax.nn.Dropout(0.5)])
+    gv = objax.GradValues(lambda v: (model(v, training=True) ** 2).mean(), model.vars())
+    opt = objax.optimizer.Adam(model.vars())
+    traces = []
+
+    def train_op(v, lr):
+        traces.append(1)
+        grads, values = gv(v)
+        opt(lr, [pmean(g) for g in grads])
+        return values[0]
+
+    vc = gv.vars() + opt.vars()
+    step = objax.Parallel(train_op, vc, reduce=lambda v: v.mean(0))
+    x = np.ones((16, 3), np.float32)
+    for lr in (0.1, 0.2, 0.3):
+        step(x, lr)
+    with vc.replicate():
+        for _ in range(2):
+            step(jn.asarray(x), 0.1)
+    step(x, 0.1)
+    assert len(traces) == 1
+
+
+def test_custom_axis_name_and_pytree_collectives():
+    x = np.arange(16.).reshape(NDEV, 2)
+    par = objax.Parallel(lambda v: psum({'a': v, 'b': 2 * v}, axis_name='batch'), objax.VarCollection(),
+                         axis_name='batch', reduce=lambda v: v[0])
+    out = par(x)
+    np.testing.assert_allclose(np.asarray(out['a']), x.sum(0, keepdims=True))
+    np.testing.assert_allclose(np.asarray(out['b']), 2 * x.sum(0, keepdims=True))
+    with pytest.raises(NameError, match='device'):  # the default axis name is not bound under 'batch'
+        objax.Parallel(lambda v: psum(v), objax.VarCollection(), axis_name='batch')(x)
+    with pytest.raises(NameError):  # outside Parallel there is no device axis at all
+        pmean(jn.ones(2))

@@ -1,4 +1,9 @@
-"""Cross-device reductions for functions run by objax.Parallel (mapped axis named 'device' by default)."""
+"""Cross-device reductions for functions run by objax.Parallel (its mapped axis is named 'device' by default).
+
+Each takes the value one device holds (an array or a pytree of arrays) and returns, on every device, the
+element-wise reduction over all devices of `axis_name`, with the same shape. Outside a transform that names
+`axis_name` they raise NameError ("unbound axis name").
+"""
 
 import jax
 
@@ -7,21 +12,21 @@ from objax.typing import JaxArray
 __all__ = ['pmax', 'pmean', 'pmin', 'psum']
 
 
-def pmax(x: JaxArray, axis_name: str = 'device'):
+def pmax(x: JaxArray, axis_name: str = 'device') -> JaxArray:
     """Element-wise maximum of x across the devices of axis_name."""
     return jax.lax.pmax(x, axis_name)
 
 
-def pmean(x: JaxArray, axis_name: str = 'device'):
-    """Element-wise mean of x across the devices of axis_name."""
+def pmean(x: JaxArray, axis_name: str = 'device') -> JaxArray:
+    """Element-wise mean of x across the devices of axis_name (e.g. to average gradients)."""
     return jax.lax.pmean(x, axis_name)
 
 
-def pmin(x: JaxArray, axis_name: str = 'device'):
+def pmin(x: JaxArray, axis_name: str = 'device') -> JaxArray:
     """Element-wise minimum of x across the devices of axis_name."""
     return jax.lax.pmin(x, axis_name)
 
 
-def psum(x: JaxArray, axis_name: str = 'device'):
+def psum(x: JaxArray, axis_name: str = 'device') -> JaxArray:
     """Element-wise sum of x across the devices of axis_name."""
     return jax.lax.psum(x, axis_name)
