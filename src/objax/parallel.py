@@ -5,6 +5,9 @@ arguments are split on their leading axis, variables are replicated, f runs once
 `axis_name` work, e.g. objax.functional.parallel.pmean), per-device outputs are stacked on a new leading axis
 and merged by `reduce`, and each variable that f changed is stacked the same way and merged by its own
 `reduce` (mean for TrainVar/StateVar, first copy for RandomState). Variables f leaves alone are not touched.
+Results provably equal on all devices (e.g. anything computed from pmean'd gradients) are produced once
+instead of gathered per device (see objax._invariant), so a data-parallel step moves only what f's own
+collectives move.
 
 Multi-process (after jax.distributed.initialize): the mesh spans every process's devices. Each process passes
 its own part of the global batch (its local rows, same shape on every process): the global batch is the
@@ -14,7 +17,8 @@ A global array (e.g. from objax.util.make_global_batch) is taken as the whole ba
 Variables are no longer stacked per device as in Objax 1.8: a variable keeps its shape, and its value is one
 jax.Array laid out replicated on the mesh (NamedSharding with PartitionSpec()). `with vc.replicate():` is
 optional; it lays the values out that way up front and brings them back to one device at the end, with
-unchanged values (each call already merged them with their `reduce`).
+unchanged values (each call already merged them with their `reduce`). Inside the block `v.value` is the
+whole value: Objax 1.8 code that indexed the per-device copies (`v.value[0]`) must drop the index.
 
 On CPU a call first waits for the previous call of the same Parallel to finish: XLA's in-process CPU
 collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
