@@ -50,7 +50,8 @@ def main(process_id: int, num_processes: int, port: int, out: str):
 
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=60)
+                               process_id=process_id, initialization_timeout=60,
+                               coordinator_bind_address=f'127.0.0.1:{port}')
     import objax
     from objax.functional.parallel import pmean
     from objax.util import (gather_to_host, get_local_devices, make_global_batch, multi_host_barrier, process_count,
