@@ -129,6 +129,8 @@ def test_single_process_helpers():
     with pytest.raises(ValueError, match='12 rows.*8 devices'):
         make_global_batch(np.ones((12, 3)))
     multi_host_barrier()  # one process: returns at once
+    with pytest.raises(TypeError, match='name must be a str'):
+        multi_host_barrier(3)
     # A global batch goes through Parallel unchanged (no copy: it is already laid out on the mesh).
     w = objax.TrainVar(np.ones(3, np.float32))
     out = objax.Parallel(lambda v: v * w.value, objax.VarCollection({'w': w}))(make_global_batch(x))

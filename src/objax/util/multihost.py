@@ -76,6 +76,8 @@ def map_to_device(x: Any) -> Any:
 
 def multi_host_barrier(name: str = 'objax_barrier'):
     """Blocks until every process has reached a barrier of the same `name` (returns at once with one process)."""
+    if not isinstance(name, str):
+        raise TypeError(f'multi_host_barrier(name): name must be a str, got {type(name).__name__}')
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
 
