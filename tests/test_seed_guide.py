@@ -11,8 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 
 def run(code: str) -> str:
     env = dict(os.environ)

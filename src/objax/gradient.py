@@ -5,7 +5,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import jax
 
 from objax import _state
-from objax.module import Function, Module
+from objax.module import Function, Module, _prefixed
 from objax.varcollection import VarCollection
 from objax.variable import TrainVar
 
@@ -68,8 +68,7 @@ class _DerivativeBase(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The differentiated collection, plus the wrapped module's other variables, prefixed with `scope`."""
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
+        out = _prefixed(self.vc, scope)
         if isinstance(self.__wrapped__, Module) and not isinstance(self.__wrapped__, Function):
             known = {id(v) for v in out.values()}
             extra = [(k, v) for k, v in self.__wrapped__.vars(scope).items() if id(v) not in known]

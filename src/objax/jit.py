@@ -5,7 +5,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import jax
 
 from objax import _state, _trace
-from objax.module import Function, Module
+from objax.module import Module, _module_and_vars, _owner_label, _prefixed
 from objax.varcollection import VarCollection
 
 __all__ = ['Jit']
@@ -18,22 +18,14 @@ class Jit(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  static_argnums: Optional[Tuple[int, ...]] = None,
                  static_argnames: Optional[Union[str, Sequence[str]]] = None):
-        if not isinstance(f, Module):
-            if vc is None:
-                raise ValueError('Jit(f, vc): vc is required when f is a function (not a Module): pass the '
-                                 'VarCollection of the variables f uses, e.g. model.vars()')
-            f = Function(f, vc)
-        elif vc is None:
-            vc = f.vars()
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f'Jit(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+        f, vc = _module_and_vars('Jit', f, vc)
         self.__wrapped__ = f
         self.vc = vc
         self.static_argnums = tuple(static_argnums or ())
         self._checked = list(vc)
         self._storage = _state.storage_of(self._checked)
         self._allowed = _state.allowed_ids(vc)
-        self._owner = f'Jit({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+        self._owner = _owner_label('Jit', f)
         self._namer = _state.namer(f, vc)
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
@@ -58,9 +50,7 @@ class Jit(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection the function was compiled with, names prefixed with `scope`."""
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
-        return out
+        return _prefixed(self.vc, scope)
 
     def __repr__(self):
         return f'{type(self).__name__}(f={self.__wrapped__!r}, static_argnums={self.static_argnums or None})'

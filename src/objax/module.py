@@ -1,6 +1,6 @@
 """Modules: plain Python objects whose variables (and sub-modules' variables) `vars()` collects by name."""
 
-from typing import Any, Callable, Dict, List, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar
@@ -98,11 +98,7 @@ class Function(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection given at construction, each name prefixed with `scope`."""
-        if not scope:
-            return VarCollection(self.vc)
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
-        return out
+        return _prefixed(self.vc, scope) if scope else VarCollection(self.vc)
 
     @staticmethod
     def with_vars(vc: VarCollection):
@@ -181,3 +177,32 @@ class ForceArgs(Module):
     def __repr__(self):
         forced = ', '.join(f'{k}={v!r}' for k, v in self.forced_kwargs.items())
         return f'{type(self).__name__}({self.__wrapped__!r}, {forced})'
+
+
+def _prefixed(vc: VarCollection, scope: str) -> VarCollection:
+    """A new collection holding the variables of `vc`, each name prefixed with `scope`."""
+    out = VarCollection()
+    out.update((scope + k, v) for k, v in vc.items())
+    return out
+
+
+def _module_and_vars(owner: str, f: Union[Module, Callable],
+                     vc: Optional[VarCollection]) -> Tuple[Module, VarCollection]:
+    """What a transform named `owner` wraps: `f` as a Module (a function becomes a Function of `vc`) and the
+    collection it runs with (a Module's own vars() when `vc` is None)."""
+    if not isinstance(f, Module):
+        if not callable(f):
+            raise TypeError(f'{owner}(f, vc): f must be callable, got {type(f).__name__}')
+        if vc is None:
+            raise ValueError(f'{owner}(f, vc): vc is required when f is a function (not a Module): pass the '
+                             f'VarCollection of the variables f uses, e.g. model.vars()')
+    elif vc is None:
+        vc = f.vars()
+    if not isinstance(vc, VarCollection):
+        raise TypeError(f'{owner}(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+    return (f if isinstance(f, Module) else Function(f, vc)), vc
+
+
+def _owner_label(owner: str, f: Module) -> str:
+    """`owner(name of the wrapped function or module class)`, for error messages."""
+    return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'

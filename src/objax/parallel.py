@@ -34,7 +34,7 @@ from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec
 
 from objax import _invariant, _replicate, _state, _trace
-from objax.module import Function, Module
+from objax.module import Module, _module_and_vars, _owner_label, _prefixed
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import RandomState, _reduce_first, reduce_mean
@@ -71,15 +71,7 @@ class Parallel(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
                  static_argnums: Optional[Tuple[int, ...]] = None):
-        if not isinstance(f, Module):
-            if vc is None:
-                raise ValueError('Parallel(f, vc): vc is required when f is a function (not a Module): pass '
-                                 'the VarCollection of the variables f uses, e.g. model.vars()')
-            f = Function(f, vc)
-        elif vc is None:
-            vc = f.vars()
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f'Parallel(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+        f, vc = _module_and_vars('Parallel', f, vc)
         if not callable(reduce):
             raise TypeError(f'Parallel(reduce=...): reduce must be callable, got {type(reduce).__name__}')
         if not isinstance(axis_name, str) or not axis_name:
@@ -98,7 +90,7 @@ class Parallel(Module):
         self._storage = _state.storage_of(self._checked)
         self._random = [i for i, v in enumerate(self._storage) if isinstance(v, RandomState)]
         self._allowed = _state.allowed_ids(vc)
-        self._owner = f'Parallel({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+        self._owner = _owner_label('Parallel', f)
         self._namer = _state.namer(f, vc)
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
         self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
@@ -259,9 +251,7 @@ class Parallel(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection the function runs with, names prefixed with `scope`."""
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
-        return out
+        return _prefixed(self.vc, scope)
 
     def __repr__(self):
         return (f'{type(self).__name__}(f={self.__wrapped__!r}, reduce={getattr(self.reduce, "__name__", self.reduce)}, '

@@ -100,53 +100,45 @@ class BaseVar(ArrayOps, abc.ABC):
         return f'{type(self).__name__}({body}, reduce={reduce}{name})'
 
 
-class TrainVar(BaseVar):
-    """A trainable variable: gradient transforms differentiate it. Its `.value` is read-only; use `assign`."""
+class _OwnValue:
+    """Mixin of the variables that hold their own value (all but references)."""
 
     def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
         self._value = _as_array(tensor, self)
         super().__init__(reduce)
 
-    @property
-    def value(self) -> JaxArray:
+    def _read(self) -> JaxArray:
+        """The current value (inside a compiled transform, only if the variable is in its collection)."""
         if _trace.SCOPES:
             _trace.check(self)
         return self._value
 
-    @value.setter
-    def value(self, tensor: JaxArray):
-        raise ValueError(f'{self._label()}.value is read-only: TrainVars are changed through their gradients. '
-                         f'Use .assign(new_value) if you know what you are doing.')
-
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must have the variable's shape and dtype."""
         self._value = self._check_assign(tensor) if check else _as_array(tensor, self)
+
+
+class TrainVar(_OwnValue, BaseVar):
+    """A trainable variable: gradient transforms differentiate it. Its `.value` is read-only; use `assign`."""
+
+    def _refuse(self, tensor: JaxArray):
+        raise ValueError(f'{self._label()}.value is read-only: TrainVars are changed through their gradients. '
+                         f'Use .assign(new_value) if you know what you are doing.')
+
+    value = property(_OwnValue._read, _refuse)
 
 
 class BaseState(BaseVar):
     """Abstract base of the non-trainable variables (gradient transforms ignore them)."""
 
 
-class StateVar(BaseState):
+class StateVar(_OwnValue, BaseState):
     """A non-trainable variable whose value can be written directly (running statistics, counters...)."""
 
-    def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
-        self._value = _as_array(tensor, self)
-        super().__init__(reduce)
-
-    @property
-    def value(self) -> JaxArray:
-        if _trace.SCOPES:
-            _trace.check(self)
-        return self._value
-
-    @value.setter
-    def value(self, tensor: JaxArray):
+    def _write(self, tensor: JaxArray):
         self._value = self._check_assign(tensor)
 
-    def assign(self, tensor: JaxArray, check: bool = True):
-        """Sets the value; with `check` the new value must have the variable's shape and dtype."""
-        self._value = self._check_assign(tensor) if check else _as_array(tensor, self)
+    value = property(_OwnValue._read, _write)
 
 
 class TrainRef(BaseState):

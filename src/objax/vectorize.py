@@ -5,7 +5,7 @@ from typing import Callable, Optional, Tuple, Union
 import jax
 
 from objax import _state
-from objax.module import Function, Module
+from objax.module import Module, _module_and_vars, _prefixed
 from objax.varcollection import VarCollection
 from objax.variable import RandomState
 
@@ -19,14 +19,7 @@ class Vectorize(Module):
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
-        if not isinstance(f, Module):
-            if vc is None:
-                raise ValueError('Vectorize(f, vc): vc is required when f is a function (not a Module)')
-            f = Function(f, vc)
-        elif vc is None:
-            vc = f.vars()
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f'Vectorize(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
+        f, vc = _module_and_vars('Vectorize', f, vc)
         batch_axis = tuple(batch_axis)
         if all(a is None for a in batch_axis):
             raise ValueError('Vectorize: batch_axis must batch at least one argument (all entries are None)')
@@ -68,6 +61,4 @@ class Vectorize(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection given at construction, names prefixed with `scope`."""
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
-        return out
+        return _prefixed(self.vc, scope)

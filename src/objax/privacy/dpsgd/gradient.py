@@ -8,7 +8,7 @@ import jax.numpy as jn
 
 from objax import _state
 from objax.gradient import GradValues
-from objax.module import Function, Module
+from objax.module import Function, Module, _prefixed
 from objax.random import DEFAULT_GENERATOR, Generator, normal
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
@@ -145,8 +145,7 @@ class PrivateGradValues(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The differentiated collection (plus f's other variables) and the noise generator's key."""
-        out = VarCollection()
-        out.update((scope + k, v) for k, v in self.vc.items())
+        out = _prefixed(self.vc, scope)
         known = {id(v) for v in out.values()}
         keygen = self.keygen.vars(f'{scope}({type(self).__name__}).keygen')
         out.update((k, v) for k, v in keygen.items() if id(v) not in known)

@@ -8,7 +8,7 @@ Balle and Kasiviswanathan (2019), "Subsampled Rényi Differential Privacy and An
 import decimal
 import functools
 import math
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 from scipy import special
