@@ -8,7 +8,7 @@ Balle and Kasiviswanathan (2019), "Subsampled Rényi Differential Privacy and An
 import decimal
 import functools
 import math
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from scipy import special
@@ -81,14 +81,22 @@ def _log_moment_fractional(q: float, sigma: float, alpha: float) -> float:
     return float(value)
 
 
-def _rdp_sampled_gaussian(q: float, sigma: float, alpha: float) -> float:
-    """RDP of one step of the sampled Gaussian mechanism (Poisson sampling with rate q) at order alpha."""
+def _edge_case_rdp(q: float, sigma: float, alpha: float) -> Optional[float]:
+    """RDP when sampling or noise is degenerate (nothing sampled, no noise, or every record used), else None."""
     if q == 0:
         return 0.0
     if sigma == 0:
         return math.inf
     if q == 1:
         return alpha / (2 * sigma ** 2)
+    return None
+
+
+def _rdp_sampled_gaussian(q: float, sigma: float, alpha: float) -> float:
+    """RDP of one step of the sampled Gaussian mechanism (Poisson sampling with rate q) at order alpha."""
+    edge = _edge_case_rdp(q, sigma, alpha)
+    if edge is not None:
+        return edge
     if float(alpha).is_integer():
         log_moment = _log_moment_integer(q, sigma, int(alpha))
     else:
@@ -134,12 +142,9 @@ def _log_moment_wor_integer(q: float, sigma: float, alpha: int) -> float:
 
 def _rdp_sampled_gaussian_wor(q: float, sigma: float, alpha: float) -> float:
     """RDP bound of one step of the Gaussian mechanism on a subsample drawn without replacement (ratio q)."""
-    if q == 0:
-        return 0.0
-    if sigma == 0:
-        return math.inf
-    if q == 1:
-        return alpha / (2 * sigma ** 2)
+    edge = _edge_case_rdp(q, sigma, alpha)
+    if edge is not None:
+        return edge
     if float(alpha).is_integer():
         return _log_moment_wor_integer(q, sigma, int(alpha)) / (alpha - 1)
     # (alpha - 1) * RDP(alpha) is convex in alpha: interpolate it linearly between the neighbouring integers
