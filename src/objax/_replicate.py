@@ -8,7 +8,7 @@ nothing left to merge.
 """
 
 import contextlib
-from typing import Dict
+import functools
 
 import jax
 import numpy as np
@@ -18,24 +18,16 @@ from objax import _state
 
 __all__ = []
 
-_MESHES: Dict[str, Mesh] = {}
-_REPLICATED: Dict[str, NamedSharding] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def mesh(axis_name: str = 'device') -> Mesh:
     """The 1D mesh of all devices of all processes (jax.devices() order) with axis `axis_name`."""
-    m = _MESHES.get(axis_name)
-    if m is None:
-        m = _MESHES[axis_name] = Mesh(np.array(jax.devices()), (axis_name,))
-    return m
+    return Mesh(np.array(jax.devices()), (axis_name,))
 
 
+@functools.lru_cache(maxsize=None)
 def replicated(axis_name: str = 'device') -> NamedSharding:
     """The sharding that keeps a full copy of a value on every device of `mesh(axis_name)`."""
-    s = _REPLICATED.get(axis_name)
-    if s is None:
-        s = _REPLICATED[axis_name] = NamedSharding(mesh(axis_name), PartitionSpec())
-    return s
+    return NamedSharding(mesh(axis_name), PartitionSpec())
 
 
 def is_multiprocess(m: Mesh) -> bool:
