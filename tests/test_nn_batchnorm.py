@@ -137,13 +137,12 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
     mesh = Mesh(np.array(devices[:8]), ('device',))
     bn = SyncedBatchNorm2D(3, momentum=0.9, eps=1e-4)
     gamma, beta = _randomize(bn)
-    storage = list(bn.vars())
+    pure = _state.Pure(bn, bn.vars())
+    storage = pure.variables
 
     def per_device(values, x, update):
-        with _state.Swap(storage, values):
-            y = bn(x, training=True, batch_norm_update=update)
-            new_values = [v._value for v in storage]
-        return y, new_values
+        y, changes = pure(values, x, training=True, batch_norm_update=update)
+        return y, [changes.get(i, x) for i, x in enumerate(values)]
 
     # Shards with very different statistics: per-device stats would differ a lot from the global ones.
     x = RNG.normal(size=(16, 3, 4, 4)).astype(np.float32) * np.repeat(np.arange(1, 9), 2)[:, None, None, None]
@@ -162,11 +161,11 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
         np.testing.assert_allclose(new_values[1], expect_var, rtol=1e-5, atol=1e-6)
     # The plain BatchNorm in the same setting only sees its shard: its outputs differ from global stats.
     plain = BatchNorm2D(3)
-    plain_storage = list(plain.vars())
+    plain_pure = _state.Pure(plain, plain.vars())
+    plain_storage = plain_pure.variables
 
     def plain_device(values, x):
-        with _state.Swap(plain_storage, values):
-            return plain(x, training=True)
+        return plain_pure(values, x, training=True)[0]
 
     y_plain = jax.jit(jax.shard_map(plain_device, mesh=mesh, in_specs=(P(), P('device')), out_specs=P('device'),
                                     check_vma=False))([v.value for v in plain_storage], jn.asarray(x))

@@ -44,21 +44,34 @@ def test_batch_not_divisible_names_sizes_and_changes_nothing():
     assert any(not np.array_equal(np.asarray(a), b) for a, b in zip(vc.tensors(), before))
 
 
-def test_variable_outside_collection_is_named_and_changes_nothing():
+def test_variable_outside_collection_read_warns_write_raises_and_changes_nothing():
     model = objax.nn.Linear(3, 2)
     other = objax.nn.Linear(2, 2)
     counter = objax.StateVar(jn.zeros(()))
+    outside = objax.StateVar(jn.zeros(()))
+    x = np.ones((8, 3), np.float32)
 
     def f(x):
         counter.value += 1
         return other(model(x))
 
     vc = model.vars() + objax.VarCollection({'counter': counter})
-    before = _values(vc) + [np.asarray(other.w.value)]
-    with pytest.raises(objax._trace.VariableOutsideCollectionError, match=r'Parallel\(.*\(Linear\)\.w'):
-        objax.Parallel(f, vc)(np.ones((8, 3), np.float32))
-    _assert_unchanged(vc, before[:-1])
-    np.testing.assert_array_equal(np.asarray(other.w.value), before[-1])
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'Parallel\(.*\(Linear\)\.w'):
+        y = objax.Parallel(f, vc)(x)
+    np.testing.assert_allclose(y, x @ model.w.value @ other.w.value + model.b.value @ other.w.value
+                               + other.b.value, rtol=1e-5)  # read with its current (frozen) value
+    assert float(counter.value) == 1
+
+    def g(x):
+        counter.value += 1
+        outside.value += 1
+        return model(x)
+
+    before = _values(vc)
+    with pytest.raises(objax.VariableOutsideCollectionError, match=r'Parallel\(.*writes variable "outside"'):
+        objax.Parallel(g, vc)(x)
+    _assert_unchanged(vc, before)
+    assert float(outside.value) == 0
 
 
 def test_bad_reduce():

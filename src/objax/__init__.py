@@ -1,5 +1,6 @@
 """objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
 
+from objax._trace import VariableOutsideCollectionError, VariableOutsideCollectionWarning
 from objax.constants import ConvPadding, Interpolate
 from objax.variable import BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState, reduce_mean
 from objax.varcollection import VarCollection
@@ -14,7 +15,8 @@ __version__ = '2.0.0.dev0'
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad', 'GradValues',
-           'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random', 'typing']
+           'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random', 'typing',
+           'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
 
 
 def __getattr__(name):
@@ -22,6 +24,8 @@ def __getattr__(name):
     import importlib
     if name in _SUBPACKAGES:
         return importlib.import_module(f'objax.{name}')
+    if name == 'UnreadableFileError':  # lives in objax.io, which the core does not import
+        return importlib.import_module('objax.io').UnreadableFileError
     raise AttributeError(f'module objax has no attribute {name!r}')
 
 

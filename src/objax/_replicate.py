@@ -70,14 +70,13 @@ def replicate(vc):
     objax.Parallel, which places values itself; the block saves placing values before the first call and
     leaves the variables where they were before it. Nothing is stacked per device any more: each variable
     keeps its shape."""
-    storage = _state.storage_of(vc)
+    values = _state.Pure(None, vc)
     sharding = replicated('device')
-    saved = [v._value for v in storage]
+    saved = values.values()
     placed = [place(x, sharding) for x in saved]
-    for v, x in zip(storage, placed):
-        v._value = x
+    values.write(dict(enumerate(placed)))
     try:
         yield
     finally:
-        for v, old, new in zip(storage, saved, placed):
-            v._value = old if v._value is new else to_default_device(v._value)
+        values.write({i: old if now is new else to_default_device(now)
+                      for i, (old, new, now) in enumerate(zip(saved, placed, values.values()))})

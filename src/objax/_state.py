@@ -1,6 +1,20 @@
-"""Moving variable values in and out of traced functions (shared by the transforms)."""
+"""The pure-function primitive under every transform: a function of variables as a function of their values.
 
-from typing import Callable, Iterable, List, Optional
+`Pure(f, vc)` is the only code, besides variable.py, that reads or writes the storage of variables. It is
+Objax's cut-down version of Flax NNX's split/merge (Equinox's partition/combine) for a flat collection:
+
+    pure = Pure(f, vc)                  # vc: a VarCollection (or any iterable of variables)
+    values = pure.values()              # current values of pure.variables, a list
+    outputs, changes = pure(values, *args, **kwargs)
+    pure.write(changes)                 # what f wrote, stored (or kept in an enclosing transform)
+
+`pure(values, ...)` runs `f(*args, **kwargs)` with `pure.variables[i]` holding `values[i]` (seen by this
+thread only) and returns f's outputs and `changes = {i: new value}` for every variable f wrote. It changes
+no variable: it can be traced by jax.jit / grad / vmap / shard_map, called from several threads at once, and
+an exception inside f leaves everything as it was.
+"""
+
+from typing import Callable, Dict, Iterable, List, Optional, Union
 
 from objax import _trace
 from objax.module import Module
@@ -8,6 +22,8 @@ from objax.varcollection import VarCollection
 from objax.variable import BaseVar
 
 __all__ = []
+
+_LOCAL = _trace.LOCAL
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
@@ -21,47 +37,75 @@ def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
     return out
 
 
-def allowed_ids(vc: VarCollection) -> set:
-    """ids of the variables a traced function may read: those of vc and the TrainVars behind its TrainRefs."""
-    ids = set()
-    for v in vc.values():
-        ids.add(id(v))
-        ids.add(id(v._storage()))
-    return ids
+class Pure:
+    """`f`, a function or module using the variables of `vc`, as `(values, *args, **kwargs) -> (outputs,
+    changes)`. See the module docstring.
 
+    Args:
+        f: what to run (None when only `values` and `write` are used).
+        vc: the variables f may use (a TrainRef stands for its TrainVar).
+        owner: for a compiled transform, its label such as 'Jit(train_op)': while f runs, reading a variable
+            outside vc (and outside any enclosing transform up to this one) warns once per variable with
+            objax.VariableOutsideCollectionWarning and uses its current value (frozen into the compiled
+            program); writing one raises objax.VariableOutsideCollectionError.
 
-def read(storage: List[BaseVar], checked: List[BaseVar]) -> list:
-    """Current values of `storage`; inside an enclosing trace, reading also checks the enclosing scope."""
-    if _trace.SCOPES:
-        for v in checked:
-            _trace.check(v)
-    return [v._value for v in storage]
+    Attributes:
+        variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
+            `values` argument of a call are positional over this list.
+    """
 
+    def __init__(self, f: Optional[Callable], vc: Union[VarCollection, Iterable[BaseVar]], owner: Optional[str] = None):
+        self.f = f
+        self.variables = storage_of(vc)
+        self.owner = owner
+        self._ids = [id(v) for v in self.variables]
+        self._warned = set()  # variables already warned about: once per compiled function and variable
+        self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
 
-def write(storage: List[BaseVar], values: Iterable) -> None:
-    for v, x in zip(storage, values):
-        v._value = x
+    def values(self) -> list:
+        """The current values of `variables` (inside a running transform, the values it gave them)."""
+        if _LOCAL.frames:
+            return [v._read() for v in self.variables]
+        return [v._value for v in self.variables]
 
+    def write(self, changes: Dict[int, object]) -> None:
+        """Stores `changes` ({position in variables: new value}, as returned by a call). Inside a running
+        transform the values go where its function sees them; a compiled transform whose collection lacks one
+        of these variables raises objax.VariableOutsideCollectionError (its trace is then abandoned)."""
+        variables = self.variables
+        if _LOCAL.frames:
+            for i, x in changes.items():
+                variables[i]._write(x)
+        else:
+            for i, x in changes.items():
+                variables[i]._value = x
 
-class Swap:
-    """Context: gives `storage` the traced `values`, restoring the original values on exit."""
-    __slots__ = ('storage', 'values', 'saved')
-
-    def __init__(self, storage: List[BaseVar], values):
-        self.storage, self.values = storage, values
-
-    def __enter__(self):
-        self.saved = [v._value for v in self.storage]
-        write(self.storage, self.values)
-
-    def __exit__(self, *exc):
-        write(self.storage, self.saved)
+    def __call__(self, values, *args, **kwargs):
+        """Runs f with `variables[i]` holding `values[i]`. Returns `(outputs, changes)`, changes being
+        `{i: new value}` for the variables f assigned (a new value object, even if equal)."""
+        ids = self._ids
+        if len(values) != len(ids):
+            raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
+        frame = _trace.Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
+        frames = _LOCAL.frames
+        depth = len(frames)
+        frames.append(frame)
+        try:
+            outputs = self.f(*args, **kwargs)
+        finally:
+            del frames[depth:]
+        new = frame.values
+        changes = {i: new[k] for i, (k, x) in enumerate(zip(ids, values)) if new[k] is not x}
+        return outputs, changes
 
 
 def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:
     """Best-effort name of a variable used by `f` (for error messages)."""
 
     def name(var: BaseVar) -> Optional[str]:
+        found = vc.names().get(id(var))
+        if found:
+            return found
         if isinstance(f, Module):
             found = f.vars().names().get(id(var))
             if found:

@@ -17,8 +17,8 @@ def _as_list(outputs) -> list:
 
 
 class _DerivativeBase(Module):
-    """Common machinery: differentiates f's first output w.r.t. inputs `input_argnums` and vc's TrainVars.
-    Other variables of vc may change inside f (e.g. batch-norm statistics); their new values are kept."""
+    """Common machinery: differentiates f's first output w.r.t. inputs `input_argnums` and vc's TrainVars, at
+    their values on entry. Every variable of vc that f writes (TrainVars included) keeps the value f left."""
 
     def __init__(self, derivative_fn: Callable, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
@@ -33,35 +33,35 @@ class _DerivativeBase(Module):
         self.vc = variables
         self.input_argnums = tuple(input_argnums or ())
         self._derivative_fn = derivative_fn
-        self._train = [v for v in variables if isinstance(v, TrainVar)]
-        train_ids = {id(v) for v in self._train}
-        self._state = [v for v in _state.storage_of(variables) if id(v) not in train_ids]
-        self._checked = list(variables)
+        self._pure = _state.Pure(f, variables)
+        position = {id(v): i for i, v in enumerate(self._pure.variables)}
+        # Positions (in _pure.variables) of the differentiated TrainVars, in vc's order.
+        self._train = [position[id(v)] for v in variables if isinstance(v, TrainVar)]
 
     def _evaluate(self, args, kwargs, flatten: bool = True):
-        """Returns (derivatives, outputs as a list); stores the new values of state variables."""
+        """Returns (derivatives, outputs as a list); stores the values f left in the variables."""
         nargs = len(args)
         for i in self.input_argnums:
             if not -nargs <= i < nargs:
                 raise ValueError(f'{type(self).__name__}: input_argnums contains {i} but only {nargs} '
                                  f'positional arguments were given')
-        train, state = self._train, self._state
-        train_values = _state.read(train, self._checked)
-        state_values = [v._value for v in state]
+        pure, train = self._pure, self._train
+        values = pure.values()
         input_values = [args[i] for i in self.input_argnums]
 
-        def target(inputs, train_values, state_values):
-            call_args = list(args)
+        def target(inputs, train_values):
+            call_args, call_values = list(args), list(values)
             for i, x in zip(self.input_argnums, inputs):
                 call_args[i] = x
-            with _state.Swap(train + state, list(train_values) + list(state_values)):
-                outputs = _as_list(self.__wrapped__(*call_args, **kwargs))
-                new_state = [v._value for v in state]
-            return outputs[0], (outputs, new_state)
+            for i, x in zip(train, train_values):
+                call_values[i] = x
+            outputs, changes = pure(call_values, *call_args, **kwargs)
+            outputs = _as_list(outputs)
+            return outputs[0], (outputs, changes)
 
-        derivatives, (outputs, new_state) = self._derivative_fn(target, argnums=(0, 1), has_aux=True)(
-            input_values, train_values, state_values)
-        _state.write(state, new_state)
+        derivatives, (outputs, changes) = self._derivative_fn(target, argnums=(0, 1), has_aux=True)(
+            input_values, [values[i] for i in train])
+        pure.write(changes)
         if flatten:
             derivatives = list(derivatives[0]) + list(derivatives[1])
         return derivatives, outputs

@@ -1,10 +1,11 @@
 """Jit: compiles a module or function together with the variables it reads and writes."""
 
+import threading
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _state, _trace
+from objax import _state, _structure
 from objax.module import Module, _module_and_vars, _owner_label, _prefixed
 from objax.varcollection import VarCollection
 
@@ -13,39 +14,60 @@ __all__ = ['Jit']
 
 class Jit(Module):
     """Compiles `f` with jax.jit. Each call reads the values of `vc`, runs the compiled function and writes
-    back the new values. One compilation per distinct static signature (`static_argnums`/`static_argnames`)."""
+    back the new values. One compilation per distinct static signature (`static_argnums`/`static_argnames`).
+
+    Without `vc` (f a Module), the collection is `f.vars()` and follows f: after a structure change (a variable
+    or sub-module attribute replaced, a layer appended...) the next call collects it again and recompiles if it
+    differs. With an explicit `vc`, a structure change recompiles, and variables outside `vc` are frozen into
+    the program with an objax.VariableOutsideCollectionWarning. Writing a variable outside the collection
+    raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  static_argnums: Optional[Tuple[int, ...]] = None,
                  static_argnames: Optional[Union[str, Sequence[str]]] = None):
+        self._follows_module = vc is None
         f, vc = _module_and_vars('Jit', f, vc)
         self.__wrapped__ = f
-        self.vc = vc
         self.static_argnums = tuple(static_argnums or ())
-        self._checked = list(vc)
-        self._storage = _state.storage_of(self._checked)
-        self._allowed = _state.allowed_ids(vc)
-        self._owner = _owner_label('Jit', f)
-        self._namer = _state.namer(f, vc)
+        self._static_argnames = static_argnames
+        self._lock = threading.Lock()
+        self._generation = _structure.GENERATION
+        self._use(vc)
+
+    def _use(self, vc: VarCollection):
+        """Runs with collection `vc` from now on (a new program)."""
+        self.vc = vc
+        self._pure = _state.Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
+        self._call = self._compile(self._pure)
+
+    def _compile(self, pure: _state.Pure) -> Callable:
+        """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
-        self._call = jax.jit(self._traced, static_argnums=argnums, static_argnames=static_argnames)
+        return jax.jit(pure, static_argnums=argnums, static_argnames=self._static_argnames)
 
-    def _traced(self, values, *args, **kwargs):
-        storage = self._storage
-        _trace.push(set(self._allowed), self._owner, self._namer)
-        try:
-            with _state.Swap(storage, values):
-                outputs = self.__wrapped__(*args, **kwargs)
-                new_values = [v._value for v in storage]
-        finally:
-            _trace.pop()
-        return outputs, new_values
+    def _refresh(self):
+        """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
+        generation = _structure.GENERATION
+        if self._follows_module:
+            vc = self.__wrapped__.vars()
+            if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
+                self._use(vc)
+        else:
+            warned = self._pure._warned
+            self._pure = _state.Pure(self.__wrapped__, self.vc, self._pure.owner)
+            self._pure._warned = warned
+            self._call = self._compile(self._pure)
+        self._generation = generation
 
     def __call__(self, *args, **kwargs):
         """Runs the compiled function on the current variable values and stores the new ones."""
-        outputs, new_values = self._call(_state.read(self._storage, self._checked), *args, **kwargs)
-        _state.write(self._storage, new_values)
+        with self._lock:
+            if self._generation != _structure.GENERATION:
+                self._refresh()
+            pure = self._pure
+            outputs, changes = self._call(pure.values(), *args, **kwargs)
+            pure.write(changes)
         return outputs
 
     def vars(self, scope: str = '') -> VarCollection:

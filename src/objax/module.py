@@ -1,14 +1,23 @@
 """Modules: plain Python objects whose variables (and sub-modules' variables) `vars()` collects by name."""
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from objax import _structure
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar
 
 __all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs']
 
-# ids of the modules whose vars() is being collected: a module met again while collecting is a cycle.
-_COLLECTING: List[int] = []
+
+class _CollectingIds(threading.local):
+    """ids of the modules whose vars() this thread is collecting: a module met again is a cycle."""
+
+    def __init__(self):
+        self.ids = []
+
+
+_COLLECTING = _CollectingIds()
 
 
 class _Collecting:
@@ -18,13 +27,14 @@ class _Collecting:
         self.module, self.scope = module, scope
 
     def __enter__(self):
-        if id(self.module) in _COLLECTING:
+        _structure.mark_seen(self.module)
+        if id(self.module) in _COLLECTING.ids:
             raise ValueError(f'Module graph has a cycle: {type(self.module).__name__} at "{self.scope}" contains '
                              f'itself (directly or through its sub-modules); vars() cannot name its variables')
-        _COLLECTING.append(id(self.module))
+        _COLLECTING.ids.append(id(self.module))
 
     def __exit__(self, *exc):
-        _COLLECTING.pop()
+        _COLLECTING.ids.pop()
 
 
 def _add(vc: VarCollection, name: str, value: Any) -> None:
@@ -32,6 +42,7 @@ def _add(vc: VarCollection, name: str, value: Any) -> None:
         dict.__setitem__(vc, name, value)
         value.__dict__['_name'] = name
     elif isinstance(value, Module):
+        _structure.mark_seen(value)
         vc.update(value.vars(scope=name))
 
 
@@ -49,6 +60,19 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f'{type(self).__name__} is a Module without a __call__ method')
+
+    # Structure changes (see objax._structure): compiled transforms notice them and stop using old programs.
+    def __setattr__(self, name: str, value: Any):
+        old = self.__dict__.get(name, _ABSENT)
+        if old is not value and (isinstance(value, _PARTS) or isinstance(old, _PARTS)) and (
+                old is not _ABSENT or _structure.is_seen(self)):
+            _structure.bump()
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str):
+        if isinstance(self.__dict__.get(name), _PARTS):
+            _structure.bump()
+        object.__delattr__(self, name)
 
 
 class ModuleList(Module, list):
@@ -74,6 +98,66 @@ class ModuleList(Module, list):
     def __repr__(self):
         body = ',\n'.join('  ' + repr(v).replace('\n', '\n  ') for v in self)
         return f'{type(self).__name__}([\n{body}\n])' if len(self) else f'{type(self).__name__}([])'
+
+    def _changed(self):
+        if _structure.is_seen(self):
+            _structure.bump()
+
+    def __setitem__(self, key, value):
+        self._changed()
+        list.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._changed()
+        list.__delitem__(self, key)
+
+    def __iadd__(self, other):
+        self._changed()
+        return list.__iadd__(self, other)
+
+    def __imul__(self, n):
+        self._changed()
+        return list.__imul__(self, n)
+
+    def append(self, value):
+        """Adds an item at the end."""
+        self._changed()
+        list.append(self, value)
+
+    def extend(self, values):
+        """Adds the items of `values` at the end."""
+        self._changed()
+        list.extend(self, values)
+
+    def insert(self, index, value):
+        """Inserts an item before position `index`."""
+        self._changed()
+        list.insert(self, index, value)
+
+    def pop(self, index=-1):
+        """Removes and returns the item at `index`."""
+        self._changed()
+        return list.pop(self, index)
+
+    def remove(self, value):
+        """Removes the first item equal to `value`."""
+        self._changed()
+        list.remove(self, value)
+
+    def clear(self):
+        """Removes all items."""
+        self._changed()
+        list.clear(self)
+
+    def reverse(self):
+        """Reverses the items in place."""
+        self._changed()
+        list.reverse(self)
+
+    def sort(self, *args, **kwargs):
+        """Sorts the items in place (as list.sort)."""
+        self._changed()
+        list.sort(self, *args, **kwargs)
 
     # Lists are not hashable; modules are (by identity), ModuleList needs the same for caching and sets.
     __hash__ = object.__hash__
@@ -173,10 +257,15 @@ class ForceArgs(Module):
                         list.__setitem__(m, i, unwrap(v))
 
         visit(module)
+        _structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
 
     def __repr__(self):
         forced = ', '.join(f'{k}={v!r}' for k, v in self.forced_kwargs.items())
         return f'{type(self).__name__}({self.__wrapped__!r}, {forced})'
+
+
+_ABSENT = object()
+_PARTS = (BaseVar, Module)
 
 
 def _prefixed(vc: VarCollection, scope: str) -> VarCollection:
@@ -197,6 +286,7 @@ def _module_and_vars(owner: str, f: Union[Module, Callable],
             raise ValueError(f'{owner}(f, vc): vc is required when f is a function (not a Module): pass the '
                              f'VarCollection of the variables f uses, e.g. model.vars()')
     elif vc is None:
+        _structure.mark_seen(f)
         vc = f.vars()
     if not isinstance(vc, VarCollection):
         raise TypeError(f'{owner}(f, vc): vc must be a VarCollection, got {type(vc).__name__}')

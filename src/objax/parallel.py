@@ -25,6 +25,7 @@ collectives can deadlock when a few dozen collective programs are queued at once
 """
 
 import operator
+import threading
 from typing import Callable, Optional, Tuple, Union
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec
 
-from objax import _invariant, _replicate, _state, _trace
+from objax import _invariant, _replicate, _state, _structure
 from objax.module import Module, _module_and_vars, _owner_label, _prefixed
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
@@ -71,6 +72,7 @@ class Parallel(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
                  static_argnums: Optional[Tuple[int, ...]] = None):
+        follows_module = vc is None
         f, vc = _module_and_vars('Parallel', f, vc)
         if not callable(reduce):
             raise TypeError(f'Parallel(reduce=...): reduce must be callable, got {type(reduce).__name__}')
@@ -86,17 +88,36 @@ class Parallel(Module):
         self._local_ndevices = len(self.mesh.local_devices)
         self._replicated = _replicate.replicated(axis_name)
         self._batched = NamedSharding(self.mesh, PartitionSpec(axis_name))
-        self._checked = list(vc)
-        self._storage = _state.storage_of(self._checked)
-        self._random = [i for i, v in enumerate(self._storage) if isinstance(v, RandomState)]
-        self._allowed = _state.allowed_ids(vc)
         self._owner = _owner_label('Parallel', f)
-        self._namer = _state.namer(f, vc)
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
         self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
+        self._follows_module = follows_module
+        self._lock = threading.Lock()
+        self._generation = _structure.GENERATION
+        self._use(vc)
+
+    def _use(self, vc: VarCollection, warned: Optional[set] = None):
+        """Runs with collection `vc` from now on (a new program)."""
+        self.vc = vc
+        self._pure = _state.Pure(self.__wrapped__, vc, self._owner)
+        if warned is not None:
+            self._pure._warned = warned
+        self._storage = self._pure.variables
+        self._random = [i for i, v in enumerate(self._storage) if isinstance(v, RandomState)]
         self._last_values = None  # the variable values the previous call left (already laid out on the mesh)
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
         self._call = jax.jit(self._traced, static_argnums=argnums)
+
+    def _refresh(self):
+        """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
+        generation = _structure.GENERATION
+        if self._follows_module:
+            vc = self.__wrapped__.vars()
+            if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
+                self._use(vc)
+        else:
+            self._use(self.vc, self._pure._warned)
+        self._generation = generation
 
     def device_reshape(self, x: JaxArray) -> JaxArray:
         """Splits the batch of x, (N, ...) -> (ndev, N/ndev, ...) over this process's devices; a scalar
@@ -155,54 +176,52 @@ class Parallel(Module):
         """Runs f on every device and returns its reduced outputs; stores the merged variable values."""
         static = self._static_positions(len(args)) if self.static_argnums else ()
         placed_args = self._place_args(args, static)  # validates the batch before anything is touched
-        values = _state.read(self._storage, self._checked)
-        last = self._last_values
-        if last is None or not all(map(operator.is_, values, last)):  # else: what the previous call left
-            for i, x in enumerate(values):
-                placed = values[i] = _replicate.place(x, self._replicated)
-                if placed is not x and not isinstance(placed, jax.core.Tracer):
-                    self._storage[i]._value = placed  # same value, laid out on the mesh: kept for later calls
-        if self._inflight is not None:
-            pending, self._inflight = self._inflight, None
-            pending.block_until_ready()
-        outputs, new_values = self._call(values, *placed_args)
-        for i, x in new_values.items():
-            values[i] = self._storage[i]._value = x
-        self._last_values = None if values and isinstance(values[0], jax.core.Tracer) else values
-        if self._cpu:
-            self._inflight = _first_array(new_values, outputs)
+        with self._lock:
+            if self._generation != _structure.GENERATION:
+                self._refresh()
+            pure = self._pure
+            values = pure.values()
+            last = self._last_values
+            if last is None or not all(map(operator.is_, values, last)):  # else: what the previous call left
+                placed = {}
+                for i, x in enumerate(values):
+                    values[i] = _replicate.place(x, self._replicated)
+                    if values[i] is not x and not isinstance(x, jax.core.Tracer):
+                        placed[i] = values[i]  # same value, laid out on the mesh: kept for later calls
+                pure.write(placed)
+            if self._inflight is not None:
+                pending, self._inflight = self._inflight, None
+                pending.block_until_ready()
+            outputs, new_values = self._call(values, *placed_args)
+            pure.write(new_values)
+            for i, x in new_values.items():
+                values[i] = x
+            self._last_values = None if values and isinstance(values[0], jax.core.Tracer) else values
+            if self._cpu:
+                self._inflight = _first_array(new_values, outputs)
         return outputs
 
     def _traced(self, values, *args):
-        axis, ndev, storage, random = self.axis_name, self.ndevices, self._storage, set(self._random)
+        axis, ndev, random = self.axis_name, self.ndevices, set(self._random)
         static = self._static_positions(len(args))
         dynamic = [i for i in range(len(args)) if i not in static]
         leaves, leaves_tree = jax.tree.flatten([args[i] for i in dynamic])
         batched = [jn.ndim(x) > 0 for x in leaves]
         with jax.threefry_partitionable(False):
             inputs = [jax.random.split(x, ndev) if i in random else x for i, x in enumerate(values)]
-        record = {}
+        pure = self._pure
 
         def per_device(device_values, device_leaves):
             call_args = list(args)
             for i, x in zip(dynamic, jax.tree.unflatten(leaves_tree, device_leaves)):
                 call_args[i] = x
-            _trace.push(set(self._allowed), self._owner, self._namer)
-            try:
-                with _state.Swap(storage, device_values):
-                    outputs = self.__wrapped__(*call_args)
-                    new_values = [v._value for v in storage]
-            finally:
-                _trace.pop()
-            record['changed'] = [i for i, (old, new) in enumerate(zip(device_values, new_values)) if new is not old]
-            out_leaves, record['tree'] = jax.tree.flatten(outputs)
-            return out_leaves, [new_values[i] for i in record['changed']]
+            return pure(device_values, *call_args)
 
         # Trace f once for one device, find which results are provably equal on all devices (those are
         # returned once, the others stacked per device), then run that program on every device.
-        closed = jax.make_jaxpr(per_device, axis_env=[(axis, ndev)])(
+        closed, shapes = jax.make_jaxpr(per_device, axis_env=[(axis, ndev)], return_shape=True)(
             [_aval(x) for x in values], [_aval(x, ndev if b else 1) for x, b in zip(leaves, batched)])
-        changed, tree = record['changed'], record['tree']
+        changed, tree = sorted(shapes[1]), jax.tree.structure(shapes[0])
         varying = _invariant.varying_outputs(closed.jaxpr, [i in random for i in range(len(values))] + batched,
                                              axis)
         program = jax_core.jaxpr_as_fun(closed)
@@ -238,7 +257,7 @@ class Parallel(Module):
             if reduce is None or reduce is reduce_mean or reduce is _reduce_first:
                 return x  # the mean or first of identical copies is the value itself
             x = jn.broadcast_to(x, (self.ndevices,) + x.shape)
-        name = self._namer(var) or var._label()
+        name = self._pure._describe(var) or var._label()
         if reduce is None:
             raise ValueError(f'{self._owner}: variable "{name}" was changed differently on each device but has '
                              f'reduce=None, so its per-device values cannot be merged; give it a reduce '

@@ -99,7 +99,7 @@ class VarCollection(Dict[str, BaseVar]):
         width = min(max_width, max([20] + [len(k) for k in self.keys()]))
         lines, total = [], 0
         for name, v in self.items():
-            shape = tuple(v._storage()._value.shape)
+            shape = tuple(v.value.shape)
             size = int(np.prod(shape)) if shape else 1
             total += size
             lines.append(f'{name:{width}} {size:8d} {shape}')

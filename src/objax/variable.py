@@ -10,6 +10,8 @@ from objax import _trace
 from objax._array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
+_LOCAL = _trace.LOCAL
+
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean']
 
 
@@ -108,14 +110,21 @@ class _OwnValue:
         super().__init__(reduce)
 
     def _read(self) -> JaxArray:
-        """The current value (inside a compiled transform, only if the variable is in its collection)."""
-        if _trace.SCOPES:
-            _trace.check(self)
+        """The current value: the one a running transform of this thread gave it, else its own."""
+        if _LOCAL.frames:
+            x = _trace.lookup(self)
+            if x is not _trace.MISSING:
+                return x
         return self._value
+
+    def _write(self, tensor: JaxArray):
+        """Stores `tensor` (already checked) where `_read` finds it."""
+        if not (_LOCAL.frames and _trace.store(self, tensor)):
+            self._value = tensor
 
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must have the variable's shape and dtype."""
-        self._value = self._check_assign(tensor) if check else _as_array(tensor, self)
+        self._write(self._check_assign(tensor) if check else _as_array(tensor, self))
 
 
 class TrainVar(_OwnValue, BaseVar):
@@ -135,10 +144,10 @@ class BaseState(BaseVar):
 class StateVar(_OwnValue, BaseState):
     """A non-trainable variable whose value can be written directly (running statistics, counters...)."""
 
-    def _write(self, tensor: JaxArray):
-        self._value = self._check_assign(tensor)
+    def _set_value(self, tensor: JaxArray):
+        self._write(self._check_assign(tensor))
 
-    value = property(_OwnValue._read, _write)
+    value = property(_OwnValue._read, _set_value)
 
 
 class TrainRef(BaseState):
@@ -152,8 +161,6 @@ class TrainRef(BaseState):
 
     @property
     def value(self) -> JaxArray:
-        if _trace.SCOPES:
-            _trace.check(self)
         return self.ref.value
 
     @value.setter
@@ -185,6 +192,6 @@ class RandomState(StateVar):
         """Returns n new keys, shape (n, 2), and advances this state."""
         with jax.threefry_partitionable(False):
             keys = jax.random.split(self.value, n + 1)
-        self._value = keys[0]
+        self._write(keys[0])
         return keys[1:]
 

@@ -4,7 +4,7 @@ from typing import Callable, Optional, Tuple, Union
 
 import jax
 
-from objax import _state
+from objax import _state, _structure
 from objax.module import Module, _module_and_vars, _prefixed
 from objax.varcollection import VarCollection
 from objax.variable import RandomState
@@ -19,6 +19,7 @@ class Vectorize(Module):
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
+        follows_module = vc is None
         f, vc = _module_and_vars('Vectorize', f, vc)
         batch_axis = tuple(batch_axis)
         if all(a is None for a in batch_axis):
@@ -26,11 +27,14 @@ class Vectorize(Module):
         self.__wrapped__ = f
         self.vc = vc
         self.batch_axis = batch_axis
-        self._checked = list(vc)
-        storage = _state.storage_of(self._checked)
-        self._random = [v for v in storage if isinstance(v, RandomState)]
-        random_ids = {id(v) for v in self._random}
-        self._shared = [v for v in storage if id(v) not in random_ids]
+        self._follows_module = follows_module
+        self._use(vc)
+
+    def _use(self, vc: VarCollection):
+        self.vc = vc
+        self._pure = _state.Pure(self.__wrapped__, vc)
+        self._random = [i for i, v in enumerate(self._pure.variables) if isinstance(v, RandomState)]
+        self._generation = _structure.GENERATION
 
     def __call__(self, *args):
         if len(args) != len(self.batch_axis):
@@ -40,23 +44,21 @@ class Vectorize(Module):
         if len(sizes) != 1:
             raise ValueError(f'Vectorize: batched arguments disagree on the batch size: {sorted(sizes)}')
         n = sizes.pop()
-        shared_values = _state.read(self._shared, self._checked)
-        random_values = [v.split(n) for v in self._random]
-        storage = self._shared + self._random
-        changed = []
+        if self._follows_module and self._generation != _structure.GENERATION:
+            self._use(self.__wrapped__.vars())
+        pure, random = self._pure, self._random
+        values = pure.values()
+        keys = [pure.variables[i].split(n) for i in random]  # one key per example; the states advance
 
-        def one_example(shared, random, *example_args):
-            with _state.Swap(storage, list(shared) + list(random)):
-                outputs = self.__wrapped__(*example_args)
-                new_values = [v._value for v in storage]
-            before = list(shared) + list(random)
-            changed[:] = [i for i, (old, new) in enumerate(zip(before, new_values)) if old is not new]
-            return outputs, [new_values[i] for i in changed]
+        def one_example(shared, example_keys, *example_args):
+            call_values = list(shared)
+            for i, key in zip(random, example_keys):
+                call_values[i] = key
+            return pure(call_values, *example_args)
 
-        outputs, new_values = jax.vmap(one_example, in_axes=(None, 0) + self.batch_axis)(
-            shared_values, random_values, *args)
-        for i, x in zip(changed, new_values):
-            storage[i].reduce(x)
+        outputs, changes = jax.vmap(one_example, in_axes=(None, 0) + self.batch_axis)(values, keys, *args)
+        for i, x in changes.items():
+            pure.variables[i].reduce(x)
         return outputs
 
     def vars(self, scope: str = '') -> VarCollection:

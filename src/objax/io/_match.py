@@ -83,7 +83,7 @@ def assign_checked(vc: VarCollection, entries: Dict[str, np.ndarray], renamer: O
             looked = '' if keys == names else f' (looked up as {", ".join(map(repr, keys))})'
             missing.append(' = '.join(map(repr, names)) + looked)
             continue
-        current = target._storage()._value
+        current = target.value
         value = _compatible(entries[key], np.dtype(current.dtype))
         if tuple(entries[key].shape) != tuple(current.shape):
             mismatched.append(f'{key!r}: shape {tuple(entries[key].shape)} in the file, '
@@ -104,6 +104,6 @@ def assign_checked(vc: VarCollection, entries: Dict[str, np.ndarray], renamer: O
         raise ValueError(f'Cannot load {source} into the VarCollection, nothing was changed:\n  '
                          + '\n  '.join(problems))
     for target, value in plan:
-        current = target._storage()._value
+        current = target.value
         placed = jax.device_put(value, current.sharding) if isinstance(current, jax.Array) else value
         target.assign(placed)

@@ -34,7 +34,7 @@ def check_grads(owner: str, refs: Sequence[TrainRef], grads) -> List[JaxArray]:
                          f'built with), got {len(grads)}; nothing was changed')
     errors = []
     for i, (ref, g) in enumerate(zip(refs, grads)):
-        expected = tuple(ref._storage()._value.shape)
+        expected = tuple(ref.value.shape)
         got = tuple(np.shape(g))
         if got != expected:
             errors.append(f'grads[{i}] for {ref.ref._label()}: shape {got}, expected {expected}')

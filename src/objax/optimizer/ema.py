@@ -4,6 +4,7 @@ from typing import Callable, List, Tuple
 
 import jax.numpy as jn
 
+from objax import _state
 from objax.module import Module, ModuleList
 from objax.optimizer._common import reduce_first
 from objax.typing import JaxArray
@@ -64,12 +65,8 @@ class ExponentialMovingAverage(Module):
 
         def run_with_averages(*args, **kwargs):
             refs, averages = self.refs_and_values()
-            originals = refs.tensors()
-            refs.assign(averages)
-            try:
-                return f(*args, **kwargs)
-            finally:
-                refs.assign(originals)
+            pure = _state.Pure(f, refs)  # one distinct variable per averaged entry, in the same order
+            return pure(averages, *args, **kwargs)[0]
 
         return run_with_averages
 

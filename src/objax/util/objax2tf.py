@@ -69,7 +69,8 @@ class Objax2Tf:
             raise TypeError(f'Objax2Tf(module): module must be an objax.Module, got {type(module).__name__}')
         tf.Module.__init__(self)
         vc = module.vars()
-        storage = _state.storage_of(list(vc))
+        pure = _state.Pure(module, vc)  # pure(values, *args, **kwargs) -> (outputs, changes)
+        storage = pure.variables
         names = vc.names()
         self.objax_variables = [tf.Variable(np.asarray(v.value), trainable=isinstance(v, TrainVar),
                                             name=_tf_name(names.get(id(v), f'var{i}')))
@@ -77,8 +78,7 @@ class Objax2Tf:
 
         def call_module(values, *args, **kwargs):
             # Runs the module with its variables holding `values`; state changes (e.g. random keys) are dropped.
-            with _state.Swap(storage, list(values)):
-                return module(*args, **kwargs)
+            return pure(list(values), *args, **kwargs)[0]
 
         self._call_module = call_module
 

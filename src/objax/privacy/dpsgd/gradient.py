@@ -92,11 +92,10 @@ class PrivateGradValues(Module):
     def _clip_scales(self, num_microbatches: int, args) -> JaxArray:
         """Clipping factor of each microbatch, computed one microbatch at a time (jax.lax.map). Variables are left
         as they were, so the next pass sees the same state and draws the same per-microbatch random keys."""
-        checked = list(self.vc)
-        storage = _state.storage_of(checked)
-        before = _state.read(storage, checked)
-        random = [i for i, v in enumerate(storage) if isinstance(v, RandomState)]
-        keys = [storage[i].split(num_microbatches) for i in random]  # the keys Vectorize gives the microbatches
+        pure = _state.Pure(self.gv, self.vc)
+        before = pure.values()
+        random = [i for i, v in enumerate(pure.variables) if isinstance(v, RandomState)]
+        keys = [pure.variables[i].split(num_microbatches) for i in random]  # the keys Vectorize gives the microbatches
         batched = [i for i, a in enumerate(self.batch_axis) if a is not None]
         mapped = [jn.moveaxis(args[i], self.batch_axis[i] % jn.ndim(args[i]), 0) for i in batched]
 
@@ -107,12 +106,11 @@ class PrivateGradValues(Module):
                 call_args[i] = x
             for i, key in zip(random, key_values):
                 values[i] = key
-            with _state.Swap(storage, values):  # state changes made inside the traced body are dropped
-                grads, _ = self.gv(*call_args)
+            (grads, _), _ = pure(values, *call_args)  # state changes made inside the traced body are dropped
             return 1 / jn.maximum(_global_norm(grads) / self.l2_norm_clip, 1)
 
         scales = jax.lax.map(scale_of_one, (keys, mapped))
-        _state.write(storage, before)
+        pure.write({i: before[i] for i in random})  # the random states as they were
         return scales
 
     def __call__(self, *args) -> Tuple[List[JaxArray], List[JaxArray]]:
