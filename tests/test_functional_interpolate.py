@@ -30,11 +30,32 @@ def test_interpolate_matches_resize(mode):
                                np.asarray(ref), atol=1e-6)
 
 
-def test_interpolate_trailing_axes_only():
+def test_interpolate_axes_rules():
     x = jn.ones((2, 3, 5, 6))
     assert interpolate(x, size=7).shape == (2, 3, 5, 7)
-    assert interpolate(x, scale_factor=2).shape == (2, 3, 5, 12)
+    assert interpolate(x, scale_factor=2).shape == (2, 6, 10, 12)  # a single factor: every axis but the first
+    assert interpolate(x, scale_factor=(2,)).shape == (2, 3, 5, 12)
     assert interpolate(x, size=(4, 2, 3)).shape == (2, 4, 2, 3)
+
+
+@pytest.mark.parametrize('kwargs,shape', [({'scale_factor': 2}, (1, 6, 4, 6, 20, 60)),
+                                          ({'scale_factor': (2, 2, 2)}, (1, 3, 2, 6, 20, 60)),
+                                          ({'size': 2}, (1, 3, 2, 3, 10, 2)),
+                                          ({'size': (2, 2, 2)}, (1, 3, 2, 2, 2, 2))])
+def test_interpolate_spec_examples(kwargs, shape):
+    # Spec F1, for an input of shape (1, 3, 2, 3, 10, 30); values checked against jax.image.resize directly.
+    x = jn.asarray(np.random.RandomState(3).randn(1, 3, 2, 3, 10, 30).astype(np.float32))
+    y = interpolate(x, mode='nearest', **kwargs)
+    assert y.shape == shape
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(jax.image.resize(x, shape, method='nearest')))
+
+
+def test_interpolate_single_factor_scales_every_axis_but_the_first():
+    x = jn.asarray([[[0., 1.]]])  # (1, 1, 2)
+    np.testing.assert_array_equal(np.asarray(interpolate(x, scale_factor=2, mode='nearest')),
+                                  [[[0, 0, 1, 1], [0, 0, 1, 1]]])
+    with pytest.raises(ValueError, match='no other axis'):
+        interpolate(jn.ones(3), scale_factor=2)
 
 
 def test_upsample_2d():
@@ -71,6 +92,10 @@ def test_bad_input():
         interpolate(x, size=(2, 2, 2, 2, 2))
     with pytest.raises(ValueError, match='shrinks'):
         interpolate(x, scale_factor=0.1)
+    with pytest.raises(ValueError, match='scale_factor'):
+        interpolate(x, scale_factor=(2, -1))
+    with pytest.raises(ValueError, match='5 scale factors'):
+        interpolate(x, scale_factor=(2, 2, 2, 2, 2))
     with pytest.raises(ValueError, match='4D NCHW'):
         upsample_2d(jn.ones((2, 4, 4)), 2)
     with pytest.raises(ValueError, match='interpolation method'):

@@ -1,4 +1,4 @@
-"""Space/batch/channel rearrangements against numpy loops, and flatten."""
+"""Space/batch/channel rearrangements against numpy loops written from the spec's formulas (F3), and flatten."""
 
 import jax.numpy as jn
 import numpy as np
@@ -17,7 +17,7 @@ def test_space_to_batch_loop(size):
     for b in range(n):
         for i in range(sh):
             for j in range(sw):
-                ref[(i * sw + j) * n + b] = X[b, :, i::sh, j::sw]
+                ref[b * sh * sw + i * sw + j] = X[b, :, i::sh, j::sw]  # image-major
     y = space_to_batch2d(jn.asarray(X), size)
     np.testing.assert_array_equal(np.asarray(y), ref)
     np.testing.assert_array_equal(np.asarray(batch_to_space2d(y, size)), X)
@@ -31,7 +31,7 @@ def test_space_to_channel_loop(size):
     for k in range(c):
         for i in range(sh):
             for j in range(sw):
-                ref[:, (i * sw + j) * c + k] = X[:, k, i::sh, j::sw]
+                ref[:, k * sh * sw + i * sw + j] = X[:, k, i::sh, j::sw]  # channel-major
     y = space_to_channel2d(jn.asarray(X), size)
     np.testing.assert_array_equal(np.asarray(y), ref)
     np.testing.assert_array_equal(np.asarray(channel_to_space2d(y, size)), X)
@@ -43,7 +43,7 @@ def test_channel_to_space_loop():
     for k in range(2):
         for i in range(2):
             for j in range(3):
-                ref[:, k, i::2, j::3] = x[:, (i * 3 + j) * 2 + k]
+                ref[:, k, i::2, j::3] = x[:, k * 6 + i * 3 + j]
     np.testing.assert_array_equal(np.asarray(channel_to_space2d(jn.asarray(x), (2, 3))), ref)
 
 
@@ -53,8 +53,23 @@ def test_batch_to_space_loop():
     for b in range(2):
         for i in range(2):
             for j in range(2):
-                ref[b, :, i::2, j::2] = x[(i * 2 + j) * 2 + b]
+                ref[b, :, i::2, j::2] = x[b * 4 + i * 2 + j]
     np.testing.assert_array_equal(np.asarray(batch_to_space2d(jn.asarray(x))), ref)
+
+
+def test_spec_examples():
+    # Spec F3: with these shapes every rearrangement keeps the flat element order.
+    np.testing.assert_array_equal(np.asarray(space_to_channel2d(jn.arange(8).reshape(1, 2, 2, 2), 2)).ravel(),
+                                  np.arange(8))
+    np.testing.assert_array_equal(np.asarray(space_to_batch2d(jn.arange(8).reshape(2, 1, 2, 2), 2)).ravel(),
+                                  np.arange(8))
+    np.testing.assert_array_equal(np.asarray(channel_to_space2d(jn.arange(8).reshape(1, 8, 1, 1), 2)).ravel(),
+                                  np.arange(8))
+    np.testing.assert_array_equal(np.asarray(batch_to_space2d(jn.arange(8).reshape(8, 1, 1, 1), 2)).ravel(),
+                                  np.arange(8))
+    # Two channels of a 2x2 image: channel c's four offsets are output channels 4c..4c+3.
+    y = np.asarray(space_to_channel2d(jn.arange(8).reshape(1, 2, 2, 2), 2))
+    assert y.shape == (1, 8, 1, 1) and list(y[0, 4:, 0, 0]) == [4, 5, 6, 7]
 
 
 def test_flatten():

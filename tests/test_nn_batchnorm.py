@@ -1,5 +1,7 @@
 """BatchNorm and SyncedBatchNorm against numpy formulas, incl. running statistics and multi-device stats."""
 
+import re
+
 import jax
 import jax.numpy as jn
 import numpy as np
@@ -57,7 +59,7 @@ def test_train_eval_and_running_stats(cls, shape, redux):
 def test_defaults_generic_dims_and_repr():
     bn = BatchNorm2D(4)
     assert (bn.momentum, bn.eps) == (0.999, 1e-6)
-    assert repr(bn) == 'BatchNorm2D(nin=4, momentum=0.999, eps=1e-06)'
+    assert repr(bn) == 'objax.nn.BatchNorm2D(nin=4, momentum=0.999, eps=1e-06)'
     # A generic BatchNorm with per-position statistics: dims (1, 3, 5) normalizes over the batch only.
     g = BatchNorm((1, 3, 5), (0,), momentum=0.5)
     x = RNG.normal(size=(8, 3, 5)).astype(np.float32)
@@ -65,7 +67,7 @@ def test_defaults_generic_dims_and_repr():
     np.testing.assert_allclose(g(jn.asarray(x), training=True), (x - mean) / np.sqrt(var + 1e-6),
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(g.running_var.value, 0.5 + 0.5 * var, rtol=1e-5)
-    assert 'dims=(1, 3, 5)' in repr(g)
+    assert repr(g) == 'objax.nn.BatchNorm(dims=(1, 3, 5), redux=(0,), momentum=0.5, eps=1e-06)'
 
 
 def test_under_jit_matches_eager_and_updates_state():
@@ -92,8 +94,45 @@ def test_errors_name_the_numbers_and_change_nothing():
         BatchNorm0D(3, momentum=1.5)
     with pytest.raises(ValueError, match='nin'):
         BatchNorm1D(0)
-    with pytest.raises(ValueError, match='redux'):
-        BatchNorm((1, 3), (2,))
+
+
+
+def test_any_redux_at_construction_checked_at_call():
+    # Objax 1.8 builds a BatchNorm with any redux (spec B3/R1); the axes are checked against the input.
+    bn = BatchNorm((3, 4, 5), (1, 7))
+    assert repr(bn) == 'objax.nn.BatchNorm(dims=(3, 4, 5), redux=(1, 7), momentum=0.999, eps=1e-06)'
+    before = [np.asarray(v) for v in bn.vars().tensors()]
+    with pytest.raises(ValueError, match=r'BatchNorm: redux must list axes.*\(3, 4, 5\).*redux=\(1, 7\)'):
+        bn(jn.ones((3, 4, 5)), training=True)
+    with pytest.raises(ValueError, match='twice'):
+        BatchNorm((1, 3), (0, -2))(jn.ones((2, 3)), training=True)
+    for a, b in zip(before, bn.vars().tensors()):
+        np.testing.assert_array_equal(a, b)
+    # Evaluation does not use redux; negative axes are accepted in training.
+    np.testing.assert_array_equal(bn(jn.zeros((3, 4, 5)), training=False), np.zeros((3, 4, 5)))
+    neg = BatchNorm((1, 3), (-2,), momentum=0.)
+    x = RNG.normal(size=(6, 3)).astype(np.float32)
+    neg(jn.asarray(x), training=True)
+    np.testing.assert_allclose(neg.running_mean.value, x.mean(0, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('cls,shape', [(BatchNorm0D, (0, 3)), (BatchNorm2D, (0, 3, 4, 4)),
+                                       (BatchNorm2D, (2, 3, 0, 4)), (SyncedBatchNorm0D, (0, 3)),
+                                       (SyncedBatchNorm2D, (0, 3, 2, 2))])
+def test_empty_batch_in_training_raises_and_keeps_running_statistics(cls, shape):
+    # Issue 11 item 2: the batch mean of 0 rows is NaN and would poison running_mean/var for good.
+    bn = cls(3, momentum=0.5)
+    bn(jn.asarray(RNG.normal(size=tuple(s or 4 for s in shape)).astype(np.float32)), training=True)
+    before = [np.asarray(v) for v in bn.vars().tensors()]
+    with pytest.raises(ValueError, match=rf'{cls.__name__}: .*empty batch.*{re.escape(str(shape))}.*left unchanged'):
+        bn(jn.zeros(shape), training=True)
+    with pytest.raises(ValueError, match='empty batch'):
+        objax.Jit(lambda x: bn(x, training=True), bn.vars())(jn.zeros(shape))
+    for a, b in zip(before, bn.vars().tensors()):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(before[0]).all()
+    # Evaluation of an empty batch is fine: an empty output, nothing changed.
+    assert bn(jn.zeros(shape), training=False).shape == shape
 
 
 @pytest.mark.parametrize('synced,plain,shape', [(SyncedBatchNorm0D, BatchNorm0D, (6, 3)),

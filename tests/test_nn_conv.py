@@ -116,7 +116,10 @@ def test_conv2d_options_and_init():
     layer = Conv2D(6, 9, (2, 3), groups=3, use_bias=False, w_init=init)
     assert shapes == [(2, 3, 2, 9)] and layer.b is None
     assert list(layer.vars().keys()) == ['(Conv2D).w']
-    assert list(Conv2D(1, 2, 1).vars().keys()) == ['(Conv2D).w', '(Conv2D).b']
+    # Objax 1.8's creation order (spec L3): the bias first.
+    assert list(Conv2D(1, 2, 1).vars().keys()) == ['(Conv2D).b', '(Conv2D).w']
+    assert list(ConvTranspose2D(1, 2, 1).vars().keys()) == ['(ConvTranspose2D).b', '(ConvTranspose2D).w']
+    assert list(ConvTranspose2D(1, 2, 1, use_bias=False).vars().keys()) == ['(ConvTranspose2D).w']
     # Default kaiming_normal: standard deviation sqrt(1 / fan_in) with fan_in = k_h * k_w * nin.
     w = np.asarray(Conv2D(32, 256, 3).w.value)
     assert abs(w.std() - np.sqrt(1 / (9 * 32))) < 0.05 * np.sqrt(1 / (9 * 32))
@@ -202,6 +205,20 @@ def test_conv_under_jit_and_grad():
         y = jax.lax.conv_general_dilated(x, w, (2, 2), 'SAME', dimension_numbers=('NCHW', 'HWIO', 'NCHW'))
         return ((y + b) ** 2).sum()
 
-    ref = jax.grad(ref_loss, argnums=(0, 1))(layer.w.value, layer.b.value)
+    # Gradients come in vars() order: [d/db, d/dw].
+    ref = jax.grad(ref_loss, argnums=(1, 0))(layer.w.value, layer.b.value)
+    assert [g.shape for g in grads] == [(3, 1, 1), (3, 3, 2, 3)]
     for g, r in zip(grads, ref):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_reprs():
+    assert repr(Conv2D(4, 5, 3)) == ('objax.nn.Conv2D(nin=4, nout=5, k=(3, 3), strides=(1, 1), dilations=(1, 1), '
+                                     "groups=1, padding='SAME', use_bias=True, w_init=kaiming_normal(*, gain=1))")
+    assert repr(ConvTranspose2D(4, 5, 3)) == ('objax.nn.ConvTranspose2D(nin=4, nout=5, k=(3, 3), strides=(1, 1), '
+                                              "dilations=(1, 1), padding='SAME', use_bias=True, "
+                                              'w_init=kaiming_normal(*, gain=1))')
+    layer = Conv2D(6, 4, (3, 2), strides=(1, 2), groups=2, padding='valid', use_bias=False,
+                   w_init=objax.nn.init.xavier_normal)
+    assert repr(layer) == ('objax.nn.Conv2D(nin=6, nout=4, k=(3, 2), strides=(1, 2), dilations=(1, 1), groups=2, '
+                           "padding='VALID', use_bias=False, w_init=xavier_normal(*, gain=1))")

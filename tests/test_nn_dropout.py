@@ -39,16 +39,44 @@ def test_dropout_keep_overrides_and_keys_advance():
     assert abs((y != 0).mean() - 0.9) < 0.02 and set(np.unique(y)) <= {0, np.float32(1 / 0.9)}
     np.testing.assert_array_equal(layer(x, training=True, dropout_keep=1.0), x)
     with pytest.raises(ValueError, match='dropout_keep'):
-        layer(x, training=True, dropout_keep=0)
+        layer(x, training=True, dropout_keep=-0.5)
     with pytest.raises(ValueError, match='keep'):
-        Dropout(1.5)
+        Dropout(float('nan'))
+
+
+def test_keep_zero_and_keep_above_one():
+    # Spec L1 / B3: Dropout(0.0) is accepted and drops everything while training.
+    x = jn.asarray([[1, 2, 3, 4, 5, 6.]])
+    layer = Dropout(0.0, generator=objax.random.Generator(5))
+    y = layer(x, training=True)
+    np.testing.assert_array_equal(y, np.zeros((1, 6)))
+    assert y.dtype == x.dtype
+    np.testing.assert_array_equal(layer(x, training=False), x)
+    # No 1/0 leaks into gradients: d(sum(dropout(x)))/dx is 0, not NaN.
+    np.testing.assert_array_equal(objax.Grad(lambda x: layer(x, training=True).sum(), objax.VarCollection(),
+                                             input_argnums=(0,))(x)[0], np.zeros((1, 6)))
+    # keep >= 1 returns the input unchanged.
+    np.testing.assert_array_equal(Dropout(1.5)(x, training=True), x)
+    np.testing.assert_array_equal(Dropout(0.5)(x, training=True, dropout_keep=1.0), x)
+
+
+def test_falsy_dropout_keep_falls_back_to_the_layer_keep():
+    x = jn.ones((50, 100))
+    reference = Dropout(0.3, generator=objax.random.Generator(6))(x, training=True)
+    for falsy in (None, 0, 0.0):
+        layer = Dropout(0.3, generator=objax.random.Generator(6))
+        np.testing.assert_array_equal(layer(x, training=True, dropout_keep=falsy), reference)
+    assert abs(float((np.asarray(reference) != 0).mean()) - 0.3) < 0.03
+    # A layer with keep 0 and a per-call keep of 0 drops everything.
+    np.testing.assert_array_equal(Dropout(0)(x, training=True, dropout_keep=0), np.zeros((50, 100)))
 
 
 def test_generator_is_in_vars_and_works_under_jit():
     gen = objax.random.Generator(7)
     layer = Dropout(0.5, generator=gen)
     vc = layer.vars()
-    assert list(vc.keys()) == ['(Dropout).keygen(Generator).key'] and list(vc)[0] is gen.key
+    # The key's own attribute name is the Generator's business (spec K): only Dropout's part is checked here.
+    assert len(vc) == 1 and list(vc.keys())[0].startswith('(Dropout).keygen(Generator).') and list(vc)[0] is gen.key
     assert list(Dropout(0.5).vars())[0] is objax.random.DEFAULT_GENERATOR.key
     step = objax.Jit(lambda x: layer(x, training=True), vc)
     x = jn.ones((64, 64))
@@ -57,3 +85,8 @@ def test_generator_is_in_vars_and_works_under_jit():
     # Same seed, same masks: eager and jitted draws follow the generator's stream.
     eager = Dropout(0.5, generator=objax.random.Generator(7))
     np.testing.assert_array_equal(eager(x, training=True), a)
+
+
+def test_repr():
+    assert repr(Dropout(0.7)) == 'objax.nn.Dropout(keep=0.7)'
+    assert repr(Dropout(0)) == 'objax.nn.Dropout(keep=0)'

@@ -28,7 +28,8 @@ def test_matches_numpy(cls, shape, groups):
     gn = cls(shape[1], groups=groups, eps=1e-3)
     assert isinstance(gn, GroupNorm) and gn.rank == len(shape)
     param_shape = (1, shape[1]) + (1,) * (len(shape) - 2)
-    assert list(gn.vars().keys()) == [f'({cls.__name__}).beta', f'({cls.__name__}).gamma']
+    # Objax 1.8's creation order (spec L3): gamma, then beta.
+    assert list(gn.vars().keys()) == [f'({cls.__name__}).gamma', f'({cls.__name__}).beta']
     assert gn.gamma.shape == gn.beta.shape == param_shape
     gn.gamma.assign(jn.asarray(RNG.uniform(0.5, 2, param_shape).astype(np.float32)))
     gn.beta.assign(jn.asarray(RNG.normal(size=param_shape).astype(np.float32)))
@@ -58,3 +59,10 @@ def test_errors():
         gn(jn.ones((2, 6, 3, 3)))
     with pytest.raises(ValueError, match='groups'):
         GroupNorm0D(8, groups=0)
+
+
+def test_reprs():
+    assert repr(GroupNorm(16, rank=3, groups=4, eps=1e-3)) == 'objax.nn.GroupNorm(nin=16, rank=3, groups=4, eps=0.001)'
+    assert repr(GroupNorm2D(64)) == 'objax.nn.GroupNorm2D(nin=64, groups=32, eps=1e-05)'
+    assert repr(GroupNorm0D(8, groups=2)) == 'objax.nn.GroupNorm0D(nin=8, groups=2, eps=1e-05)'
+    assert repr(GroupNorm1D(6, groups=3, eps=0.1)) == 'objax.nn.GroupNorm1D(nin=6, groups=3, eps=0.1)'

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 
 import objax
 from objax.nn import init
@@ -11,8 +12,9 @@ TRUNC_STD = 0.87962566103423978
 
 def test_truncated_std_constant():
     # Standard deviation of a unit normal truncated to [-2, 2], from the closed form.
-    import scipy.stats
     assert abs(scipy.stats.truncnorm(-2, 2).std() - TRUNC_STD) < 1e-12
+    # The default bounds keep exactly the constant earlier versions used: same samples, bit for bit.
+    assert init._truncated_std(-2, 2) == TRUNC_STD
 
 
 def test_gains():
@@ -50,9 +52,38 @@ def test_truncated_normal_statistics_and_bounds():
     assert s == pytest.approx(3, rel=0.01)
     assert np.abs(x).max() <= 2 * 3 / TRUNC_STD + 1e-5
     assert np.abs(x).max() > 1.9 * 3 / TRUNC_STD
+    # Asymmetric bounds: the samples of the truncated unit normal are divided by its own std s(-1, 0.5).
+    s = scipy.stats.truncnorm(-1, 0.5).std()
     y = np.asarray(init.truncated_normal((50000,), lower=-1, upper=0.5))
-    assert y.min() >= -1 / TRUNC_STD - 1e-6 and y.max() <= 0.5 / TRUNC_STD + 1e-6
-    assert y.min() < -0.95 / TRUNC_STD and y.max() > 0.45 / TRUNC_STD
+    assert y.min() >= -1 / s - 1e-5 and y.max() <= 0.5 / s + 1e-5
+    assert y.min() < -0.95 / s and y.max() > 0.45 / s
+    assert _stats(y)[1] == pytest.approx(1, rel=0.02)
+
+
+@pytest.mark.parametrize('lower,upper,expected', [(-2, 2, 0.87963), (-0.1, 0.1, 0.057697), (-100, 100, 1.0)])
+def test_truncated_std_of_the_actual_bounds(lower, upper, expected):
+    # Spec I1: s(a, b) is the standard deviation of a unit normal truncated to [a, b].
+    assert init._truncated_std(lower, upper) == pytest.approx(expected, abs=5e-6)
+    assert init._truncated_std(lower, upper) == pytest.approx(scipy.stats.truncnorm(lower, upper).std(), rel=1e-12)
+
+
+@pytest.mark.parametrize('lower,upper', [(-1, 0.5), (0, 3), (3, 5), (-6, -5), (-3, 1e-3), (0.5, np.inf)])
+def test_truncated_std_matches_scipy(lower, upper):
+    assert init._truncated_std(lower, upper) == pytest.approx(scipy.stats.truncnorm(lower, upper).std(), rel=1e-9)
+
+
+def test_truncated_normal_spec_examples():
+    # Spec I1: narrow bounds +-0.1 with stddev 1: std ~ 1 and |x| <= 0.1 / 0.057697 = 1.733.
+    objax.random.DEFAULT_GENERATOR.seed(6)
+    x = np.asarray(init.truncated_normal((32, 10000), lower=-0.1, upper=0.1, stddev=1))
+    assert x.shape == (32, 10000)
+    assert _stats(x)[1] == pytest.approx(1, rel=0.01)
+    assert np.abs(x).max() <= 1.7333 and np.abs(x).max() > 1.72
+    # Wide bounds: practically a normal; the [-2, 2] constant would give std 1 / 0.8796 = 1.137.
+    x = np.asarray(init.truncated_normal((32, 10000), lower=-100, upper=100))
+    assert _stats(x)[1] == pytest.approx(1, rel=0.01)
+    with pytest.raises(ValueError, match='lower'):
+        init.truncated_normal((3,), lower=1, upper=1)
 
 
 @pytest.mark.parametrize('fn,gain_fn', [(init.kaiming_truncated_normal, init.kaiming_normal_gain),
@@ -66,8 +97,12 @@ def test_truncated_variants(fn, gain_fn):
     _, s = _stats(x)
     assert s == pytest.approx(std, rel=0.02)
     assert np.abs(x).max() <= 2 * std / TRUNC_STD + 1e-6
-    x = np.asarray(fn((64, 64), lower=-1, upper=1))
-    assert np.abs(x).max() <= gain_fn((64, 64)) / TRUNC_STD + 1e-6
+    # Other bounds: std gain * (Kaiming or Xavier std), bounds scaled by that over s(lower, upper).
+    objax.random.DEFAULT_GENERATOR.seed(4)
+    x = np.asarray(fn((256, 256), lower=-1, upper=1, gain=2))
+    std = 2 * gain_fn((256, 256))
+    assert _stats(x)[1] == pytest.approx(std, rel=0.02)
+    assert np.abs(x).max() <= std / scipy.stats.truncnorm(-1, 1).std() + 1e-6
 
 
 def _matrix_view(x, axis):

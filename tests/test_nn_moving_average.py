@@ -39,3 +39,10 @@ def test_errors():
         MovingAverage((2,), 0)
     with pytest.raises(ValueError, match='momentum'):
         ExponentialMovingAverage((2,), momentum=2)
+
+
+def test_reprs():
+    assert repr(MovingAverage((2, 3), buffer_size=4, init_value=0.2)) == \
+        'objax.nn.MovingAverage(shape=(2, 3), buffer_size=4, init_value=0.2)'
+    assert repr(ExponentialMovingAverage((5, 6))) == \
+        'objax.nn.ExponentialMovingAverage(shape=(5, 6), momentum=0.999, init_value=0)'

@@ -26,36 +26,69 @@ def _block_count(fn: str, x: JaxArray, size, axis: int, axis_name: str) -> Tuple
 
 
 def space_to_batch2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2) -> JaxArray:
-    """(N, C, H, W) -> (N * sh * sw, C, H / sh, W / sw); output batch (i * sw + j) * N + n holds the pixels
-    at offset (i, j) of every (sh, sw) block of image n."""
+    """Moves each (sh, sw) block of pixels into the batch axis, image-major.
+
+    Args:
+        x: images (N, C, H, W), H and W divisible by size.
+        size: (sh, sw), or one int for both.
+
+    Returns:
+        (N * sh * sw, C, H / sh, W / sw): output image n * sh * sw + i * sw + j holds the pixels at offset (i, j)
+        of every block of image n.
+    """
     sh, sw = _spatial_blocks('space_to_batch2d', x, size)
     n, c, h, w = x.shape
-    y = x.reshape((n, c, h // sh, sh, w // sw, sw)).transpose((3, 5, 0, 1, 2, 4))
+    y = x.reshape((n, c, h // sh, sh, w // sw, sw)).transpose((0, 3, 5, 1, 2, 4))
     return y.reshape((n * sh * sw, c, h // sh, w // sw))
 
 
 def batch_to_space2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2) -> JaxArray:
-    """(N, C, H, W) -> (N / (sh * sw), C, H * sh, W * sw), the inverse of space_to_batch2d."""
+    """The inverse of space_to_batch2d: (N, C, H, W) -> (N / (sh * sw), C, H * sh, W * sw).
+
+    Args:
+        x: images (N, C, H, W), N divisible by sh * sw.
+        size: (sh, sw), or one int for both.
+
+    Returns:
+        Images whose pixel (h * sh + i, w * sw + j) of image n is pixel (h, w) of input image n * sh * sw + i * sw + j.
+    """
     sh, sw = _block_count('batch_to_space2d', x, size, 0, 'batch')
     n, c, h, w = x.shape
-    y = x.reshape((sh, sw, n // (sh * sw), c, h, w)).transpose((2, 3, 4, 0, 5, 1))
+    y = x.reshape((n // (sh * sw), sh, sw, c, h, w)).transpose((0, 3, 4, 1, 5, 2))
     return y.reshape((n // (sh * sw), c, h * sh, w * sw))
 
 
 def space_to_channel2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2) -> JaxArray:
-    """(N, C, H, W) -> (N, C * sh * sw, H / sh, W / sw); output channel (i * sw + j) * C + c holds the pixels
-    at offset (i, j) of every (sh, sw) block of channel c."""
+    """Moves each (sh, sw) block of pixels into the channel axis, channel-major.
+
+    Args:
+        x: images (N, C, H, W), H and W divisible by size.
+        size: (sh, sw), or one int for both.
+
+    Returns:
+        (N, C * sh * sw, H / sh, W / sw): output channel c * sh * sw + i * sw + j holds the pixels at offset (i, j)
+        of every block of channel c.
+    """
     sh, sw = _spatial_blocks('space_to_channel2d', x, size)
     n, c, h, w = x.shape
-    y = x.reshape((n, c, h // sh, sh, w // sw, sw)).transpose((0, 3, 5, 1, 2, 4))
+    y = x.reshape((n, c, h // sh, sh, w // sw, sw)).transpose((0, 1, 3, 5, 2, 4))
     return y.reshape((n, c * sh * sw, h // sh, w // sw))
 
 
 def channel_to_space2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2) -> JaxArray:
-    """(N, C, H, W) -> (N, C / (sh * sw), H * sh, W * sw), the inverse of space_to_channel2d."""
+    """The inverse of space_to_channel2d: (N, C, H, W) -> (N, C / (sh * sw), H * sh, W * sw).
+
+    Args:
+        x: images (N, C, H, W), C divisible by sh * sw.
+        size: (sh, sw), or one int for both.
+
+    Returns:
+        Images whose pixel (h * sh + i, w * sw + j) of channel c is pixel (h, w) of input channel
+        c * sh * sw + i * sw + j.
+    """
     sh, sw = _block_count('channel_to_space2d', x, size, 1, 'channel')
     n, c, h, w = x.shape
-    y = x.reshape((n, sh, sw, c // (sh * sw), h, w)).transpose((0, 3, 4, 1, 5, 2))
+    y = x.reshape((n, c // (sh * sw), sh, sw, h, w)).transpose((0, 1, 4, 2, 5, 3))
     return y.reshape((n, c // (sh * sw), h * sh, w * sw))
 
 

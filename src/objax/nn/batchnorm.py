@@ -7,6 +7,7 @@ import jax.numpy as jn
 from jax import lax
 
 from objax.module import Module
+from objax.nn._format import layer_repr
 from objax.typing import JaxArray
 from objax.variable import StateVar, TrainVar
 
@@ -37,12 +38,11 @@ class BatchNorm(Module):
             raise ValueError(f'{owner}: nin must be a positive int, got {dims[1]!r}')
         if not all(isinstance(d, numbers.Integral) and d > 0 for d in dims):
             raise ValueError(f'{owner}: dims must be positive ints, got {dims}')
-        if not all(isinstance(a, numbers.Integral) and 0 <= a < len(dims) for a in redux):
-            raise ValueError(f'{owner}: redux must list axes in [0, {len(dims)}) for dims {dims}, got {redux}')
         _check_settings(owner, momentum, eps)
         self.momentum = momentum
         self.eps = eps
-        self.redux = tuple(int(a) for a in redux)
+        # As in Objax 1.8, any redux is accepted here; the axes are checked against each input (call time).
+        self.redux = redux
         self.running_mean = StateVar(jn.zeros(dims))
         self.running_var = StateVar(jn.ones(dims))
         self.beta = TrainVar(jn.zeros(dims))
@@ -58,6 +58,7 @@ class BatchNorm(Module):
     def _normalize(self, x: JaxArray, training: bool, update: bool) -> JaxArray:
         self._check_input(x)
         if training:
+            self._check_batch(x)
             mean, var = self._batch_moments(x)
             if update:
                 m = self.momentum
@@ -78,12 +79,28 @@ class BatchNorm(Module):
                 raise ValueError(f'{type(self).__name__} expects {d} {what} on axis {axis} but the input has {s} '
                                  f'(input shape {shape}, variable shape {dims})')
 
+    def _check_batch(self, x: JaxArray):
+        """Training needs valid reduction axes and at least one entry to average over (else the statistics,
+        and the running statistics they update, would be NaN)."""
+        owner, shape = type(self).__name__, tuple(jn.shape(x))
+        axes = []
+        for a in self.redux:
+            if not isinstance(a, numbers.Integral) or isinstance(a, bool) or not -len(shape) <= a < len(shape):
+                raise ValueError(f'{owner}: redux must list axes of the input, in [-{len(shape)}, {len(shape)}) '
+                                 f'for an input of shape {shape}; got redux={self.redux}')
+            axes.append(int(a) % len(shape))
+        if len(set(axes)) != len(axes):
+            raise ValueError(f'{owner}: redux={self.redux} lists an axis twice (input shape {shape})')
+        empty = [a for a in axes if shape[a] == 0]
+        if empty:
+            raise ValueError(f'{owner}: cannot compute batch statistics of an empty batch (input shape {shape}, '
+                             f'axis {empty[0]} has size 0); running_mean and running_var were left unchanged')
+
     def __repr__(self):
         if self._channel_layout:
-            layout = f'nin={self.gamma.value.shape[1]}'
-        else:
-            layout = f'dims={tuple(self.gamma.value.shape)}, redux={self.redux}'
-        return f'{type(self).__name__}({layout}, momentum={self.momentum}, eps={self.eps})'
+            return layer_repr(self, nin=self.gamma.value.shape[1], momentum=self.momentum, eps=self.eps)
+        return layer_repr(self, dims=tuple(self.gamma.value.shape), redux=self.redux, momentum=self.momentum,
+                          eps=self.eps)
 
     # The 0D/1D/2D variants are built from a channel count: their repr shows it instead of dims/redux.
     _channel_layout = False

@@ -8,6 +8,7 @@ from jax import lax
 
 from objax.constants import ConvPadding
 from objax.module import Module
+from objax.nn._format import layer_repr
 from objax.nn.init import kaiming_normal
 from objax.typing import JaxArray
 from objax.util.conversion import to_padding
@@ -55,7 +56,10 @@ def _check_image(x: JaxArray, nin: int, owner: str):
 
 class Conv2D(Module):
     """2D convolution of NCHW images: x (N, nin, H, W) -> (N, nout, H', W').
-    Kernel w of shape (k_h, k_w, nin // groups, nout) (HWIO); bias b of shape (nout, 1, 1)."""
+
+    Kernel w of shape (k_h, k_w, nin // groups, nout) (HWIO); bias b of shape (nout, 1, 1), created before w
+    (vars() lists `.b` then `.w`, as Objax 1.8).
+    """
 
     def __init__(self, nin: int, nout: int, k: Union[Tuple[int, int], int],
                  strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
@@ -72,8 +76,9 @@ class Conv2D(Module):
         self.dilations = _pair(dilations, 'dilations', owner)
         self.groups = int(groups)
         self.padding = _padding(padding, owner)
-        self.w = TrainVar(w_init((*k, nin // groups, nout)))
         self.b = TrainVar(jn.zeros((nout, 1, 1))) if use_bias else None
+        self.w = TrainVar(w_init((*k, nin // groups, nout)))
+        self.w_init = w_init
 
     def __call__(self, x: JaxArray) -> JaxArray:
         """Convolves x (N, nin, H, W) and adds the bias: (N, nout, H', W')."""
@@ -87,14 +92,17 @@ class Conv2D(Module):
 
     def __repr__(self):
         kh, kw, nin_g, nout = self.w.value.shape
-        return (f'{type(self).__name__}(nin={nin_g * self.groups}, nout={nout}, k={(kh, kw)}, '
-                f'strides={self.strides}, dilations={self.dilations}, groups={self.groups}, '
-                f'padding={self.padding!r}, use_bias={self.b is not None})')
+        return layer_repr(self, nin=nin_g * self.groups, nout=nout, k=(kh, kw), strides=self.strides,
+                          dilations=self.dilations, groups=self.groups, padding=self.padding,
+                          use_bias=self.b is not None, w_init=self.w_init)
 
 
 class ConvTranspose2D(Conv2D):
     """Transposed 2D convolution of NCHW images: x (N, nin, H, W) -> (N, nout, H', W') (e.g. H' = H * strides
-    with SAME padding). Kernel w of shape (k_h, k_w, nout, nin); bias b of shape (nout, 1, 1)."""
+    with SAME padding).
+
+    Kernel w of shape (k_h, k_w, nout, nin); bias b of shape (nout, 1, 1), listed before w by vars().
+    """
 
     def __init__(self, nin: int, nout: int, k: Union[Tuple[int, int], int],
                  strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
@@ -104,6 +112,7 @@ class ConvTranspose2D(Conv2D):
                 raise ValueError(f'{type(self).__name__}: {name} must be a positive int, got {v!r}')
         super().__init__(nin=nout, nout=nin, k=k, strides=strides, dilations=dilations, padding=padding,
                          use_bias=False, w_init=w_init)
+        # The base class bound b (to None) before w: rebinding keeps that place, so vars() lists b first.
         self.b = TrainVar(jn.zeros((nout, 1, 1))) if use_bias else None
 
     def __call__(self, x: JaxArray) -> JaxArray:
@@ -118,5 +127,5 @@ class ConvTranspose2D(Conv2D):
 
     def __repr__(self):
         kh, kw, nout, nin = self.w.value.shape
-        return (f'{type(self).__name__}(nin={nin}, nout={nout}, k={(kh, kw)}, strides={self.strides}, '
-                f'dilations={self.dilations}, padding={self.padding!r}, use_bias={self.b is not None})')
+        return layer_repr(self, nin=nin, nout=nout, k=(kh, kw), strides=self.strides, dilations=self.dilations,
+                          padding=self.padding, use_bias=self.b is not None, w_init=self.w_init)

@@ -6,6 +6,7 @@ import jax.numpy as jn
 from jax import lax
 
 from objax.module import Module
+from objax.nn._format import layer_repr
 from objax.typing import JaxArray
 from objax.variable import TrainVar
 
@@ -33,8 +34,8 @@ class GroupNorm(Module):
         self.groups = int(groups)
         self.eps = eps
         shape = (1, nin) + (1,) * (rank - 2)
+        self.gamma = TrainVar(jn.ones(shape))  # gamma before beta: vars() order of Objax 1.8
         self.beta = TrainVar(jn.zeros(shape))
-        self.gamma = TrainVar(jn.ones(shape))
 
     def __call__(self, x: JaxArray, training: bool = True) -> JaxArray:
         """Normalized x, same shape (N, nin, ...); `training` is accepted for compatibility and unused."""
@@ -54,8 +55,9 @@ class GroupNorm(Module):
         return y * self.gamma.value + self.beta.value
 
     def __repr__(self):
-        dims = '' if self._fixed_rank else f', rank={self.rank}'
-        return f'{type(self).__name__}(nin={self.nin}{dims}, groups={self.groups}, eps={self.eps})'
+        if self._fixed_rank:
+            return layer_repr(self, nin=self.nin, groups=self.groups, eps=self.eps)
+        return layer_repr(self, nin=self.nin, rank=self.rank, groups=self.groups, eps=self.eps)
 
     # The 0D/1D/2D variants fix the rank: their repr leaves it out.
     _fixed_rank = False

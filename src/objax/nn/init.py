@@ -1,5 +1,6 @@
 """Weight initializers. Fans follow Objax: fan_in = prod(shape[:-1]), fan_out = shape[-1] (HWIO kernels)."""
 
+import math
 from typing import Tuple
 
 import jax.numpy as jn
@@ -10,10 +11,6 @@ from objax.typing import JaxArray
 
 __all__ = ['gain_leaky_relu', 'identity', 'kaiming_normal', 'kaiming_normal_gain', 'kaiming_truncated_normal',
            'orthogonal', 'truncated_normal', 'xavier_normal', 'xavier_normal_gain', 'xavier_truncated_normal']
-
-# Standard deviation of a unit normal truncated to [-2, 2].
-_TRUNCATED_STD = 0.87962566103423978
-
 
 def _fans(shape: Tuple[int, ...]) -> Tuple[int, int]:
     shape = tuple(shape)
@@ -68,9 +65,50 @@ def xavier_truncated_normal(shape: Tuple[int, ...], lower: float = -2, upper: fl
 
 
 def truncated_normal(shape: Tuple[int, ...], lower: float = -2, upper: float = 2, stddev: float = 1) -> JaxArray:
-    """Normal samples truncated to [lower, upper] standard deviations, rescaled to have `stddev`
-    (the rescaling constant is the one of [-2, 2] truncation, as in Objax)."""
-    return random.truncated_normal(shape, stddev=stddev / _TRUNCATED_STD, lower=lower, upper=upper)
+    """Samples of a unit normal truncated to [lower, upper], multiplied by stddev / s(lower, upper).
+
+    s(lower, upper) is the standard deviation of the truncated unit normal (0.87963 for [-2, 2]), so the
+    samples have standard deviation `stddev` whatever the bounds, and lie in
+    [lower, upper] * stddev / s(lower, upper).
+
+    Args:
+        shape: shape of the result.
+        lower: lower bound, in standard deviations of the unit normal.
+        upper: upper bound (> lower), in standard deviations of the unit normal.
+        stddev: standard deviation of the result.
+
+    Returns:
+        An array of the given shape.
+
+    Raises:
+        ValueError: if lower >= upper.
+    """
+    if not lower < upper:
+        raise ValueError(f'truncated_normal: lower ({lower}) must be smaller than upper ({upper})')
+    return random.truncated_normal(shape, stddev=stddev / _truncated_std(lower, upper), lower=lower, upper=upper)
+
+
+def _truncated_std(a: float, b: float) -> float:
+    """Standard deviation of a unit normal truncated to [a, b] (a < b), from the closed form."""
+    if a >= 0:  # both bounds in the upper tail: use the complementary CDF, which keeps its precision there
+        mass = 0.5 * (math.erfc(a / math.sqrt(2)) - math.erfc(b / math.sqrt(2)))
+    elif b <= 0:
+        mass = 0.5 * (math.erfc(-b / math.sqrt(2)) - math.erfc(-a / math.sqrt(2)))
+    else:
+        mass = 0.5 * (math.erf(b / math.sqrt(2)) - math.erf(a / math.sqrt(2)))
+    pdf_a, pdf_b = _normal_pdf(a), _normal_pdf(b)
+    mean = (pdf_a - pdf_b) / mass
+    second = 1 + (_times(a, pdf_a) - _times(b, pdf_b)) / mass  # E[x^2]
+    return math.sqrt(max(second - mean ** 2, 0.))
+
+
+def _normal_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) if math.isfinite(x) else 0.
+
+
+def _times(x: float, pdf: float) -> float:
+    """x * pdf(x), 0 at infinite x."""
+    return x * pdf if math.isfinite(x) else 0.
 
 
 def orthogonal(shape: Tuple[int, ...], gain: float = 1, axis: int = -1) -> JaxArray:

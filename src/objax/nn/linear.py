@@ -5,6 +5,7 @@ from typing import Callable
 import jax.numpy as jn
 
 from objax.module import Module
+from objax.nn._format import layer_repr
 from objax.nn.init import xavier_normal
 from objax.typing import JaxArray
 from objax.variable import TrainVar
@@ -13,13 +14,19 @@ __all__ = ['Linear']
 
 
 class Linear(Module):
-    """y = x . w + b with w of shape (nin, nout) and b of shape (nout,). x: (..., nin) -> (..., nout)."""
+    """y = x . w + b with w of shape (nin, nout) and b of shape (nout,). x: (..., nin) -> (..., nout).
+
+    The bias is created before the weight, so vars() lists `(Linear).b` then `(Linear).w` (Objax 1.8's order,
+    which decides gradient-list and optimizer-slot order).
+    """
 
     def __init__(self, nin: int, nout: int, use_bias: bool = True, w_init: Callable = xavier_normal):
-        self.w = TrainVar(w_init((nin, nout)))
         self.b = TrainVar(jn.zeros(nout)) if use_bias else None
+        self.w = TrainVar(w_init((nin, nout)))
+        self.w_init = w_init
 
     def __call__(self, x: JaxArray) -> JaxArray:
+        """x (..., nin) -> x . w + b (..., nout)."""
         nin = self.w.value.shape[0]
         if x.shape[-1] != nin:
             raise ValueError(f'Linear expects inputs with {nin} features on the last axis, '
@@ -31,4 +38,4 @@ class Linear(Module):
 
     def __repr__(self):
         nin, nout = self.w.value.shape
-        return f'{type(self).__name__}(nin={nin}, nout={nout}, use_bias={self.b is not None})'
+        return layer_repr(self, nin=nin, nout=nout, use_bias=self.b is not None, w_init=self.w_init)

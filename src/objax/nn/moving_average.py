@@ -6,6 +6,7 @@ from typing import Tuple
 import jax.numpy as jn
 
 from objax.module import Module
+from objax.nn._format import layer_repr
 from objax.typing import JaxArray
 from objax.variable import StateVar
 
@@ -34,6 +35,7 @@ class MovingAverage(Module):
         shape = _shape(shape, type(self).__name__)
         if not isinstance(buffer_size, numbers.Integral) or buffer_size <= 0:
             raise ValueError(f'{type(self).__name__}: buffer_size must be a positive int, got {buffer_size!r}')
+        self.init_value = init_value
         self.buffer = StateVar(jn.zeros((buffer_size,) + shape) + init_value)
 
     def __call__(self, x: JaxArray) -> JaxArray:
@@ -45,7 +47,8 @@ class MovingAverage(Module):
 
     def __repr__(self):
         buffer = self.buffer.value
-        return f'{type(self).__name__}(shape={tuple(buffer.shape[1:])}, buffer_size={buffer.shape[0]})'
+        return layer_repr(self, shape=tuple(buffer.shape[1:]), buffer_size=buffer.shape[0],
+                          init_value=self.init_value)
 
 
 class ExponentialMovingAverage(Module):
@@ -56,6 +59,7 @@ class ExponentialMovingAverage(Module):
         if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
             raise ValueError(f'{type(self).__name__}: momentum must be a number in [0, 1], got {momentum!r}')
         self.momentum = momentum
+        self.init_value = init_value
         self.avg = StateVar(jn.zeros(shape) + init_value)
 
     def __call__(self, x: JaxArray) -> JaxArray:
@@ -66,4 +70,5 @@ class ExponentialMovingAverage(Module):
         return self.avg.value
 
     def __repr__(self):
-        return f'{type(self).__name__}(shape={tuple(self.avg.value.shape)}, momentum={self.momentum})'
+        return layer_repr(self, shape=tuple(self.avg.value.shape), momentum=self.momentum,
+                          init_value=self.init_value)

@@ -1,9 +1,10 @@
 """Sequential: a list of layers applied one after the other."""
 
 import inspect
-from typing import Callable, Dict, FrozenSet, List, Optional, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from objax.module import ModuleList
+from objax.module import Module, ModuleList
+from objax.nn._format import class_path, format_function
 from objax.typing import JaxArray
 
 __all__ = ['Sequential']
@@ -22,28 +23,42 @@ def _accepted_kwargs(f: Callable) -> Optional[FrozenSet[str]]:
 
 
 class Sequential(ModuleList):
-    """Calls its layers in order, each on the outputs of the previous one (a tuple output is spread over the
-    next layer's positional arguments). Keyword arguments go to the layers whose __call__ accepts them."""
+    """Calls its layers in order, each on the output of the previous one.
 
-    def __call__(self, *args, **kwargs) -> Union[JaxArray, List[JaxArray]]:
-        """The last layer's output: a single value, or a list when it returned several."""
-        values = list(args)
+    A tuple output is spread over the next layer's positional arguments; any other output (a list included) is
+    the next layer's single argument. Keyword arguments go to the layers whose __call__ accepts them.
+    """
+
+    def __call__(self, *args, **kwargs) -> Union[JaxArray, List[JaxArray], Tuple[Any, ...]]:
+        """Runs the layers in order on args and returns exactly what the last one returned.
+
+        Args:
+            *args: the first layer's positional arguments.
+            **kwargs: given to every layer that accepts them by name (or takes **kwargs).
+
+        Returns:
+            The last layer's output (a tuple stays a tuple). With no layers: the single argument, or the tuple
+            of arguments when there are several.
+        """
+        if not len(self):
+            return args[0] if len(args) == 1 else args
+        out = None
         for i, layer in enumerate(self):
-            values = self.run_layer(i, layer, values, kwargs)
-        return values[0] if len(values) == 1 else values
+            out = self.run_layer(i, layer, args, kwargs)
+            args = out if isinstance(out, tuple) else (out,)
+        return out
 
     def run_layer(self, layer: int, f: Callable, args: List, kwargs: Dict):
-        """Runs layer number `layer` (the callable f) on args and the kwargs it accepts; returns its outputs
-        as a list. Errors are annotated with the layer's position."""
+        """Runs layer number `layer` (the callable f) on args and the kwargs it accepts, and returns its output.
+        An error raised by the layer gets a note naming its position."""
         accepted = self._accepted(f)
         if accepted is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         try:
-            out = f(*args, **kwargs)
+            return f(*args, **kwargs)
         except Exception as e:
             e.add_note(f'(raised by Sequential layer [{layer}]: {type(f).__name__})')
             raise
-        return list(out) if isinstance(out, tuple) else [out]
 
     def _accepted(self, f: Callable) -> Optional[FrozenSet[str]]:
         # Signatures are inspected once per layer object; the cache keeps the layer to detect replaced items.
@@ -57,3 +72,10 @@ class Sequential(ModuleList):
         """The layer at `key`, or a Sequential of the layers in a slice."""
         value = list.__getitem__(self, key)
         return Sequential(value) if isinstance(key, slice) else value
+
+    def __repr__(self):
+        lines = [f'{class_path(type(self))}(']
+        for i, layer in enumerate(self):
+            text = format_function(layer) if callable(layer) and not isinstance(layer, Module) else repr(layer)
+            lines.append(f'  [{i}] ' + text.replace('\n', '\n  '))
+        return '\n'.join(lines + [')'])
