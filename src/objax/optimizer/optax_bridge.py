@@ -6,12 +6,17 @@ import jax
 import jax.numpy as jn
 
 from objax.module import Module
-from objax.optimizer._common import check_grads, reduce_first, train_refs
+from objax.optimizer._common import assign_all, cast_like, check_grads, check_lr, reduce_first, train_refs
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar, reduce_mean
 
 __all__ = ['Optax']
+
+
+def _strong(x) -> JaxArray:
+    """`x` as a jax array that is not weak-typed (so the StateVar keeps one type from step to step)."""
+    return cast_like(x, jn.asarray(x).dtype)
 
 
 class Optax(Module):
@@ -33,7 +38,7 @@ class Optax(Module):
         leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
         self._paths = [jax.tree_util.keystr(path) for path, _ in leaves]
         self._state = [StateVar(x, reduce=reduce_mean if jn.issubdtype(x.dtype, jn.inexact) else reduce_first)
-                       for x in (jn.asarray(leaf) for _, leaf in leaves)]
+                       for x in (_strong(leaf) for _, leaf in leaves)]
 
     def vars(self, scope: str = '') -> VarCollection:
         """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`."""
@@ -51,6 +56,8 @@ class Optax(Module):
         """One step: p <- p + u when lr is None, else p <- p - lr * u, with (u, new state) from
         transformation.update(grads, state, params, **extra_args)."""
         grads = check_grads('Optax', self.train_vars, grads)
+        if lr is not None:
+            lr = check_lr('Optax', lr, self.train_vars)
         params = [ref.value for ref in self.train_vars]
         updates, new_state = self.transformation.update(grads, self.state, params, **extra_args)
         new_leaves, treedef = jax.tree_util.tree_flatten(new_state)
@@ -68,9 +75,7 @@ class Optax(Module):
         if not isinstance(updates, (list, tuple)) or len(updates) != len(params):
             raise ValueError(f'Optax: the transformation returned updates of type {type(updates).__name__}, '
                              f'expected a list of {len(params)} arrays like the grads; nothing was changed')
-        for var, x in zip(self._state, new_leaves):
-            var.value = jn.asarray(x)
-        for ref, p, u in zip(self.train_vars, params, updates):
-            if u is None:
-                continue
-            ref.value = (p + u if lr is None else p - lr * u).astype(p.dtype)
+        written = [(ref, p + u if lr is None else p - lr * u)
+                   for ref, p, u in zip(self.train_vars, params, updates) if u is not None]
+        assign_all('Optax', list(self._state) + [ref for ref, _ in written],
+                   [jn.asarray(x) for x in new_leaves] + [x for _, x in written])
