@@ -25,7 +25,8 @@ class Optax(Module):
     (for complete optax optimizers such as optax.adamw(1e-3), which carry their learning rate and sign).
     `opt(lr, grads)` treats the updates like gradients, p <- p - lr * u (for direction-only transformations
     such as optax.scale_by_adam() or optax.clip_by_global_norm(1.)), the convention of objax optimizers.
-    The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`."""
+    The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`;
+    each keeps the dtype the transformation's init gave it. A step writes every variable or none."""
 
     def __init__(self, vc: VarCollection, transformation: Any):
         if not (callable(getattr(transformation, 'init', None)) and callable(getattr(transformation, 'update',
@@ -64,13 +65,12 @@ class Optax(Module):
         if treedef != self._treedef:
             raise ValueError(f'Optax: the transformation returned a state of structure {treedef}, expected '
                              f'{self._treedef} (as returned by its init); nothing was changed')
-        errors = []
-        for path, var, x in zip(self._paths, self._state, new_leaves):
-            if jn.shape(x) != var.shape or jn.result_type(x) != var.dtype:
-                errors.append(f'state{path}: got {jn.shape(x)} {jn.result_type(x)}, expected {var.shape} '
-                              f'{var.dtype}')
+        # A state leaf keeps the dtype init gave it (e.g. bfloat16 moments fed float32 gradients), so that a
+        # compiled step sees the same types every call; its shape must not change.
+        errors = [f'state{path}: got shape {jn.shape(x)}, expected {var.shape}'
+                  for path, var, x in zip(self._paths, self._state, new_leaves) if jn.shape(x) != var.shape]
         if errors:
-            raise ValueError('Optax: the transformation changed the shape or dtype of its state, nothing was '
+            raise ValueError('Optax: the transformation changed the shape of its state, nothing was '
                              'changed:\n  ' + '\n  '.join(errors))
         if not isinstance(updates, (list, tuple)) or len(updates) != len(params):
             raise ValueError(f'Optax: the transformation returned updates of type {type(updates).__name__}, '
