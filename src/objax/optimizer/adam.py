@@ -1,11 +1,12 @@
 """Adam with bias correction."""
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import jax.numpy as jn
 
 from objax.module import Module, ModuleList
-from objax.optimizer._common import check_grads, reduce_first, train_refs
+from objax.optimizer._common import NON_NEGATIVE, UNIT_OPEN, assign_all, cast_like, check_grads, check_hyper, \
+    check_lr, optimizer_repr, reduce_first, train_refs, zeros_like_var
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar
@@ -20,27 +21,50 @@ class Adam(Module):
     State: `step` (uint32 StateVar) and one `m` and one `v` StateVar per TrainVar, shaped like it."""
 
     def __init__(self, vc: VarCollection, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.eps = eps
+        """Creates the optimizer, its step counter and zero `m`/`v` slots for the TrainVars of `vc`.
+
+        Raises:
+            TypeError: vc is not a VarCollection.
+            ValueError: beta1 or beta2 (numbers) outside [0, 1), eps negative, NaN or infinite.
+        """
+        self.beta1 = check_hyper('Adam', 'beta1', beta1, UNIT_OPEN)
+        self.beta2 = check_hyper('Adam', 'beta2', beta2, UNIT_OPEN)
+        self.eps = check_hyper('Adam', 'eps', eps, NON_NEGATIVE)
         self.step = StateVar(jn.array(0, jn.uint32), reduce=reduce_first)
         self.train_vars = train_refs('Adam', vc)
-        self.m = ModuleList(StateVar(jn.zeros_like(ref.value)) for ref in self.train_vars)
-        self.v = ModuleList(StateVar(jn.zeros_like(ref.value)) for ref in self.train_vars)
+        self.m = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
+        self.v = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
 
-    def __call__(self, lr: float, grads: List[JaxArray], beta1: Optional[float] = None,
+    def __call__(self, lr: Union[float, JaxArray], grads: List[JaxArray], beta1: Optional[float] = None,
                  beta2: Optional[float] = None):
-        """Applies one step; `beta1`/`beta2` override the constructor's values for this call only."""
+        """Applies one step to every TrainVar, `m`, `v` and `step`, or changes nothing when it raises.
+
+        Args:
+            lr: learning rate, a number or an array broadcasting to every variable.
+            grads: one gradient per TrainVar, same order and shapes as the collection's TrainVars.
+            beta1: overrides the constructor's beta1 for this call only.
+            beta2: overrides the constructor's beta2 for this call only.
+
+        Raises:
+            ValueError: wrong number or shapes of grads, NaN/infinite lr, beta1/beta2 outside [0, 1), an lr
+                that does not broadcast to every variable.
+        """
         grads = check_grads('Adam', self.train_vars, grads)
-        beta1 = self.beta1 if beta1 is None else beta1
-        beta2 = self.beta2 if beta2 is None else beta2
+        lr = check_lr('Adam', lr, self.train_vars)
+        beta1 = self.beta1 if beta1 is None else check_hyper('Adam', 'beta1', beta1, UNIT_OPEN)
+        beta2 = self.beta2 if beta2 is None else check_hyper('Adam', 'beta2', beta2, UNIT_OPEN)
         step = self.step.value + 1
-        self.step.value = step
         t = step.astype(jn.float32)
         scaled_lr = lr * jn.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        new_m, new_v, new_p = [], [], []
         for ref, m, v, g in zip(self.train_vars, self.m, self.v, grads):
-            p = ref.value
-            m_new = (beta1 * m.value + (1 - beta1) * g).astype(m.value.dtype)
-            v_new = (beta2 * v.value + (1 - beta2) * jn.square(g)).astype(v.value.dtype)
-            m.value, v.value = m_new, v_new
-            ref.value = (p - scaled_lr * m_new * jn.reciprocal(jn.sqrt(v_new + self.eps))).astype(p.dtype)
+            m_new = cast_like(beta1 * m.value + (1 - beta1) * g, m.value.dtype)
+            v_new = cast_like(beta2 * v.value + (1 - beta2) * jn.square(g), v.value.dtype)
+            new_m.append(m_new)
+            new_v.append(v_new)
+            new_p.append(ref.value - scaled_lr * m_new * jn.reciprocal(jn.sqrt(v_new + self.eps)))
+        assign_all('Adam', [self.step] + list(self.m) + list(self.v) + list(self.train_vars),
+                   [step] + new_m + new_v + new_p)
+
+    def __repr__(self):
+        return optimizer_repr(self, beta1=self.beta1, beta2=self.beta2, eps=self.eps)

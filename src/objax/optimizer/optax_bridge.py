@@ -6,12 +6,17 @@ import jax
 import jax.numpy as jn
 
 from objax.module import Module
-from objax.optimizer._common import check_grads, reduce_first, train_refs
+from objax.optimizer._common import assign_all, cast_like, check_grads, check_lr, reduce_first, train_refs
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar, reduce_mean
 
 __all__ = ['Optax']
+
+
+def _strong(x) -> JaxArray:
+    """`x` as a jax array that is not weak-typed (so the StateVar keeps one type from step to step)."""
+    return cast_like(x, jn.asarray(x).dtype)
 
 
 class Optax(Module):
@@ -20,7 +25,8 @@ class Optax(Module):
     (for complete optax optimizers such as optax.adamw(1e-3), which carry their learning rate and sign).
     `opt(lr, grads)` treats the updates like gradients, p <- p - lr * u (for direction-only transformations
     such as optax.scale_by_adam() or optax.clip_by_global_norm(1.)), the convention of objax optimizers.
-    The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`."""
+    The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`;
+    each keeps the dtype the transformation's init gave it. A step writes every variable or none."""
 
     def __init__(self, vc: VarCollection, transformation: Any):
         if not (callable(getattr(transformation, 'init', None)) and callable(getattr(transformation, 'update',
@@ -33,7 +39,7 @@ class Optax(Module):
         leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
         self._paths = [jax.tree_util.keystr(path) for path, _ in leaves]
         self._state = [StateVar(x, reduce=reduce_mean if jn.issubdtype(x.dtype, jn.inexact) else reduce_first)
-                       for x in (jn.asarray(leaf) for _, leaf in leaves)]
+                       for x in (_strong(leaf) for _, leaf in leaves)]
 
     def vars(self, scope: str = '') -> VarCollection:
         """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`."""
@@ -51,26 +57,25 @@ class Optax(Module):
         """One step: p <- p + u when lr is None, else p <- p - lr * u, with (u, new state) from
         transformation.update(grads, state, params, **extra_args)."""
         grads = check_grads('Optax', self.train_vars, grads)
+        if lr is not None:
+            lr = check_lr('Optax', lr, self.train_vars)
         params = [ref.value for ref in self.train_vars]
         updates, new_state = self.transformation.update(grads, self.state, params, **extra_args)
         new_leaves, treedef = jax.tree_util.tree_flatten(new_state)
         if treedef != self._treedef:
             raise ValueError(f'Optax: the transformation returned a state of structure {treedef}, expected '
                              f'{self._treedef} (as returned by its init); nothing was changed')
-        errors = []
-        for path, var, x in zip(self._paths, self._state, new_leaves):
-            if jn.shape(x) != var.shape or jn.result_type(x) != var.dtype:
-                errors.append(f'state{path}: got {jn.shape(x)} {jn.result_type(x)}, expected {var.shape} '
-                              f'{var.dtype}')
+        # A state leaf keeps the dtype init gave it (e.g. bfloat16 moments fed float32 gradients), so that a
+        # compiled step sees the same types every call; its shape must not change.
+        errors = [f'state{path}: got shape {jn.shape(x)}, expected {var.shape}'
+                  for path, var, x in zip(self._paths, self._state, new_leaves) if jn.shape(x) != var.shape]
         if errors:
-            raise ValueError('Optax: the transformation changed the shape or dtype of its state, nothing was '
+            raise ValueError('Optax: the transformation changed the shape of its state, nothing was '
                              'changed:\n  ' + '\n  '.join(errors))
         if not isinstance(updates, (list, tuple)) or len(updates) != len(params):
             raise ValueError(f'Optax: the transformation returned updates of type {type(updates).__name__}, '
                              f'expected a list of {len(params)} arrays like the grads; nothing was changed')
-        for var, x in zip(self._state, new_leaves):
-            var.value = jn.asarray(x)
-        for ref, p, u in zip(self.train_vars, params, updates):
-            if u is None:
-                continue
-            ref.value = (p + u if lr is None else p - lr * u).astype(p.dtype)
+        written = [(ref, p + u if lr is None else p - lr * u)
+                   for ref, p, u in zip(self.train_vars, params, updates) if u is not None]
+        assign_all('Optax', list(self._state) + [ref for ref, _ in written],
+                   [jn.asarray(x) for x in new_leaves] + [x for _, x in written])
