@@ -5,7 +5,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar
 
-__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs']
+__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Parallel', 'Vectorize']
 
 # ids of the modules whose vars() is being collected: a module met again while collecting is a cycle.
 _COLLECTING: List[int] = []
@@ -206,3 +206,15 @@ def _module_and_vars(owner: str, f: Union[Module, Callable],
 def _owner_label(owner: str, f: Module) -> str:
     """`owner(name of the wrapped function or module class)`, for error messages."""
     return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+
+
+# Objax 1.8 defined the transforms in objax.module: `from objax.module import Jit` keeps working. They are
+# imported on first access because their own modules import this one.
+_TRANSFORMS = {'Jit': 'objax.jit', 'Parallel': 'objax.parallel', 'Vectorize': 'objax.vectorize'}
+
+
+def __getattr__(name: str):
+    if name in _TRANSFORMS:
+        import importlib
+        return getattr(importlib.import_module(_TRANSFORMS[name]), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

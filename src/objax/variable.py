@@ -188,3 +188,12 @@ class RandomState(StateVar):
         self._value = keys[0]
         return keys[1:]
 
+
+
+def __getattr__(name: str):
+    # Objax 1.8 defined VarCollection here: `from objax.variable import VarCollection` keeps working. It is
+    # imported on first access because objax.varcollection imports this module.
+    if name == 'VarCollection':
+        from objax.varcollection import VarCollection
+        return VarCollection
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
