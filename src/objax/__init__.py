@@ -1,7 +1,8 @@
 """objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
 
 from objax.constants import ConvPadding, Interpolate
-from objax.variable import BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState, reduce_mean
+from objax.variable import (AssignmentError, BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState,
+                            reduce_mean)
 from objax.varcollection import VarCollection
 from objax.module import Module, ModuleList, Function, ForceArgs
 from objax.jit import Jit
@@ -12,8 +13,8 @@ from objax import random, typing
 
 __version__ = '2.0.0.dev0'
 
-__all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad', 'GradValues',
+__all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState',
+           'reduce_mean', 'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad', 'GradValues',
            'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random', 'typing']
 
 
