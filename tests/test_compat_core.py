@@ -128,3 +128,159 @@ def test_scalar_trainvar_optimizer_step_compiles_once():
         jitted(jn.float32(0.1))
     assert len(traces) == 1
     assert not w.value.weak_type
+
+
+# N1 -------------------------------------------------------------------------------------------------------------
+
+class ComplexModule(objax.Module):
+    def __init__(self):
+        self.v = objax.TrainVar(jn.arange(3.))
+
+    def __call__(self, x):
+        return x * self.v.value
+
+
+def my_func(x, y, *, named=1):
+    return x + y * named
+
+
+def test_function_prefixes_names_with_function_name():
+    m = ComplexModule()
+    assert list(m.vars()) == [m.v] and list(m.vars().keys()) == ['(ComplexModule).v']
+    f = objax.Function(my_func, m.vars())
+    assert list(f.vars().keys()) == ['{my_func}(ComplexModule).v'] and f.vars()['{my_func}(ComplexModule).v'] is m.v
+    assert list(f.vars('scope').keys()) == ['scope{my_func}(ComplexModule).v']
+    assert list(objax.Function.with_vars(m.vars())(my_func).vars().keys()) == ['{my_func}(ComplexModule).v']
+    assert list(objax.Function(lambda x: x, m.vars()).vars().keys()) == ['{<lambda>}(ComplexModule).v']
+    import functools
+    assert list(objax.Function(functools.partial(my_func, named=2), m.vars()).vars().keys()) == ['(ComplexModule).v']
+    assert list(objax.Function(ComplexModule(), m.vars()).vars().keys()) == ['(ComplexModule).v']  # no __name__
+    import inspect
+    assert inspect.signature(f) == inspect.signature(my_func)
+
+
+# N3 -------------------------------------------------------------------------------------------------------------
+
+class TwoArgs(objax.Module):
+    def __init__(self):
+        self.w = objax.TrainVar(jn.array([2.]))
+
+    def __call__(self, x, some_arg1, some_arg2=0.):
+        return x * self.w.value + some_arg1 * 10 + some_arg2 * 100
+
+
+def test_force_args_overrides_positional_arguments():
+    x = jn.ones(1)
+    op = objax.ForceArgs(TwoArgs(), some_arg1=-1.0)
+    np.testing.assert_allclose(op(x, 5.0), [2. - 10.])  # the positional 5.0 is replaced
+    np.testing.assert_allclose(op(x, 5.0, 1.0), [2. - 10. + 100.])
+    np.testing.assert_allclose(op(x, some_arg1=5.0), [2. - 10.])  # keywords are overridden too
+    np.testing.assert_allclose(objax.ForceArgs(TwoArgs(), some_arg2=3.0)(x, 1.0, 7.0), [2. + 10. + 300.])
+
+    def star(*args, some_arg1=0.):  # *args: nothing positional to replace, the forced name goes by keyword
+        return args, some_arg1
+    assert objax.ForceArgs(star, some_arg1=4.)(1, 2) == ((1, 2), 4.)
+
+
+def test_force_args_undo_on_root():
+    model = TwoArgs()
+    x = jn.ones(1)
+    want = model(x, some_arg1=0.0, some_arg2=0.0)
+    wrapped = objax.ForceArgs(model, some_arg1=-1.0)
+    objax.ForceArgs.undo(wrapped, some_arg1=1.0)  # another value: kept
+    assert wrapped.forced_kwargs == {'some_arg1': -1.0}
+    objax.ForceArgs.undo(wrapped)
+    assert isinstance(wrapped, objax.ForceArgs) and wrapped.forced_kwargs == {}
+    np.testing.assert_array_equal(wrapped(x, some_arg1=0.0, some_arg2=0.0), want)
+    wrapped = objax.ForceArgs(model, some_arg1=-1.0, some_arg2=2.0)
+    objax.ForceArgs.undo(wrapped, some_arg2=objax.ForceArgs.ANY)
+    assert wrapped.forced_kwargs == {'some_arg1': -1.0}
+
+
+# N4 -------------------------------------------------------------------------------------------------------------
+
+def test_wrapped_attribute_is_named_without_attribute_name():
+    class Wrapper(objax.Module):
+        def __init__(self, inner):
+            self.__wrapped__ = inner
+            self.extra = objax.StateVar(jn.zeros(1))
+
+    lin = objax.nn.Linear(2, 3)
+    names = list(Wrapper(lin).vars().keys())
+    assert names == [f'(Wrapper){k}' for k in lin.vars().keys()] + ['(Wrapper).extra']
+    assert list(Wrapper(lin).vars('s').keys()) == [f's(Wrapper){k}' for k in lin.vars().keys()] + ['s(Wrapper).extra']
+
+
+def test_module_list_collects_only_its_items():
+    lst = objax.ModuleList([objax.TrainVar(jn.zeros(1))])
+    lst.attribute = objax.TrainVar(jn.zeros(2))
+    assert list(lst.vars().keys()) == ['(ModuleList)[0]']
+
+
+def test_transforms_name_variables_after_the_wrapped_module():
+    lin = objax.nn.Linear(2, 3)
+    names = list(lin.vars().keys())
+    assert sorted(names) == ['(Linear).b', '(Linear).w']
+    assert list(objax.Jit(lin).vars().keys()) == [f'(Jit){k}' for k in names]
+    other = objax.VarCollection({'x': objax.TrainVar(jn.zeros(1))}) + lin.vars()
+    assert list(objax.Jit(lin, other).vars().keys()) == [f'(Jit){k}' for k in names]  # from the module
+    assert list(objax.Vectorize(lin).vars().keys()) == [f'(Vectorize){k}' for k in names]
+    assert list(objax.Parallel(lin).vars('top').keys()) == [f'top(Parallel){k}' for k in names]
+
+    def loss_fn(x):
+        return lin(x).sum()
+    assert list(objax.Jit(loss_fn, lin.vars()).vars().keys()) == [f'(Jit){{loss_fn}}{k}' for k in names]
+    assert list(objax.Vectorize(loss_fn, lin.vars()).vars().keys()) == [f'(Vectorize){{loss_fn}}{k}' for k in names]
+    # ForceArgs and the gradients report their collection's names unchanged.
+    assert list(objax.ForceArgs(lin, x=1).vars().keys()) == names
+    for transform in (objax.Grad, objax.GradValues, objax.Jacobian, objax.Hessian):
+        assert list(transform(loss_fn, lin.vars()).vars().keys()) == names
+
+
+def test_private_grad_values_names():
+    from objax.privacy.dpsgd import PrivateGradValues
+    lin = objax.nn.Linear(2, 1)
+    keygen = objax.random.Generator(5)
+
+    def loss(x):
+        return lin(x).mean()
+
+    gv = PrivateGradValues(loss, lin.vars(), noise_multiplier=1.0, l2_norm_clip=0.5, microbatch=1, keygen=keygen)
+    names = list(gv.vars().keys())
+    key_names = list(keygen.vars('(PrivateGradValues).keygen').keys())
+    assert names == [f'(PrivateGradValues){k}' for k in lin.vars().keys()] + key_names
+    assert len(key_names) == 1 and key_names[0].startswith('(PrivateGradValues).keygen(Generator).')
+    assert gv.vars()[key_names[0]] is keygen.vars()[list(keygen.vars().keys())[0]]
+
+
+# T2 -------------------------------------------------------------------------------------------------------------
+
+def test_grad_signatures():
+    import inspect
+    from typing import Dict, List, Tuple
+    from objax.typing import JaxArray
+
+    def f(x: JaxArray, y) -> Tuple[JaxArray, Dict[str, JaxArray]]:
+        return x.sum(), {}
+
+    vc = objax.VarCollection()
+    x_param = inspect.Parameter('x', inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=JaxArray)
+    y_param = inspect.Parameter('y', inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    assert inspect.signature(objax.Grad(f, vc)) == inspect.Signature([x_param, y_param],
+                                                                     return_annotation=List[JaxArray])
+    assert inspect.signature(objax.GradValues(f, vc)) == inspect.Signature(
+        [x_param, y_param], return_annotation=Tuple[List[JaxArray], Tuple[JaxArray, Dict[str, JaxArray]]])
+
+
+# J --------------------------------------------------------------------------------------------------------------
+
+def test_grad_values_returns_outputs_as_f_returned_them():
+    w = objax.TrainVar(jn.array([1., 2.]))
+    vc = objax.VarCollection({'w': w})
+    _, out = objax.GradValues(lambda: ((w.value ** 2).sum(), w.value[0]), vc)()
+    assert isinstance(out, tuple) and len(out) == 2 and float(out[0]) == 5. and float(out[1]) == 1.
+    _, out = objax.GradValues(lambda: [(w.value ** 2).sum()], vc)()
+    assert isinstance(out, list) and float(out[0]) == 5.
+    grads, out = objax.GradValues(lambda: (w.value ** 2).sum(), vc)()
+    assert isinstance(out, list) and len(out) == 1 and float(out[0]) == 5.
+    np.testing.assert_allclose(grads[0], [2., 4.])

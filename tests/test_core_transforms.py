@@ -29,7 +29,7 @@ def test_jit_reads_and_writes_variables():
     assert int(m.calls.value) == 2  # state written back after each call
     m.b.assign(jn.array([0., 0.]))  # change outside: next call sees it (no frozen value)
     np.testing.assert_allclose(f(x), [[1., 1.]])
-    assert list(f.vars().keys()) == ['(Affine).w', '(Affine).b', '(Affine).calls']
+    assert list(f.vars().keys()) == ['(Jit)(Affine).w', '(Jit)(Affine).b', '(Jit)(Affine).calls']
 
 
 def test_jit_function_needs_vc():

@@ -4,8 +4,8 @@ from typing import Callable, Optional, Tuple, Union
 
 import jax
 
-from objax import _state
-from objax.module import Module, _module_and_vars, _prefixed
+from objax import _repr, _state
+from objax.module import Module, _module_and_vars
 from objax.varcollection import VarCollection
 from objax.variable import RandomState
 
@@ -59,6 +59,8 @@ class Vectorize(Module):
             storage[i].reduce(x)
         return outputs
 
-    def vars(self, scope: str = '') -> VarCollection:
-        """The collection given at construction, names prefixed with `scope`."""
-        return _prefixed(self.vc, scope)
+    # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Vectorize)` + the wrapped module's.
+
+    def __repr__(self):
+        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+                f'batch_axis={self.batch_axis})')
