@@ -284,3 +284,102 @@ def test_grad_values_returns_outputs_as_f_returned_them():
     grads, out = objax.GradValues(lambda: (w.value ** 2).sum(), vc)()
     assert isinstance(out, list) and len(out) == 1 and float(out[0]) == 5.
     np.testing.assert_allclose(grads[0], [2., 4.])
+
+
+# T4 and issue 11 items 2 and 11: Vectorize arguments ----------------------------------------------------------------
+
+def _linear_and_state():
+    f = objax.nn.Linear(3, 2)
+    counter = objax.StateVar(jn.zeros(()))
+    gen = objax.random.Generator(7)
+
+    def g(x):
+        counter.value = counter.value + 1
+        return f(x[None])[0] + objax.random.normal((), generator=gen)
+
+    return f, counter, gen, g, f.vars() + objax.VarCollection({'counter': counter}) + gen.vars()
+
+
+def test_vectorize_declared_arity_is_checked_at_construction():
+    f = objax.nn.Linear(3, 2)
+    with pytest.raises(AssertionError, match='declares 2 positional parameters'):
+        objax.Vectorize(lambda x, y: f(x) + y, f.vars(), batch_axis=(0,))
+    with pytest.raises(ValueError):
+        objax.Vectorize(lambda x, y: f(x) + y, f.vars(), batch_axis=(0,))
+    objax.Vectorize(lambda x, y: f(x) + y, f.vars(), batch_axis=(0, None))  # enough axes: fine
+
+
+def test_vectorize_argument_count_is_checked_at_call():
+    f = objax.nn.Linear(3, 2)
+    x, c = jn.ones((4, 3)), jn.ones(2)
+    v = objax.Vectorize(lambda *a: f(a[0]) + a[1], f.vars(), batch_axis=(0,))  # *args declares none
+    with pytest.raises(AssertionError, match='got 2 positional arguments'):
+        v(x, c)
+    np.testing.assert_allclose(objax.Vectorize(lambda *a: f(a[0]) + a[1], f.vars(), batch_axis=(0, None))(x, c),
+                               f(x) + c, rtol=1e-6)
+
+
+def test_vectorize_empty_batch_is_refused_and_state_untouched():
+    _, counter, gen, g, vc = _linear_and_state()
+    key = np.asarray(gen.key.value)
+    v = objax.Vectorize(g, vc)
+    with pytest.raises(ValueError, match='empty batch'):
+        v(jn.zeros((0, 3)))
+    assert float(counter.value) == 0 and np.array_equal(gen.key.value, key)
+    v(jn.zeros((4, 3)))
+    assert float(counter.value) == 1  # mean of the per-example new values
+
+
+@pytest.mark.parametrize('args, batch_axis, message', [
+    ((jn.zeros((4, 3)),), (2,), r'argument 0 is of shape \(4, 3\), which has no batch axis 2'),
+    ((jn.zeros((4, 3)),), (-3,), 'no batch axis -3'),
+    ((jn.float32(1.),), (0,), 'argument 0 is a scalar, which has no batch axis 0'),
+    (({'a': jn.zeros((4, 3)), 'b': jn.float32(1.)},), (0,), r"argument 0\['b'\] is a scalar"),
+    ((jn.zeros((4, 3)), jn.zeros((5, 3))), (0, 0), r'disagree on the batch size \(argument 0: 4, argument 1: 5\)'),
+    (({},), (0,), 'holds no array'),
+])
+def test_vectorize_bad_arguments_get_clear_errors(args, batch_axis, message):
+    _, counter, gen, _, vc = _linear_and_state()
+    key = np.asarray(gen.key.value)
+    v = objax.Vectorize(lambda *a: jax.tree.leaves(a)[0].sum() + objax.random.normal((), generator=gen), vc,
+                        batch_axis=batch_axis)
+    with pytest.raises(ValueError, match=message):
+        v(*args)
+    assert np.array_equal(gen.key.value, key)  # nothing changed
+
+
+def test_vectorize_bad_batch_axis_entries():
+    with pytest.raises(TypeError, match="entries must be ints or None, got '0'"):
+        objax.Vectorize(lambda x: x, objax.VarCollection(), batch_axis=('0',))
+    with pytest.raises(TypeError, match='expected a tuple'):
+        objax.Vectorize(lambda x: x, objax.VarCollection(), batch_axis=0)
+
+
+def test_vectorize_pytree_arguments_with_a_random_state():
+    f, _, gen, _, vc = _linear_and_state()
+    x1, x2 = jn.arange(12.).reshape(4, 3), jn.arange(4.)
+
+    def pair(t):
+        return f(t[0][None])[0] + t[1] + 0 * objax.random.normal((), generator=gen)
+
+    np.testing.assert_allclose(objax.Vectorize(pair, vc)((x1, x2)), f(x1) + x2[:, None], rtol=1e-6)
+    as_dict = objax.Vectorize(lambda d: f(d['x'][None])[0] * d['s'], f.vars())
+    np.testing.assert_allclose(as_dict({'x': x1, 's': x2}), f(x1) * x2[:, None], rtol=1e-6)
+
+
+# T6 -------------------------------------------------------------------------------------------------------------
+
+def test_parallel_list_argument_of_arrays_with_different_shapes():
+    f = objax.nn.Linear(3, 2)
+    ndev = jax.device_count()
+    x1 = jn.arange(96 * 3, dtype=jn.float32).reshape(96, 3) / 100
+    x2 = jn.arange(96, dtype=jn.float32)
+
+    def g(x):
+        return f(x[0]) + x[1][:, None]
+
+    out = objax.Parallel(g, vc=f.vars())([x1, x2])
+    np.testing.assert_allclose(out, g([x1, x2]), rtol=1e-5)
+    assert out.shape == (96, 2) and ndev == 8
+    tup = objax.Parallel(lambda t: f(t['a']) * t['b'][:, None], vc=f.vars())({'a': x1, 'b': x2})
+    np.testing.assert_allclose(tup, f(x1) * x2[:, None], rtol=1e-5)

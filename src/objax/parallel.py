@@ -143,7 +143,8 @@ class Parallel(Module):
         for i, arg in enumerate(args):
             if i in static:
                 continue
-            if isinstance(arg, jax.Array) or np.ndim(arg) == 0 and not isinstance(arg, (list, tuple, dict)):
+            # Containers first: np.ndim of a list of arrays with different shapes raises.
+            if isinstance(arg, jax.Array) or not isinstance(arg, (list, tuple, dict)) and np.ndim(arg) == 0:
                 out[i] = self._place_leaf(arg, lambda: f'argument {i}')
                 continue
             paths, tree = jax.tree_util.tree_flatten_with_path(arg)
