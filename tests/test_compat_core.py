@@ -383,3 +383,66 @@ def test_parallel_list_argument_of_arrays_with_different_shapes():
     assert out.shape == (96, 2) and ndev == 8
     tup = objax.Parallel(lambda t: f(t['a']) * t['b'][:, None], vc=f.vars())({'a': x1, 'b': x2})
     np.testing.assert_allclose(tup, f(x1) * x2[:, None], rtol=1e-5)
+
+
+# N2 -------------------------------------------------------------------------------------------------------------
+
+SEQ = objax.nn.Sequential([objax.nn.Conv2D(1, 2, 3), objax.nn.BatchNorm2D(2)])
+GLOBAL_COUNTER = objax.StateVar(jn.zeros(()))
+
+
+class _Holder:
+    pass
+
+
+HOLDER = _Holder()
+HOLDER.lin = objax.nn.Linear(2, 2)
+HOLDER.scale = objax.TrainVar(jn.ones(()))
+
+
+def test_find_used_variables_names_after_python_expressions():
+    from objax.util import find_used_variables
+
+    def make_closure():
+        m = objax.nn.Sequential([objax.nn.Conv2D(1, 2, 3), objax.nn.BatchNorm2D(2)])
+        return m, (lambda x: m(x, training=True))
+
+    m, closure = make_closure()
+    vc = find_used_variables(closure)
+    assert list(vc.keys()) == ['m.' + k for k in m.vars().keys()]  # the order of m.vars() (spec L3: b before w)
+    assert {'m.(Sequential)[0](Conv2D).w', 'm.(Sequential)[0](Conv2D).b', 'm.(Sequential)[1](BatchNorm2D).running_mean',
+            'm.(Sequential)[1](BatchNorm2D).running_var', 'm.(Sequential)[1](BatchNorm2D).beta',
+            'm.(Sequential)[1](BatchNorm2D).gamma'} == set(vc.keys())
+    assert vc['m.(Sequential)[1](BatchNorm2D).running_mean'] is m[1].running_mean
+
+    def make_model():
+        model = objax.zoo.dnnet.DNNet((3, 4, 2), objax.functional.relu)
+        return model, (lambda x: model(x))
+
+    model, lam = make_model()
+    names = list(find_used_variables(lam).keys())
+    assert names == ['model.' + k for k in model.vars().keys()] and 'model.(DNNet)[0](Linear).b' in names
+
+    def uses_everything(x):
+        g = lambda y: SEQ(y, training=False)  # noqa: E731 (a module reached inside a nested lambda)
+        return g(x).sum() + HOLDER.lin(x[:, 0, 0, :2]).sum() * HOLDER.scale + GLOBAL_COUNTER.value
+
+    vc = find_used_variables(uses_everything)
+    assert list(vc.keys()) == (['SEQ.' + k for k in SEQ.vars().keys()] +
+                               ['HOLDER.lin.' + k for k in HOLDER.lin.vars().keys()] +
+                               ['HOLDER.scale', 'GLOBAL_COUNTER'])
+    assert vc['HOLDER.scale'] is HOLDER.scale and vc['GLOBAL_COUNTER'] is GLOBAL_COUNTER
+
+
+def test_auto_vars_adds_the_function_prefix():
+    def make():
+        m = ComplexModule()
+
+        def my_func(x):
+            return m(x)
+
+        return m, my_func
+
+    m, my_func = make()
+    f = objax.Function.auto_vars(my_func)
+    assert list(f.vars().keys()) == ['{my_func}m.(ComplexModule).v'] and f.vars()['{my_func}m.(ComplexModule).v'] is m.v
