@@ -11,7 +11,7 @@ from objax._array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError']
+           'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
 
 
 class AssignmentError(ValueError, AssertionError):
