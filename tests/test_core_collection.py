@@ -137,14 +137,14 @@ def test_function_and_force_args():
     p = Pair()
     f = objax.Function(lambda x: x + p.a.value, p.vars())
     np.testing.assert_array_equal(f(jn.ones(2)), np.ones(2))
-    assert list(f.vars('F').keys()) == ['F(Pair).a', 'F(Pair).s']
+    assert list(f.vars('F').keys()) == ['F{<lambda>}(Pair).a', 'F{<lambda>}(Pair).s']
     with pytest.raises(TypeError, match='vc must be a VarCollection'):
         objax.Function(lambda: 0, [p.a])
 
     @objax.Function.with_vars(p.vars())
     def g(x):
         return x * 2
-    assert isinstance(g, objax.Function) and list(g.vars().keys()) == ['(Pair).a', '(Pair).s']
+    assert isinstance(g, objax.Function) and list(g.vars().keys()) == ['{g}(Pair).a', '{g}(Pair).s']
 
     counter = objax.StateVar(jn.zeros(()))
 

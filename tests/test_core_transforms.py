@@ -31,7 +31,7 @@ def test_jit_reads_and_writes_variables():
     assert int(m.calls.value) == 2  # state written back after each call
     m.b.assign(jn.array([0., 0.]))  # change outside: next call sees it (no frozen value)
     np.testing.assert_allclose(f(x), [[1., 1.]])
-    assert list(f.vars().keys()) == ['(Affine).w', '(Affine).b', '(Affine).calls']
+    assert list(f.vars().keys()) == ['(Jit)(Affine).w', '(Jit)(Affine).b', '(Jit)(Affine).calls']
 
 
 def test_jit_function_needs_vc():
@@ -221,7 +221,7 @@ def test_vectorize_batch_axis_and_shared_variables():
     assert int(m.calls.value) == 1  # per-example counts (all 1) merged by mean
     g = objax.Vectorize(lambda x: x.sum(), objax.VarCollection(), batch_axis=(1,))
     np.testing.assert_allclose(g(jn.ones((3, 5))), 3 * np.ones(5))
-    with pytest.raises(ValueError, match='got 3 arguments but batch_axis'):
+    with pytest.raises(ValueError, match='got 3 positional arguments but batch_axis'):
         f(x, 1.0, 2.0)
     with pytest.raises(ValueError, match='disagree on the batch size'):
         objax.Vectorize(lambda a, b: a + b, objax.VarCollection(), batch_axis=(0, 0))(jn.ones(2), jn.ones(3))

@@ -21,24 +21,23 @@ def test_trainvar_value_read_only_names_variable():
 
 
 @pytest.mark.parametrize('cls', [objax.TrainVar, objax.StateVar])
-def test_assign_checks_shape_and_dtype(cls):
+def test_assign_checks_shape_only(cls):
     v = cls(jn.zeros((2, 3)))
     with pytest.raises(ValueError, match=r'shape \(3, 2\) does not match the variable shape \(2, 3\)'):
         v.assign(jn.zeros((3, 2)))
-    with pytest.raises(ValueError, match='dtype int32 does not match the variable dtype float32'):
-        v.assign(jn.zeros((2, 3), dtype=jn.int32))
-    np.testing.assert_array_equal(v.value, np.zeros((2, 3)))  # unchanged after refusals
+    np.testing.assert_array_equal(v.value, np.zeros((2, 3)))  # unchanged after the refusal
     v.assign(jn.ones((2, 3)))
     np.testing.assert_array_equal(v.value, np.ones((2, 3)))
+    v.assign(jn.full((2, 3), 7, dtype=jn.int32))  # Objax 1.8 checks the shape only (decision B3)
+    assert v.dtype == jn.int32
     v.assign(jn.ones((3, 2)), check=False)  # explicit opt-out
     assert v.shape == (3, 2)
 
 
-def test_statevar_setter_checks_too():
+def test_statevar_setter_checks_nothing():
     v = objax.StateVar(jn.zeros(2))
-    with pytest.raises(ValueError, match='shape'):
-        v.value = jn.zeros(3)
-    assert v.shape == (2,)
+    v.value = jn.zeros(3)
+    assert v.shape == (3,)
 
 
 def test_assign_rejects_non_arrays():
@@ -64,8 +63,8 @@ def test_reduce():
     v.reduce(jn.array([[1., 2.], [3., 4.]]))
     np.testing.assert_allclose(v.value, [2., 3.])
     r = objax.RandomState(0)
-    r.reduce(jn.array([[1, 2], [3, 4]], dtype=jn.uint32))
-    np.testing.assert_array_equal(r.value, [1, 2])
+    r.reduce(jn.array([[1, 2], [3, 4]], dtype=jn.uint32))  # a RandomState has no reduce (Objax 1.8)
+    np.testing.assert_array_equal(r.value, [0, 0])
     t = objax.TrainVar(jn.zeros(2), reduce=lambda x: x.max(0))
     t.reduce(jn.array([[1., 5.], [3., 4.]]))
     np.testing.assert_allclose(t.value, [3., 5.])
@@ -130,9 +129,9 @@ def test_repr_is_useful():
 
     net = Net()
     net.vars()
-    assert repr(net.w) == "TrainVar(shape=(10, 10), dtype=float32, reduce=reduce_mean, name='(Net).w')"
-    assert repr(net.s).startswith('StateVar(Array([0, 1, 2], dtype=int32)')
-    assert 'TrainRef' in repr(objax.TrainRef(net.w))
+    assert repr(net.w) == f'objax.TrainVar({jn.zeros((10, 10))!r}, reduce=reduce_mean)'
+    assert repr(net.s) == 'objax.StateVar(Array([0, 1, 2], dtype=int32), reduce=reduce_mean)'
+    assert repr(objax.TrainRef(net.w)) == f'objax.TrainRef(ref={net.w!r})'
 
 
 def test_unknown_attribute_error_is_clear():

@@ -92,7 +92,7 @@ def test_no_noise_and_huge_clip_equals_gradvalues():
                                batch_axis=(0, 0))
         grads, outputs = gv(x, y)
         assert len(grads) == len(want_grads) == 4 and len(outputs) == 2
-        for g, w in zip(grads + outputs, want_grads + want_outputs):
+        for g, w in zip(grads + list(outputs), want_grads + list(want_outputs)):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 

@@ -2,7 +2,8 @@
 
 from objax._trace import VariableOutsideCollectionError, VariableOutsideCollectionWarning
 from objax.constants import ConvPadding, Interpolate
-from objax.variable import BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState, reduce_mean
+from objax.variable import (AssignmentError, BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState,
+                            reduce_mean)
 from objax.varcollection import VarCollection
 from objax.module import Module, ModuleList, Function, ForceArgs
 from objax.jit import Jit
@@ -13,10 +14,10 @@ from objax import random, typing
 
 __version__ = '2.0.0.dev0'
 
-__all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad', 'GradValues',
-           'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random', 'typing',
-           'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
+__all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState',
+           'reduce_mean', 'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad',
+           'GradValues', 'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random',
+           'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
 
 
 def __getattr__(name):

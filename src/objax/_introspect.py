@@ -1,8 +1,9 @@
 """Finding the variables a plain function refers to, through its globals, closure and bound `self`."""
 
+import dis
 import inspect
 import types
-from typing import Callable
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from objax.module import Module
 from objax.varcollection import VarCollection
@@ -10,63 +11,110 @@ from objax.variable import BaseVar
 
 __all__ = ['find_used_variables']
 
+_ROOTS = ('LOAD_GLOBAL', 'LOAD_NAME', 'LOAD_DEREF', 'LOAD_CLASSDEREF')
+_ATTRIBUTES = ('LOAD_ATTR', 'LOAD_METHOD')
+_MISSING = object()
 
-def _code_names(code: types.CodeType):
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
+
+def _chains(code: types.CodeType, self_name: str = '') -> Iterator[Tuple[str, ...]]:
+    """The name chains `a.b.c` that `code` (and the lambdas/functions nested in it) reads, in order of first
+    use, as tuples ('a', 'b', 'c'). A chain starts at a global or closure name (or at `self_name`, a bound
+    method's first parameter) and goes on through attribute reads."""
+    chain = None
+    for ins in dis.get_instructions(code):
+        if ins.opname in _ATTRIBUTES and chain is not None:
+            chain.append(ins.argval)
+            continue
+        if chain is not None:
+            yield tuple(chain)
+            chain = None
+        if ins.opname in _ROOTS or (self_name and ins.opname == 'LOAD_FAST' and ins.argval == self_name):
+            chain = [ins.argval]
+        elif ins.opname == 'LOAD_CONST' and isinstance(ins.argval, types.CodeType):  # a nested lambda/function
+            yield from _chains(ins.argval)
+    if chain is not None:
+        yield tuple(chain)
+
+
+def _getattr(value: Any, name: str) -> Any:
+    try:
+        return getattr(value, name)
+    except Exception:  # a property that fails, a lazy attribute...: not a path to a variable
+        return _MISSING
 
 
 def find_used_variables(fn: Callable, scope: str = '') -> VarCollection:
-    """Variables reachable from the names `fn` uses (globals, closure cells, `self` of a bound method),
-    following the functions it calls. Names are the Python names, e.g. `model(Linear).w` or `counter`."""
+    """Variables that `fn` reaches by name, named after the Python expression that reaches them.
+
+    A module reached by name `n` (a global, a closure cell, also inside lambdas nested in fn) contributes
+    `n.vars(scope=n + '.')`, e.g. `m.(Sequential)[0](Conv2D).w`; a variable reached by name `v` is named `v`;
+    an attribute chain `a.b` of other objects is named by its text (`a.b` for a variable, prefix `a.b.` for a
+    module). Functions that fn calls and that are defined in the same Python module are followed. A bound
+    method reaches its object by its first parameter's name (usually `self`); a Module gives its own vars().
+
+    Args:
+        fn: a function, bound method, Module or callable object.
+        scope: a prefix for every name.
+
+    Returns:
+        A VarCollection with each variable once, under the first name found.
+    """
     vc = VarCollection()
-    seen = set()
+    seen_modules, seen_functions = set(), set()
 
-    def add(name: str, value):
+    def add(name: str, value: Any) -> None:
         if isinstance(value, BaseVar):
-            if id(value) not in {id(v) for v in vc.values()}:
-                vc.update([(name, value)])
-        elif isinstance(value, Module):
-            if id(value) in seen:
-                return
-            seen.add(id(value))
+            if id(value) not in {id(v) for v in vc.values()} and name not in vc:
+                vc[name] = value
+        elif isinstance(value, Module) and id(value) not in seen_modules:
+            seen_modules.add(id(value))
             known = {id(v) for v in vc.values()}
-            vc.update((k, v) for k, v in value.vars(scope=name).items() if id(v) not in known)
-        elif inspect.ismethod(value):
-            add(f'{name}.__self__', value.__self__)
-            visit(value.__func__, name)
-        elif inspect.isfunction(value):
-            visit(value, name)
+            vc.update((k, v) for k, v in value.vars(scope=name + '.').items() if id(v) not in known and k not in vc)
 
-    def visit(f, prefix: str):
-        if id(f) in seen:
+    def resolve(chain: Tuple[str, ...], value: Any, f: types.FunctionType) -> None:
+        for depth in range(len(chain)):
+            if depth:
+                value = _getattr(value, chain[depth])
+                if value is _MISSING:
+                    return
+            if isinstance(value, (BaseVar, Module)):
+                add(scope + '.'.join(chain[:depth + 1]), value)
+                return
+            if inspect.isfunction(value):
+                # Only follow functions defined next to `f`, not library code.
+                if depth == 0 and value.__module__ == f.__module__:
+                    visit(value)
+                return
+
+    def visit(f: types.FunctionType, bound: Any = _MISSING) -> None:
+        if id(f) in seen_functions:
             return
-        seen.add(id(f))
+        seen_functions.add(id(f))
         code = f.__code__
-        module = getattr(f, '__module__', None)
-        for n in sorted(_code_names(code)):
-            if n in f.__globals__:
-                value = f.__globals__[n]
-                # Only follow functions defined next to `fn`, not library code.
-                if inspect.isfunction(value) and value.__module__ != module:
-                    continue
-                add(scope + n, value)
+        cells: Dict[str, Any] = {}
         for n, cell in zip(code.co_freevars, f.__closure__ or ()):
             try:
-                add(scope + n, cell.cell_contents)
+                cells[n] = cell.cell_contents
             except ValueError:  # empty cell
                 pass
+        self_name = code.co_varnames[0] if bound is not _MISSING and code.co_argcount else ''
+        for chain in _chains(code, self_name):
+            root = chain[0]
+            if root == self_name:
+                value = bound
+            elif root in cells:
+                value = cells[root]
+            else:
+                value = f.__globals__.get(root, _MISSING)
+            if value is not _MISSING:
+                resolve(chain, value, f)
 
     if isinstance(fn, Module):
-        add(scope + type(fn).__name__, fn)
-    elif inspect.ismethod(fn):
-        add(scope + 'self', fn.__self__)
-        visit(fn.__func__, '')
+        vc.update(fn.vars(scope))
+    elif inspect.ismethod(fn) and inspect.isfunction(fn.__func__):
+        visit(fn.__func__, fn.__self__)
     elif inspect.isfunction(fn):
-        visit(fn, '')
-    elif callable(fn) and hasattr(fn, '__call__') and inspect.ismethod(fn.__call__):
-        add(scope + 'self', fn)
+        visit(fn)
+    elif inspect.isfunction(getattr(type(fn), '__call__', None)):  # a callable object
+        visit(type(fn).__call__, fn)
     return vc

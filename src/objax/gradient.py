@@ -1,10 +1,12 @@
 """Derivatives of modules and functions with respect to their TrainVars (and optionally inputs)."""
 
-from typing import Callable, List, Optional, Tuple, Union
+import inspect
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import jax
 
-from objax import _state
+from objax import _repr, _state
+from objax.typing import JaxArray
 from objax.module import Function, Module, _prefixed
 from objax.varcollection import VarCollection
 from objax.variable import TrainVar
@@ -12,8 +14,19 @@ from objax.variable import TrainVar
 __all__ = ['Grad', 'GradValues', 'Jacobian', 'Hessian']
 
 
-def _as_list(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+def _as_list(outputs) -> Union[list, tuple]:
+    """f's outputs as f returned them when a list or tuple (as in Objax 1.8), else a one-element list."""
+    return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _signature_returning(f: Callable, returns: Callable[[Any], Any]) -> Optional[inspect.Signature]:
+    """f's signature with the return annotation `returns(f's return annotation)` (None if unreadable)."""
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+    annotation = signature.return_annotation
+    return signature.replace(return_annotation=returns(Any if annotation is inspect.Signature.empty else annotation))
 
 
 class _DerivativeBase(Module):
@@ -75,14 +88,24 @@ class _DerivativeBase(Module):
             out.update((k, v) for k, v in extra if k not in out)
         return out
 
+    def __repr__(self):
+        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+                f'input_argnums={self.input_argnums or None})')
+
 
 class GradValues(_DerivativeBase):
     """`GradValues(f, vc)(*args)` returns `(grads, outputs)`: the gradients of f's first output w.r.t. the
-    inputs in `input_argnums` then vc's TrainVars (a list), and f's outputs as a list."""
+    inputs in `input_argnums` then vc's TrainVars (a list), and f's outputs as f returned them (a tuple or a
+    list; a single output that is neither becomes a one-element list)."""
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(jax.grad, f, variables, input_argnums)
+
+    @property
+    def __signature__(self) -> Optional[inspect.Signature]:
+        """f's parameters, returning `Tuple[List[JaxArray], <f's return annotation>]`."""
+        return _signature_returning(self.__wrapped__, lambda returns: Tuple[List[JaxArray], returns])
 
     def __call__(self, *args, **kwargs) -> Tuple[List, List]:
         return self._evaluate(args, kwargs)
@@ -94,6 +117,11 @@ class Grad(_DerivativeBase):
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(jax.grad, f, variables, input_argnums)
+
+    @property
+    def __signature__(self) -> Optional[inspect.Signature]:
+        """f's parameters, returning `List[JaxArray]`."""
+        return _signature_returning(self.__wrapped__, lambda returns: List[JaxArray])
 
     def __call__(self, *args, **kwargs) -> List:
         return self._evaluate(args, kwargs)[0]

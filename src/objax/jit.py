@@ -5,8 +5,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _state, _structure
-from objax.module import Module, _module_and_vars, _owner_label, _prefixed
+from objax import _repr, _state, _structure
+from objax.module import Module, _module_and_vars, _owner_label
 from objax.varcollection import VarCollection
 
 __all__ = ['Jit']
@@ -70,9 +70,8 @@ class Jit(Module):
             pure.write(changes)
         return outputs
 
-    def vars(self, scope: str = '') -> VarCollection:
-        """The collection the function was compiled with, names prefixed with `scope`."""
-        return _prefixed(self.vc, scope)
+    # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 
     def __repr__(self):
-        return f'{type(self).__name__}(f={self.__wrapped__!r}, static_argnums={self.static_argnums or None})'
+        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+                f'static_argnums={self.static_argnums or None})')

@@ -1,13 +1,14 @@
 """Modules: plain Python objects whose variables (and sub-modules' variables) `vars()` collects by name."""
 
+import inspect
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from objax import _structure
+from objax import _repr, _structure
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar
 
-__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs']
+__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Parallel', 'Vectorize']
 
 
 class _CollectingIds(threading.local):
@@ -50,12 +51,14 @@ class Module:
     """A container of variables and sub-modules with methods that use them."""
 
     def vars(self, scope: str = '') -> VarCollection:
-        """All variables of this module and its sub-modules, named `scope(Class).attribute...`."""
+        """All variables of this module and its sub-modules, named `scope(Class).attribute...`.
+
+        Attributes are walked in insertion order; a module held in the attribute `__wrapped__` is named without
+        the attribute name (`scope(Class)(Wrapped)...`), as in Objax 1.8.
+        """
         vc = VarCollection()
         with _Collecting(self, scope):
-            prefix = f'{scope}({type(self).__name__}).'
-            for k, v in self.__dict__.items():
-                _add(vc, prefix + k, v)
+            _add_attributes(vc, f'{scope}({type(self).__name__})', self.__dict__)
         return vc
 
     def __call__(self, *args, **kwargs):
@@ -74,19 +77,20 @@ class Module:
             _structure.bump()
         object.__delattr__(self, name)
 
+    def __repr__(self):
+        return f'{_repr.class_path(self)}()'
+
 
 class ModuleList(Module, list):
     """A list whose variables and modules are seen by vars() (a plain list's are not)."""
 
     def vars(self, scope: str = '') -> VarCollection:
-        """Variables of the list items, named `scope(ModuleList)[i]...`, then of any attributes."""
+        """Variables of the list items, named `scope(ModuleList)[i]...` (other attributes are not collected)."""
         vc = VarCollection()
         with _Collecting(self, scope):
             prefix = f'{scope}({type(self).__name__})'
             for i, v in enumerate(self):
                 _add(vc, f'{prefix}[{i}]', v)
-            for k, v in self.__dict__.items():
-                _add(vc, f'{prefix}.{k}', v)
         return vc
 
     def __getitem__(self, key: Union[int, slice]):
@@ -96,8 +100,7 @@ class ModuleList(Module, list):
         return value
 
     def __repr__(self):
-        body = ',\n'.join('  ' + repr(v).replace('\n', '\n  ') for v in self)
-        return f'{type(self).__name__}([\n{body}\n])' if len(self) else f'{type(self).__name__}([])'
+        return _list_repr(self)
 
     def _changed(self):
         if _structure.is_seen(self):
@@ -175,13 +178,14 @@ class Function(Module):
         if not isinstance(vc, VarCollection):
             raise TypeError(f'Function(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
         self.__wrapped__ = f
-        self.vc = vc
+        self.vc = _function_collection(f, vc)
 
     def __call__(self, *args, **kwargs):
         return self.__wrapped__(*args, **kwargs)
 
     def vars(self, scope: str = '') -> VarCollection:
-        """The collection given at construction, each name prefixed with `scope`."""
+        """The collection given at construction with each name prefixed by `{f.__name__}` (when f has a
+        `__name__`), then by `scope`."""
         return _prefixed(self.vc, scope) if scope else VarCollection(self.vc)
 
     @staticmethod
@@ -196,7 +200,7 @@ class Function(Module):
         return Function(f, find_used_variables(f))
 
     def __repr__(self):
-        return f'{type(self).__name__}(f={getattr(self.__wrapped__, "__qualname__", self.__wrapped__)!r})'
+        return f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)})'
 
 
 class ForceArgs(Module):
@@ -212,6 +216,10 @@ class ForceArgs(Module):
         self.forced_kwargs: Dict[str, Any] = kwargs
 
     def __call__(self, *args, **kwargs):
+        """Calls the wrapped module with the forced arguments replacing those given, by position or keyword."""
+        if args and self.forced_kwargs:
+            args, kwargs = _force_positional(self.__wrapped__, args, kwargs, self.forced_kwargs)
+            return self.__wrapped__(*args, **kwargs)
         return self.__wrapped__(*args, **{**kwargs, **self.forced_kwargs})
 
     def vars(self, scope: str = '') -> VarCollection:
@@ -223,15 +231,12 @@ class ForceArgs(Module):
     @staticmethod
     def undo(module: Module, **kwargs):
         """Removes forced arguments in `module`'s tree, in place: all of them, or those matching kwargs
-        (`name=value`, or `name=ForceArgs.ANY` for any value). Wrappers left with nothing to force go away."""
+        (`name=value`, or `name=ForceArgs.ANY` for any value), including those of `module` itself when it is a
+        ForceArgs (it then stays a ForceArgs, possibly forcing nothing). Wrappers held in attributes or
+        ModuleLists that are left with nothing to force are replaced by the module they wrap."""
 
         def strip(wrapper: 'ForceArgs'):
-            if not kwargs:
-                wrapper.forced_kwargs = {}
-            else:
-                for k, v in kwargs.items():
-                    if k in wrapper.forced_kwargs and (v is ForceArgs.ANY or wrapper.forced_kwargs[k] == v):
-                        del wrapper.forced_kwargs[k]
+            _drop_forced(wrapper, kwargs)
             inner = unwrap(wrapper.__wrapped__)
             wrapper.__wrapped__ = inner
             return inner if not wrapper.forced_kwargs else wrapper
@@ -256,12 +261,73 @@ class ForceArgs(Module):
                     if isinstance(v, Module):
                         list.__setitem__(m, i, unwrap(v))
 
+        if isinstance(module, ForceArgs):
+            _drop_forced(module, kwargs)
         visit(module)
         _structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
 
     def __repr__(self):
-        forced = ', '.join(f'{k}={v!r}' for k, v in self.forced_kwargs.items())
-        return f'{type(self).__name__}({self.__wrapped__!r}, {forced})'
+        forced = ''.join(f', {k}={v!r}' for k, v in self.forced_kwargs.items())
+        return f'{_repr.class_path(self)}(module={_repr.function_repr(self.__wrapped__)}{forced})'
+
+
+def _drop_forced(wrapper: ForceArgs, filters: Dict[str, Any]) -> None:
+    """Removes the forced arguments of `wrapper` that match `filters` (all of them when there are none)."""
+    if not filters:
+        wrapper.forced_kwargs = {}
+        return
+    for k, v in filters.items():
+        if k in wrapper.forced_kwargs and (v is ForceArgs.ANY or wrapper.forced_kwargs[k] == v):
+            del wrapper.forced_kwargs[k]
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _force_positional(f: Callable, args: tuple, kwargs: dict, forced: Dict[str, Any]) -> Tuple[list, dict]:
+    """(args, kwargs) for calling f with `forced` overriding the caller: a forced name among the first len(args)
+    positional parameters of f replaces that positional value, the others are given as keywords."""
+    args, kwargs = list(args), dict(kwargs)
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):  # no readable signature: keywords only
+        params = []
+    remaining = dict(forced)
+    for i, p in enumerate(params[:len(args)]):
+        if p.kind not in _POSITIONAL:
+            break
+        if p.name in remaining:
+            args[i] = remaining.pop(p.name)
+    kwargs.update(remaining)
+    return args, kwargs
+
+
+def _add_attributes(vc: VarCollection, prefix: str, attributes: Dict[str, Any]) -> None:
+    """Adds the variables of a module's attributes named `prefix.attribute...`; a module in `__wrapped__` is
+    named `prefix...` (no attribute name)."""
+    for k, v in attributes.items():
+        if k == '__wrapped__' and isinstance(v, Module):
+            _add(vc, prefix, v)
+        else:
+            _add(vc, f'{prefix}.{k}', v)
+
+
+def _function_collection(f: Callable, vc: VarCollection) -> VarCollection:
+    """A Function's collection: vc's names prefixed with `{f.__name__}` when f has a name (as in Objax 1.8)."""
+    name = getattr(f, '__name__', None)
+    if not isinstance(name, str):
+        return VarCollection(vc)
+    return _prefixed(vc, '{' + name + '}')
+
+
+def _list_repr(items: list) -> str:
+    """Multi-line repr `<class path>(`, one `  [i] <item>` line per item, `)`: a module item shows its repr
+    with continuation lines indented two more spaces, any other callable the function format."""
+    lines = []
+    for i, x in enumerate(items):
+        text = _repr.function_repr(x) if callable(x) and not isinstance(x, Module) else repr(x)
+        lines.append(f'  [{i}] ' + text.replace('\n', '\n  '))
+    return '\n'.join([f'{_repr.class_path(items)}('] + lines + [')'])
 
 
 _ABSENT = object()
@@ -296,3 +362,15 @@ def _module_and_vars(owner: str, f: Union[Module, Callable],
 def _owner_label(owner: str, f: Module) -> str:
     """`owner(name of the wrapped function or module class)`, for error messages."""
     return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+
+
+# Objax 1.8 defined the transforms in objax.module: `from objax.module import Jit` keeps working. They are
+# imported on first access because their own modules import this one.
+_TRANSFORMS = {'Jit': 'objax.jit', 'Parallel': 'objax.parallel', 'Vectorize': 'objax.vectorize'}
+
+
+def __getattr__(name: str):
+    if name in _TRANSFORMS:
+        import importlib
+        return getattr(importlib.import_module(_TRANSFORMS[name]), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -34,8 +34,8 @@ import numpy as np
 from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec
 
-from objax import _invariant, _replicate, _state, _structure
-from objax.module import Module, _module_and_vars, _owner_label, _prefixed
+from objax import _invariant, _repr, _replicate, _state, _structure
+from objax.module import Module, _module_and_vars, _owner_label
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import RandomState, _reduce_first, reduce_mean
@@ -164,7 +164,8 @@ class Parallel(Module):
         for i, arg in enumerate(args):
             if i in static:
                 continue
-            if isinstance(arg, jax.Array) or np.ndim(arg) == 0 and not isinstance(arg, (list, tuple, dict)):
+            # Containers first: np.ndim of a list of arrays with different shapes raises.
+            if isinstance(arg, jax.Array) or not isinstance(arg, (list, tuple, dict)) and np.ndim(arg) == 0:
                 out[i] = self._place_leaf(arg, lambda: f'argument {i}')
                 continue
             paths, tree = jax.tree_util.tree_flatten_with_path(arg)
@@ -268,10 +269,9 @@ class Parallel(Module):
                              f'{tuple(x.shape)} into shape {tuple(jn.shape(merged))}, expected {jn.shape(old)}')
         return merged.astype(old.dtype) if merged.dtype != old.dtype else merged
 
-    def vars(self, scope: str = '') -> VarCollection:
-        """The collection the function runs with, names prefixed with `scope`."""
-        return _prefixed(self.vc, scope)
+    # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Parallel)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{type(self).__name__}(f={self.__wrapped__!r}, reduce={getattr(self.reduce, "__name__", self.reduce)}, '
-                f'axis_name={self.axis_name!r}, static_argnums={self.static_argnums or None})')
+        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+                f'reduce={_repr.function_repr(self.reduce)}, axis_name={self.axis_name!r}, '
+                f'static_argnums={tuple(sorted(self.static_argnums)) or None})')

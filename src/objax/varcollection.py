@@ -5,7 +5,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 import numpy as np
 
 from objax.typing import JaxArray
-from objax.variable import BaseVar
+from objax.variable import AssignmentError, BaseVar
 
 __all__ = ['VarCollection']
 
@@ -58,7 +58,11 @@ class VarCollection(Dict[str, BaseVar]):
         return [v.value for v in self if is_a is None or isinstance(v, is_a)]
 
     def assign(self, tensors: List[JaxArray]):
-        """Assigns one tensor per distinct variable; all shapes and dtypes are checked before any write."""
+        """Assigns one tensor per distinct variable; all of them are checked (shape, array type) before any write.
+
+        Raises:
+            AssignmentError: (a ValueError and an AssertionError) naming every refused variable; nothing changes.
+        """
         variables = list(self)
         tensors = list(tensors)
         if len(tensors) != len(variables):
@@ -72,7 +76,7 @@ class VarCollection(Dict[str, BaseVar]):
             except (ValueError, TypeError) as e:
                 errors.append(f'{names[id(v)]}: {e}')
         if errors:
-            raise ValueError('VarCollection.assign refused, nothing was changed:\n  ' + '\n  '.join(errors))
+            raise AssignmentError('VarCollection.assign refused, nothing was changed:\n  ' + '\n  '.join(errors))
         for v, t in zip(variables, checked):
             v.assign(t, check=False)
 
@@ -111,6 +115,15 @@ class VarCollection(Dict[str, BaseVar]):
         print(self.__str__(max_width))
 
     def __setitem__(self, key: str, value: BaseVar):
+        """Binds `key` to the variable `value`.
+
+        Raises:
+            TypeError: `value` is not a variable.
+            ValueError: `key` is already bound to a different variable (re-binding the same one is fine).
+        """
         if not isinstance(value, BaseVar):
             raise TypeError(f'VarCollection[{key!r}] must be a variable, got {type(value).__name__}')
+        if key in self and dict.__getitem__(self, key) is not value:
+            raise ValueError(f'VarCollection[{key!r}] is already bound to a different variable; remove it first '
+                             f'(del vc[{key!r}]) or use another name')
         dict.__setitem__(self, key, value)

@@ -6,13 +6,21 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jn
 
-from objax import _trace
+from objax import _repr, _trace
 from objax._array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
 _LOCAL = _trace.LOCAL
 
-__all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean']
+__all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
+           'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
+
+
+class AssignmentError(ValueError, AssertionError):
+    """A checked `assign` got a value of another shape, or a Python list/tuple instead of an array.
+
+    Catchable as ValueError and, as in Objax 1.8, as AssertionError.
+    """
 
 
 def reduce_mean(x: JaxArray) -> JaxArray:
@@ -25,14 +33,20 @@ def _reduce_first(x: JaxArray) -> JaxArray:
 
 
 def _as_array(tensor, var: 'BaseVar'):
-    if isinstance(tensor, jax.Array):
-        return tensor
     if isinstance(tensor, BaseVar):
-        return tensor.value
-    try:
-        return jn.asarray(tensor)
-    except TypeError as e:
-        raise TypeError(f'Cannot assign a {type(tensor).__name__} to {var._label()}: expected an array') from e
+        tensor = tensor.value
+    if not isinstance(tensor, jax.Array):
+        try:
+            tensor = jn.asarray(tensor)
+        except TypeError as e:
+            raise TypeError(f'Cannot assign a {type(tensor).__name__} to {var._label()}: expected an array') from e
+    return _strong(tensor)
+
+
+def _strong(x: JaxArray) -> JaxArray:
+    """x without JAX's weak type (e.g. from a Python float): a variable's dtype never depends on what it is
+    combined with, and compiled functions see the same input types on every call."""
+    return jax.lax.convert_element_type(x, x.dtype) if x.aval.weak_type else x
 
 
 class BaseVar(ArrayOps, abc.ABC):
@@ -57,16 +71,21 @@ class BaseVar(ArrayOps, abc.ABC):
         raise NotImplementedError
 
     def assign(self, tensor: JaxArray, check: bool = True):
-        """Sets the value; with `check` the new value must have the variable's shape and dtype."""
+        """Sets the value; with `check` the new value must be an array of the variable's shape.
+
+        Raises:
+            AssignmentError: (a ValueError and an AssertionError) with `check`, for another shape or a list.
+        """
         self.value = tensor
 
     def reduce(self, tensors: JaxArray):
-        """Replaces the value by `reduce(tensors)`, merging per-device or per-example copies (axis 0)."""
+        """Replaces the value by `reduce(tensors)` unchecked (shape and dtype may change), merging per-device
+        or per-example copies stacked on axis 0; does nothing when the variable has no reduce function."""
         if self._reduce is not None:
-            merged = _as_array(self._reduce(tensors), self)
-            dtype = self._storage()._value.dtype
-            # e.g. the mean of integer counters is a float: keep the variable's dtype.
-            self.assign(merged if merged.dtype == dtype else merged.astype(dtype))
+            self.assign(self._reduce(tensors), check=False)
+
+    def __round__(self, ndigits: Optional[int] = None):
+        return round(self.value, ndigits)
 
     def _storage(self) -> 'BaseVar':
         """The variable that actually holds the data (itself, except for references)."""
@@ -77,29 +96,25 @@ class BaseVar(ArrayOps, abc.ABC):
         return f'{type(self).__name__} "{name}"' if name else type(self).__name__
 
     def _check_assign(self, tensor) -> JaxArray:
+        """`tensor` as an array after the checks of a checked assign: an array (not a Python list or tuple)
+        of the variable's shape (Objax 1.8 checks the shape only, not the dtype)."""
+        if isinstance(tensor, (list, tuple)):
+            raise AssignmentError(f'Cannot assign a {type(tensor).__name__} to {self._label()}: expected an array '
+                                  f'(e.g. jax.numpy.asarray(value))')
         tensor = _as_array(tensor, self)
         old = self._storage()._value
         if old.shape != tensor.shape:
-            raise ValueError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
-                             f'the variable shape {tuple(old.shape)}')
-        if old.dtype != tensor.dtype:
-            raise ValueError(f'Cannot assign to {self._label()}: dtype {tensor.dtype} does not match '
-                             f'the variable dtype {old.dtype}')
+            raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
+                                  f'the variable shape {tuple(old.shape)}')
         return tensor
 
     def __repr__(self):
-        try:
-            value = self._storage().__dict__['_value']
-        except KeyError:
-            return f'{type(self).__name__}(<uninitialized>)'
-        name = self.__dict__.get('_name')
-        name = f', name={name!r}' if name else ''
-        reduce = getattr(self._reduce, '__name__', repr(self._reduce))
-        if getattr(value, 'size', 0) <= 8 and not isinstance(value, jax.core.Tracer):
-            body = repr(value)
-        else:
-            body = f'shape={tuple(value.shape)}, dtype={value.dtype}'
-        return f'{type(self).__name__}({body}, reduce={reduce}{name})'
+        value = self._storage().__dict__.get('_value')
+        if value is None:
+            return f'{_repr.class_path(self)}(<uninitialized>)'
+        if self._reduce is None or isinstance(self, RandomState):
+            return f'{_repr.class_path(self)}({_repr.array_repr(value)})'
+        return f'{_repr.class_path(self)}({_repr.array_repr(value)}, reduce={_repr.function_repr(self._reduce)})'
 
 
 class _OwnValue:
@@ -145,7 +160,8 @@ class StateVar(_OwnValue, BaseState):
     """A non-trainable variable whose value can be written directly (running statistics, counters...)."""
 
     def _set_value(self, tensor: JaxArray):
-        self._write(self._check_assign(tensor))
+        # Unchecked, as in Objax 1.8: StateVar(jn.array(0)).value += 0.5 holds 0.5.
+        self._write(_as_array(tensor, self))
 
     value = property(_OwnValue._read, _set_value)
 
@@ -177,6 +193,9 @@ class TrainRef(BaseState):
     def _label(self) -> str:
         return f'TrainRef to {self.ref._label()}'
 
+    def __repr__(self):
+        return f'{_repr.class_path(self)}(ref={self.ref!r})'
+
 
 class RandomState(StateVar):
     """A random key (classic threefry, as Objax 1.x) that advances each time it is split."""
@@ -188,6 +207,10 @@ class RandomState(StateVar):
         """Resets the key to `PRNGKey(seed)`."""
         self.assign(jax.random.PRNGKey(seed))
 
+    def reduce(self, tensors: JaxArray):
+        """Does nothing: as in Objax 1.8, a random key is never merged from copies (transforms give each copy
+        its own key and advance this state themselves)."""
+
     def split(self, n: int) -> JaxArray:
         """Returns n new keys, shape (n, 2), and advances this state."""
         with jax.threefry_partitionable(False):
@@ -195,3 +218,12 @@ class RandomState(StateVar):
         self._write(keys[0])
         return keys[1:]
 
+
+
+def __getattr__(name: str):
+    # Objax 1.8 defined VarCollection here: `from objax.variable import VarCollection` keeps working. It is
+    # imported on first access because objax.varcollection imports this module.
+    if name == 'VarCollection':
+        from objax.varcollection import VarCollection
+        return VarCollection
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

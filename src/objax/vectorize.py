@@ -1,15 +1,23 @@
 """Vectorize: runs a module or function on every example of a batch (jax.vmap) with shared variables."""
 
+import inspect
+import numbers
 from typing import Callable, Optional, Tuple, Union
 
 import jax
+import numpy as np
 
-from objax import _state, _structure
-from objax.module import Module, _module_and_vars, _prefixed
+from objax import _repr, _state, _structure
+from objax.module import Module, _module_and_vars
 from objax.varcollection import VarCollection
 from objax.variable import RandomState
 
-__all__ = ['Vectorize']
+__all__ = ['Vectorize', 'ArgumentCountError']
+
+
+class ArgumentCountError(ValueError, AssertionError):
+    """Vectorize got (or its function declares) a number of positional arguments that `batch_axis` does not
+    describe. Catchable as ValueError and, as in Objax 1.8, as AssertionError."""
 
 
 class Vectorize(Module):
@@ -21,9 +29,8 @@ class Vectorize(Module):
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
         follows_module = vc is None
         f, vc = _module_and_vars('Vectorize', f, vc)
-        batch_axis = tuple(batch_axis)
-        if all(a is None for a in batch_axis):
-            raise ValueError('Vectorize: batch_axis must batch at least one argument (all entries are None)')
+        batch_axis = _checked_batch_axis(batch_axis)
+        _check_declared_arity(f, batch_axis)
         self.__wrapped__ = f
         self.vc = vc
         self.batch_axis = batch_axis
@@ -37,13 +44,7 @@ class Vectorize(Module):
         self._generation = _structure.GENERATION
 
     def __call__(self, *args):
-        if len(args) != len(self.batch_axis):
-            raise ValueError(f'Vectorize: got {len(args)} arguments but batch_axis {self.batch_axis} '
-                             f'describes {len(self.batch_axis)}')
-        sizes = {jax.numpy.shape(x)[a] for x, a in zip(args, self.batch_axis) if a is not None}
-        if len(sizes) != 1:
-            raise ValueError(f'Vectorize: batched arguments disagree on the batch size: {sorted(sizes)}')
-        n = sizes.pop()
+        n = _batch_size(args, self.batch_axis)  # validates the arguments before any variable changes
         if self._follows_module and self._generation != _structure.GENERATION:
             self._use(self.__wrapped__.vars())
         pure, random = self._pure, self._random
@@ -61,6 +62,70 @@ class Vectorize(Module):
             pure.variables[i].reduce(x)
         return outputs
 
-    def vars(self, scope: str = '') -> VarCollection:
-        """The collection given at construction, names prefixed with `scope`."""
-        return _prefixed(self.vc, scope)
+    # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Vectorize)` + the wrapped module's.
+
+    def __repr__(self):
+        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+                f'batch_axis={self.batch_axis})')
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _checked_batch_axis(batch_axis) -> Tuple[Optional[int], ...]:
+    """batch_axis as a tuple of ints or None, batching at least one argument."""
+    try:
+        batch_axis = tuple(batch_axis)
+    except TypeError:
+        raise TypeError(f'Vectorize(batch_axis=...): expected a tuple with one int (or None) per positional '
+                        f'argument, got {batch_axis!r}') from None
+    bad = [a for a in batch_axis if a is not None and (isinstance(a, bool) or not isinstance(a, numbers.Integral))]
+    if bad:
+        raise TypeError(f'Vectorize(batch_axis={batch_axis}): entries must be ints or None, got {bad[0]!r}')
+    if all(a is None for a in batch_axis):
+        raise ValueError('Vectorize: batch_axis must batch at least one argument (all entries are None)')
+    return tuple(a if a is None else int(a) for a in batch_axis)
+
+
+def _check_declared_arity(f: Callable, batch_axis: Tuple[Optional[int], ...]) -> None:
+    """Refuses a function that declares more positional parameters than batch_axis describes (as Objax 1.8)."""
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):  # unreadable signature: checked at call time only
+        return
+    declared = sum(p.kind in _POSITIONAL for p in params)
+    if declared > len(batch_axis):
+        raise ArgumentCountError(f'Vectorize: the function declares {declared} positional parameters but '
+                                 f'batch_axis={batch_axis} describes {len(batch_axis)}; give one batch axis (or None) '
+                                 f'per positional parameter')
+
+
+def _batch_size(args: tuple, batch_axis: Tuple[Optional[int], ...]) -> int:
+    """The common batch size of the batched arguments (each may be an array or a pytree of arrays), after
+    checking the argument count, that every batched leaf has its batch axis, and that the batch is not empty."""
+    if len(args) != len(batch_axis):
+        raise ArgumentCountError(f'Vectorize: got {len(args)} positional arguments but batch_axis={batch_axis} '
+                                 f'describes {len(batch_axis)}')
+    sizes = {}
+    for i, (arg, axis) in enumerate(zip(args, batch_axis)):
+        if axis is None:
+            continue
+        leaves = jax.tree_util.tree_flatten_with_path(arg)[0]
+        if not leaves:
+            raise ValueError(f'Vectorize: argument {i} is batched (batch_axis[{i}]={axis}) but holds no array')
+        for path, x in leaves:
+            label = f'argument {i}{jax.tree_util.keystr(path)}'
+            shape = np.shape(x)
+            if not -len(shape) <= axis < len(shape):
+                what = 'a scalar' if not shape else f'of shape {tuple(shape)}'
+                raise ValueError(f'Vectorize: {label} is {what}, which has no batch axis {axis} '
+                                 f'(batch_axis={batch_axis}); pass None in batch_axis for unbatched arguments')
+            sizes.setdefault(shape[axis], label)
+    if len(sizes) > 1:
+        detail = ', '.join(f'{label}: {n}' for n, label in sizes.items())
+        raise ValueError(f'Vectorize: batched arguments disagree on the batch size ({detail})')
+    n = next(iter(sizes))
+    if n == 0:
+        raise ValueError(f'Vectorize: empty batch ({sizes[0]} has 0 examples on its batch axis); nothing to '
+                         f'compute, and averaging changed variables over 0 examples would store NaN')
+    return n

@@ -1,4 +1,8 @@
-"""Small general helpers: EasyDict, class names, a do-nothing context manager, integer log2."""
+"""Small general helpers: EasyDict, class names, a do-nothing context manager, integer log2.
+
+This is also Objax 1.8's module path `objax.util.util`, which held most of objax.util: those helpers, defined in
+the sibling modules, are re-exported here.
+"""
 
 import contextlib
 import math
@@ -6,8 +10,17 @@ import numbers
 import sys
 
 from objax._introspect import find_used_variables
+from objax.util.conversion import to_interpolate, to_padding, to_tuple
+from objax.util.multihost import get_local_devices, map_to_device, multi_host_barrier
+from objax.util.renamer import Renamer
+from objax.util.signature import (args_indexes, local_kwargs, override_args_kwargs, positional_args_names, re_sign,
+                                  repr_function)
 
 __all__ = ['EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables', 'ilog2']
+# Objax 1.8's objax.util.util names defined in the sibling modules.
+__all__ += ['Renamer', 'args_indexes', 'get_local_devices', 'local_kwargs', 'map_to_device', 'multi_host_barrier',
+            'override_args_kwargs', 'positional_args_names', 're_sign', 'repr_function', 'to_interpolate',
+            'to_padding', 'to_tuple']
 
 
 class EasyDict(dict):

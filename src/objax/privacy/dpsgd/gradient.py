@@ -6,7 +6,7 @@ from typing import Callable, List, Optional, Tuple
 import jax
 import jax.numpy as jn
 
-from objax import _state
+from objax import _repr, _state
 from objax.gradient import GradValues
 from objax.module import Function, Module, _prefixed
 from objax.random import DEFAULT_GENERATOR, Generator, normal
@@ -142,9 +142,17 @@ class PrivateGradValues(Module):
         return grads, outputs
 
     def vars(self, scope: str = '') -> VarCollection:
-        """The differentiated collection (plus f's other variables) and the noise generator's key."""
-        out = _prefixed(self.vc, scope)
+        """The differentiated collection (plus f's other variables) named `scope(PrivateGradValues)` + name, then
+        the noise generator's key `scope(PrivateGradValues).keygen(Generator)...`, as in Objax 1.8."""
+        prefix = f'{scope}({type(self).__name__})'
+        out = _prefixed(self.vc, prefix)
         known = {id(v) for v in out.values()}
-        keygen = self.keygen.vars(f'{scope}({type(self).__name__}).keygen')
+        keygen = self.keygen.vars(f'{prefix}.keygen')
         out.update((k, v) for k, v in keygen.items() if id(v) not in known)
         return out
+
+    def __repr__(self):
+        cls = type(self)
+        return (f'{cls.__module__}.{cls.__qualname__}(f={_repr.module_or_function_repr(self.gv.__wrapped__)}, '
+                f'noise_multiplier={self.noise_multiplier}, l2_norm_clip={self.l2_norm_clip}, '
+                f'microbatch={self.microbatch}, batch_axis={self.batch_axis})')
