@@ -195,7 +195,9 @@ def test_errors(tmp_path):
     (jn.ones((2, 2)), Reducer.FIRST, ValueError, r"Reducer.FIRST keeps a value of shape \(2, 2\)"),
     (np.array(['a']), Reducer.MEAN, TypeError, 'got an array of dtype <U1'),
     (1 + 2j, Reducer.MEAN, TypeError, 'got a complex'),
-    (None, Reducer.MEAN, TypeError, 'got a NoneType')])
+    (None, Reducer.MEAN, TypeError, 'got a NoneType'),
+    ([1.0, 'x'], Reducer.MEAN, TypeError, 'got a list'),
+    ([[1.0], [2.0, 3.0]], Reducer.MEAN, TypeError, 'got a list')])
 def test_bad_scalar_is_refused_by_write_and_nothing_is_lost(tmp_path, value, reduce, error, match):
     """Issue 11.4: validated on the caller's thread; the caller keeps the Summary, the valid tags are written."""
     with SummaryWriter(str(tmp_path)) as writer:
@@ -226,6 +228,8 @@ def test_scalar_shapes_that_reduce_to_one_number_are_accepted(tmp_path):
         s.scalar('flag', True)
         s.scalar('count', np.int64(7))
         s.scalar('half', jn.bfloat16(1.5))
+        s.scalar('list', [jn.float32(2.0)])  # Objax 1.8 programs pass the list a GradValues returns
+        s.scalar('list', [4.0])
         writer.write(s, 0)
         s2 = Summary()
         s2.scalar('mixed', np.ones(2))
@@ -237,7 +241,7 @@ def test_scalar_shapes_that_reduce_to_one_number_are_accepted(tmp_path):
     acc = read(tmp_path)
     assert scalars(acc, 'batch') == [(0, 4.0)] and scalars(acc, 'one') == [(0, 3.0)]
     assert scalars(acc, 'flag') == [(0, 1.0)] and scalars(acc, 'count') == [(0, 7.0)]
-    assert scalars(acc, 'half') == [(0, 1.5)]
+    assert scalars(acc, 'half') == [(0, 1.5)] and scalars(acc, 'list') == [(0, 3.0)]
 
 
 def test_failing_custom_reducer_loses_only_its_tag(tmp_path):

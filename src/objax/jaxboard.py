@@ -135,8 +135,14 @@ def _check_scalar(tag: str, value: DelayedScalar, step: int):
             shapes.append(())
             continue
         dtype, shape = getattr(v, 'dtype', None), getattr(v, 'shape', None)
-        if dtype is None or shape is None or not _numeric(np.dtype(dtype)):
-            kind = f'an array of dtype {dtype}' if dtype is not None else f'a {type(v).__name__}'
+        if dtype is None or shape is None:  # a list of numbers, say: what numpy would make of it
+            try:
+                as_array = np.asarray(v)
+            except Exception:  # noqa: BLE001 - ragged lists and the like: refused below
+                as_array = np.asarray(None)
+            dtype, shape = as_array.dtype, as_array.shape
+        if not _numeric(np.dtype(dtype)):
+            kind = f'a {type(v).__name__}' if getattr(v, 'dtype', None) is None else f'an array of dtype {dtype}'
             raise TypeError(f'{where}: expected real numbers or numeric arrays, got {kind}: {v!r:.60}')
         shapes.append(tuple(shape))
     if value.reduce in (Reducer.FIRST, Reducer.LAST):
