@@ -61,5 +61,8 @@ def test_check_assigned():
     check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match=r'shape \(3, 2\).*shape \(2, 3\)'):
         check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((3, 2)))
+    with pytest.raises(AssertionError, match=r'shape \(3, 2\)'):  # Objax 1.8 raised AssertionError
+        check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((3, 2)))
+    check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((2, 3), jn.int32))  # dtype not checked
     with pytest.raises(ValueError, match='must be arrays'):
         check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), [[0, 0, 0], [0, 0, 0]])

@@ -151,6 +151,19 @@ def test_renamer_applies_to_stored_names(tmp_path):
     assert_same(c.vars(), before)
 
 
+def test_renamer_spec_example(tmp_path):
+    """objax18_behaviour.md IO1, verbatim: '(MyConv2D).w/b' in the file load into b's '(Conv2D).w/b'."""
+    a, b = objax.nn.Conv2D(2, 4, 3), objax.nn.Conv2D(2, 4, 3)
+    a.b.assign(jn.arange(4, dtype=jn.float32).reshape(a.b.value.shape))
+    path = str(tmp_path / 'a.npz')
+    save_var_collection(path, a.vars().rename(objax.util.Renamer({'(Conv2D)': '(MyConv2D)'})))
+    with np.load(path) as data:
+        assert sorted(data['names'].tolist()) == ['(MyConv2D).b', '(MyConv2D).w']
+    load_var_collection(path, b.vars(), renamer=objax.util.Renamer({'(MyConv2D)': '(Conv2D)'}))
+    np.testing.assert_array_equal(b.w.value, a.w.value)
+    np.testing.assert_array_equal(b.b.value, a.b.value)
+
+
 def test_entries_matching_no_variable_are_ignored_unless_strict(tmp_path):
     """B3: a model loads from a model + optimizer checkpoint; strict=True refuses the extra entries."""
     net = Net(4)

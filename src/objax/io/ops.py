@@ -1,7 +1,7 @@
 """Saving and loading a VarCollection as an .npz archive in Objax 1.8's layout (`names` + '0', '1', ...)."""
 
 import os
-from typing import IO, BinaryIO, Callable, Dict, Optional, Union
+from typing import IO, BinaryIO, Callable, Optional, Union
 
 import numpy as np
 
