@@ -203,11 +203,17 @@ class _State:
         self.queue = queue.Queue(queue_size)
         self.logdir = logdir
         self.errors: List[str] = []  # failures not yet reported to the caller
+        self.lock = threading.Lock()
         self.closed = False
         self.caller_reports = False  # close() reports the errors itself; at exit they go to stderr
 
+    def add_errors(self, errors: List[str]):
+        with self.lock:
+            self.errors += errors
+
     def take_errors(self) -> List[str]:
-        errors, self.errors = self.errors, []
+        with self.lock:
+            errors, self.errors = self.errors, []
         return errors
 
 
@@ -223,9 +229,9 @@ def _work(state: _State):
             else:
                 errors = []
                 state.writer.add_event(_event(*item, errors))
-                state.errors += errors
+                state.add_errors(errors)
         except Exception as e:  # noqa: BLE001 - reported by the next write/flush/close, or at exit
-            state.errors.append(f'{type(e).__name__}: {e}')
+            state.add_errors([f'{type(e).__name__}: {e}'])
         finally:
             state.queue.task_done()
 
@@ -241,7 +247,7 @@ def _shutdown(state: _State, thread: threading.Thread):
     try:
         state.writer.close()
     except Exception as e:  # noqa: BLE001
-        state.errors.append(f'closing the event file: {type(e).__name__}: {e}')
+        state.add_errors([f'closing the event file: {type(e).__name__}: {e}'])
     if not state.caller_reports and state.errors:
         lines = '\n  '.join(state.take_errors())
         sys.stderr.write(f'objax.jaxboard.SummaryWriter({state.logdir!r}): some summaries were not written:\n'
