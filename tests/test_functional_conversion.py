@@ -36,8 +36,12 @@ def test_to_tuple():
     assert to_tuple(0.5, 3) == (0.5, 0.5, 0.5)
     assert to_tuple((1, 2), 2) == (1, 2)
     assert to_tuple([4, 5, 6], 3) == (4, 5, 6)
-    with pytest.raises(ValueError, match='sequence of 2 numbers, got 3 values'):
-        to_tuple((1, 2, 3), 2)
+    # objax18_behaviour.md U3: tuples unchanged and other iterables as tuples, whatever their length.
+    assert to_tuple((1, 2), 3) == (1, 2)
+    assert to_tuple([1, 2], 3) == (1, 2)
+    assert to_tuple(1.5, 3) == (1.5, 1.5, 1.5)
+    assert to_tuple((1, 2, 3), 2) == (1, 2, 3)
+    assert to_tuple(range(2), 5) == (0, 1)
     with pytest.raises(TypeError, match='number or a sequence'):
         to_tuple(None, 2)
 
@@ -57,5 +61,8 @@ def test_check_assigned():
     check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match=r'shape \(3, 2\).*shape \(2, 3\)'):
         check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((3, 2)))
+    with pytest.raises(AssertionError, match=r'shape \(3, 2\)'):  # Objax 1.8 raised AssertionError
+        check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((3, 2)))
+    check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), jn.ones((2, 3), jn.int32))  # dtype not checked
     with pytest.raises(ValueError, match='must be arrays'):
         check.assert_assigned_type_and_shape_match(jn.zeros((2, 3)), [[0, 0, 0], [0, 0, 0]])

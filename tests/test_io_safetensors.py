@@ -67,8 +67,9 @@ def test_torch_style_file_loads_with_renamer(tmp_path):
     safetensors.numpy.save_file(tensors, path, metadata={'format': 'pt'})
     model = Block(5)
     model.half = objax.StateVar(jn.zeros(2, jn.float32))
-    renamer = objax.util.Renamer([(r'^\(Block\)\.', 'layer.'), (r'\.w$', '.weight'), (r'\.b$', '.bias'),
-                                  (r'\.steps$', '.num_batches_tracked'), (r'\.half$', '.scale')])
+    # The renamer maps the names stored in the file to the collection's names (as load_var_collection does).
+    renamer = objax.util.Renamer([(r'^layer\.', '(Block).'), (r'\.weight$', '.w'), (r'\.bias$', '.b'),
+                                  (r'\.num_batches_tracked$', '.steps'), (r'\.scale$', '.half')])
     load_safetensors(path, model.vars(), renamer=renamer)
     np.testing.assert_array_equal(model.w.value, tensors['layer.weight'])
     np.testing.assert_array_equal(model.b.value, tensors['layer.bias'])
@@ -133,6 +134,13 @@ def test_extra_tensor_is_reported_with_the_rest(tmp_path):
     safetensors.numpy.save_file({**tensors, 'lm_head.weight': np.zeros(2, np.float32)}, path)
     model = Block(2)
     before = arrays(model.vars())
-    with pytest.raises(ValueError, match=r"(?s)missing from the file: '\(Block\)\.half'.*unexpected.*'lm_head"):
+    with pytest.raises(ValueError, match=r"(?s)missing from the file: '\(Block\)\.half'.*unused in the file: 'lm_head"):
         load_safetensors(path, model.vars())
     assert_same(model.vars(), before)
+    tensors['(Block).half'] = np.asarray(Block(1).half.value)
+    safetensors.numpy.save_file({**tensors, 'lm_head.weight': np.zeros(2, np.float32)}, path)
+    with pytest.raises(ValueError, match=r"unexpected in the file \(no variable of that name\): 'lm_head"):
+        load_safetensors(path, model.vars(), strict=True)
+    assert_same(model.vars(), before)
+    load_safetensors(path, model.vars())  # extra tensors are ignored by default
+    assert_same(model.vars(), arrays(Block(1).vars()))

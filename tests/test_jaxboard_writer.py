@@ -65,7 +65,8 @@ def test_png_encoding_matches_float_and_uint8_conventions():
     chw = np.stack([np.linspace(-1, 1, 12).reshape(3, 4), np.zeros((3, 4)), np.full((3, 4), 2.0)])
     s.image('f', chw.astype(np.float32))
     decoded = np.asarray(PILImage.open(io.BytesIO(s['f'].png)))
-    expected = np.clip(np.round((chw + 1) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    # Quantised as Objax 1.8's to_png does: round(128 * (x + 1 - 1/256)), clipped.
+    expected = np.clip(np.round(128 * (chw + 1 - 1 / 256)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
     np.testing.assert_array_equal(decoded, expected)
     gray = np.arange(20, dtype=np.uint8).reshape(1, 4, 5)
     s.image('g', gray)
@@ -173,9 +174,10 @@ def test_errors(tmp_path):
     with pytest.raises(TypeError, match='step'):
         writer.write(Summary(), 1.5)
     bad = Summary()
-    bad.scalar('vector', np.ones(3), reduce=Reducer.LAST)  # cannot become one float: fails in the worker
+    bad.scalar('fails', 1.0, reduce=lambda v: 1 / 0)  # a custom reducer can only fail in the worker
     writer.write(bad, 0)
-    with pytest.raises(RuntimeError, match='writing an earlier summary failed'):
+    with pytest.raises(RuntimeError, match="writing an earlier summary failed: step 0, scalar 'fails': "
+                                           "ZeroDivisionError"):
         writer.flush()
     good = Summary()
     good.scalar('ok', 2.0)
@@ -185,6 +187,93 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match='closed'):
         writer.write(good, 2)
     assert scalars(read(tmp_path), 'ok') == [(1, 2.0)]
+
+
+@pytest.mark.parametrize('value,reduce,error,match', [
+    ('0.5', Reducer.MEAN, TypeError, "scalar 'bad': expected real numbers or numeric arrays, got a str"),
+    (np.ones(3), Reducer.LAST, ValueError, r"scalar 'bad': Reducer.LAST keeps a value of shape \(3,\)"),
+    (jn.ones((2, 2)), Reducer.FIRST, ValueError, r"Reducer.FIRST keeps a value of shape \(2, 2\)"),
+    (np.array(['a']), Reducer.MEAN, TypeError, 'got an array of dtype <U1'),
+    (1 + 2j, Reducer.MEAN, TypeError, 'got a complex'),
+    (None, Reducer.MEAN, TypeError, 'got a NoneType'),
+    ([1.0, 'x'], Reducer.MEAN, TypeError, 'got a list'),
+    ([[1.0], [2.0, 3.0]], Reducer.MEAN, TypeError, 'got a list')])
+def test_bad_scalar_is_refused_by_write_and_nothing_is_lost(tmp_path, value, reduce, error, match):
+    """Issue 11.4: validated on the caller's thread; the caller keeps the Summary, the valid tags are written."""
+    with SummaryWriter(str(tmp_path)) as writer:
+        s = Summary()
+        s.scalar('loss', 1.0)
+        s.scalar('acc', 0.5)
+        for v in ([value, 3.0] if reduce is Reducer.FIRST else [3.0, value]):
+            s.scalar('bad', v, reduce=reduce)
+        s.text('note', 'kept')
+        with pytest.raises(error, match=r'write\(step=4\): .*' + match):
+            writer.write(s, 4)
+        writer.flush()
+        assert read(tmp_path).Tags()['scalars'] == []  # nothing was queued
+        assert sorted(s) == ['acc', 'bad', 'loss', 'note'] and len(s['bad'].values) == 2  # the Summary is intact
+        del s['bad']
+        writer.write(s, 4)
+    acc = read(tmp_path)
+    assert scalars(acc, 'loss') == [(4, 1.0)] and scalars(acc, 'acc') == [(4, 0.5)]
+    assert 'note' in acc.Tags()['tensors']
+
+
+def test_scalar_shapes_that_reduce_to_one_number_are_accepted(tmp_path):
+    with SummaryWriter(str(tmp_path)) as writer:
+        s = Summary()
+        s.scalar('batch', np.array([1.0, 2.0, 3.0]))  # MEAN averages every element, as numpy does
+        s.scalar('batch', jn.array([5.0, 6.0, 7.0]))
+        s.scalar('one', jn.ones((1, 1)) * 3, reduce=Reducer.LAST)
+        s.scalar('flag', True)
+        s.scalar('count', np.int64(7))
+        s.scalar('half', jn.bfloat16(1.5))
+        s.scalar('list', [jn.float32(2.0)])  # Objax 1.8 programs pass the list a GradValues returns
+        s.scalar('list', [4.0])
+        writer.write(s, 0)
+        s2 = Summary()
+        s2.scalar('mixed', np.ones(2))
+        s2.scalar('mixed', np.ones(3))
+        with pytest.raises(ValueError, match='different shapes'):
+            writer.write(s2, 1)
+        with pytest.raises(ValueError, match="scalar 'empty' has no values"):
+            writer.write({'empty': DelayedScalar(Reducer.MEAN)}, 1)
+    acc = read(tmp_path)
+    assert scalars(acc, 'batch') == [(0, 4.0)] and scalars(acc, 'one') == [(0, 3.0)]
+    assert scalars(acc, 'flag') == [(0, 1.0)] and scalars(acc, 'count') == [(0, 7.0)]
+    assert scalars(acc, 'half') == [(0, 1.5)] and scalars(acc, 'list') == [(0, 3.0)]
+
+
+def test_failing_custom_reducer_loses_only_its_tag(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    s = Summary()
+    s.scalar('loss', 2.0)
+    s.scalar('odd', 1.0, reduce=lambda v: float('x'))
+    s.text('note', 'still written')
+    writer.write(s, 3)
+    with pytest.raises(RuntimeError, match="step 3, scalar 'odd': ValueError"):
+        writer.close()
+    acc = read(tmp_path)
+    assert scalars(acc, 'loss') == [(3, 2.0)] and 'odd' not in acc.Tags()['scalars']
+    assert 'note' in acc.Tags()['tensors']
+
+
+@pytest.mark.slow
+def test_failure_reported_at_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+    script = ('import sys\n'
+              'from objax.jaxboard import Summary, SummaryWriter\n'
+              'w = SummaryWriter(sys.argv[1])\n'
+              's = Summary()\n'
+              's.scalar("good", 1.0)\n'
+              's.scalar("broken", 1.0, reduce=lambda v: {}["missing"])\n'
+              'w.write(s, 9)\n')  # exits without close(): the failure must still be reported
+    done = subprocess.run([sys.executable, '-c', script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "some summaries were not written" in done.stderr
+    assert "step 9, scalar 'broken': KeyError" in done.stderr
+    assert scalars(read(tmp_path), 'good') == [(9, 1.0)]
 
 
 def test_pending_summaries_written_at_interpreter_exit(tmp_path):

@@ -52,25 +52,41 @@ def test_easydict():
 
 def test_renamer_rules():
     names = ['(Net).conv(Conv2D).w', '(Net).conv(Conv2D).b', '(Net).fc(Linear).w']
-    by_dict = Renamer({'(Net).': '', '(Conv2D)': '', '(Linear)': ''})  # substring replacements, in order
+    by_dict = Renamer({'(Net).': '', '(Conv2D)': '', '(Linear)': ''})
     assert [by_dict(n) for n in names] == ['conv.w', 'conv.b', 'fc.w']
-    assert Renamer({'a': 'b', 'b': 'c'})('a') == 'c'  # each replacement sees the previous one's result
     by_regex = Renamer([(re.compile(r'\((\w+)\)'), r'[\1]'), (re.compile(r'\.w$'), '.weight')])
     assert by_regex(names[0]) == '[Net].conv[Conv2D].weight'
     assert Renamer([(r'^\(Net\)\.', '')])(names[2]) == 'fc(Linear).w'  # a pattern may be a plain string
+    # Regex pairs apply one after the other: the second sees the first one's result.
+    assert Renamer([(re.compile('a'), 'b'), (re.compile('b'), 'c')])('ab') == 'cc'
     assert Renamer(str.upper)('abc') == 'ABC'
     assert Renamer({'x': 'y'})('abc') == 'abc'
+    assert Renamer({})('abc') == 'abc'
+
+
+def test_renamer_dict_is_one_left_to_right_pass():
+    """The spec's examples (objax18_behaviour.md U2): replaced text is never rescanned."""
+    assert Renamer({'aa': 'x', 'bb': 'y'})('baaab') == 'bxab'
+    assert Renamer({'aa': 'x', 'bb': 'y'})('baaaab') == 'bxxb'
+    assert Renamer({'a': 'b', 'b': 'c'})('ab') == 'bc'
+    assert Renamer({'a': 'b', 'b': 'c'})('a') == 'b'
+    # At one position the first key in dict order wins, even when a later key is longer.
+    assert Renamer({'a': '1', 'ab': '2'})('abab') == '1b1b'
+    assert Renamer({'ab': '2', 'a': '1'})('abab') == '22'
+    assert Renamer({'.': '/', '(': '<'})('(a).b') == '<a)/b'  # keys are literal, not regexes
 
 
 def test_renamer_chain_and_errors():
-    chained = Renamer({'conv.': 'layer0.'}, chain=Renamer([(r'\(\w+\)', '')]))
-    # The chained renamer runs first ('(Net).conv(Conv2D).w' -> '.conv.w'), then this one's rules.
+    assert Renamer({'aa': 'x'}, chain=Renamer({'xa': 'y'}))('baaab') == 'byb'  # chain runs after the rules
+    chained = Renamer([(r'\(\w+\)', '')], chain=Renamer({'conv.': 'layer0.'}))
     assert chained('(Net).conv(Conv2D).w') == '.layer0.w'
-    assert Renamer(lambda s: s + '!', chain=Renamer(lambda s: s + '?'))('a') == 'a?!'
+    assert Renamer(lambda s: s + '!', chain=Renamer(lambda s: s + '?'))('a') == 'a!?'
     vc = objax.nn.Linear(2, 3).vars()
-    assert list(vc.rename(Renamer({'(Linear).': 'dense/'})).keys()) == ['dense/w', 'dense/b']
+    assert sorted(vc.rename(Renamer({'(Linear).': 'dense/'})).keys()) == ['dense/b', 'dense/w']
     with pytest.raises(TypeError, match='rules'):
         Renamer(42)
+    with pytest.raises(TypeError, match='str'):
+        Renamer({'a': 1})
     with pytest.raises(TypeError, match='chain'):
         Renamer({}, chain='not a renamer')
 
@@ -112,10 +128,27 @@ def test_override_args_kwargs():
     assert f(*args, **kwargs) == (1, 20, 30, 40)
     args, kwargs = override_args_kwargs(f, [1, 2, 3], {}, {'c': 9})
     assert args == [1, 2, 9] and kwargs == {}
-    with pytest.raises(ValueError, match="'zz'"):
-        override_args_kwargs(f, (1, 2), {}, {'zz': 1})
-    args, kwargs = override_args_kwargs(_f, (1, 2, 3), {}, {'zz': 1, 'a': 0})  # **kwargs takes any name
+    args, kwargs = override_args_kwargs(_f, (1, 2, 3), {}, {'zz': 1, 'a': 0})
     assert args == [0, 2, 3] and kwargs == {'zz': 1}
+    # Positional-only parameters given by position are overridden in place too.
+    assert override_args_kwargs(_f, (1, 2, 3, 4, 5), {}, {'b': 0, 'd': 9}) == ([1, 0, 3, 9, 5], {})
+
+
+def test_override_args_kwargs_spec_examples():
+    """objax18_behaviour.md U1: names are never validated; unknown names go to the keyword arguments."""
+    def f2(a, b, c, d=1, e=2, f=3):
+        return a, b, c, d, e, f
+
+    def f4(*args, d=2, e=3):
+        return args, d, e
+
+    assert override_args_kwargs(f2, [1, 2], {'e': 4}, {'d': 3, 'x': 10}) == ([1, 2], {'e': 4, 'd': 3, 'x': 10})
+    assert override_args_kwargs(f2, [1, 2], {'d': 2}, {'d': 3, 'b': 10, 'x': 20}) == ([1, 10], {'d': 3, 'x': 20})
+    assert override_args_kwargs(f4, [1, 2, 3], {'d': 20}, {'d': 3, 'a': 10}) == ([1, 2, 3], {'a': 10, 'd': 3})
+    args = (1, 2)
+    kwargs = {'e': 4}
+    override_args_kwargs(f2, args, kwargs, {'a': 0, 'e': 5})
+    assert args == (1, 2) and kwargs == {'e': 4}  # the inputs are not changed
 
 
 def test_re_sign_and_repr_function():
@@ -129,10 +162,18 @@ def test_re_sign_and_repr_function():
     assert inspect.signature(wrapper) == inspect.signature(target)
     assert wrapper(1, 2, 3) == 6 and wrapper.__name__ == 'wrapper'
     assert positional_args_names(wrapper) == ['x', 'y']
-    assert repr_function(target) == "target(*, y=2, z='same')"
+    assert repr_function(target) == "target(*, y=2, z=same)"  # defaults shown with str(), as in Objax 1.8
     assert repr_function(objax.functional.relu) == 'relu'
     assert repr_function(objax.nn.init.kaiming_normal) == 'kaiming_normal(*, gain=1)'
-    assert repr_function(functools.partial(target, y=5)) == "target(*, y=5, z='same')"
+    assert repr_function(functools.partial(target, y=5)) == "target(*, y=5, z=same)"
+    # objax18_behaviour.md R1 examples.
+    assert repr_function(objax.nn.init.xavier_normal) == 'xavier_normal(*, gain=1)'
+    assert repr_function(objax.functional.leaky_relu) == 'leaky_relu(*, negative_slope=0.01)'
+    assert repr_function(functools.partial(objax.functional.leaky_relu, negative_slope=0.5)) == \
+        'leaky_relu(*, negative_slope=0.5)'
+    assert repr_function(jn.concatenate) == 'concatenate(*, axis=0, dtype=None)'
+    assert repr_function(objax.GradValues(lambda x: x.sum(), objax.VarCollection())) == 'GradValues'
+
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,23 +354,31 @@ def _decode(png):
 
 
 def test_to_png_decodes_to_the_same_pixels():
+    """objax18_behaviour.md G: uint8 is (H, W, C) and passes unchanged; floats are (C, H, W), normalize_to_uint8."""
     rng = np.random.default_rng(1)
-    rgb = rng.integers(0, 256, size=(3, 5, 7), dtype=np.uint8)
+    rgb = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
     mode, pixels = _decode(image.to_png(rgb))
     assert mode == 'RGB'
-    np.testing.assert_array_equal(pixels, rgb.transpose(1, 2, 0))
-    rgba = rng.integers(0, 256, size=(4, 2, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(_decode(image.to_png(jn.asarray(rgba)))[1], rgba.transpose(1, 2, 0))
-    gray = rng.integers(0, 256, size=(1, 4, 4), dtype=np.uint8)
-    np.testing.assert_array_equal(_decode(image.to_png(gray))[1], np.repeat(gray.transpose(1, 2, 0), 3, axis=2))
+    np.testing.assert_array_equal(pixels, rgb)
+    rgba = rng.integers(0, 256, size=(2, 3, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(_decode(image.to_png(jn.asarray(rgba)))[1], rgba)
+    gray = rng.integers(0, 256, size=(4, 4, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(_decode(image.to_png(gray))[1], np.repeat(gray, 3, axis=2))
     floats = rng.uniform(-1.2, 1.2, size=(3, 4, 6)).astype(np.float32)
-    want = np.clip(np.round((floats + 1) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    want = np.clip(np.round(128 * (floats + 1 - 1 / 256)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
     np.testing.assert_array_equal(_decode(image.to_png(floats))[1], want)
-    np.testing.assert_array_equal(_decode(image.to_png(jn.asarray(floats, jn.bfloat16)))[1][0, 0, :],
-                                  np.clip(np.round((np.asarray(jn.asarray(floats, jn.bfloat16)[:, 0, 0],
-                                                               np.float32) + 1) * 127.5), 0, 255))
-    with pytest.raises(ValueError, match='C in'):
-        image.to_png(np.zeros((2, 4, 4), np.uint8))
+    np.testing.assert_array_equal(_decode(image.to_png(floats.astype(np.float64)))[1], want)
+    # Pixel for pixel with normalize_to_uint8 (the same quantisation as Objax 1.8).
+    np.testing.assert_array_equal(_decode(image.to_png(floats))[1],
+                                  image.normalize_to_uint8(floats).transpose(1, 2, 0))
+    half = jn.asarray(floats, jn.bfloat16)
+    np.testing.assert_array_equal(_decode(image.to_png(half))[1][0, 0, :],
+                                  np.clip(np.round(128 * (np.asarray(half[:, 0, 0], np.float32) + 1 - 1 / 256)),
+                                          0, 255))
+    with pytest.raises(ValueError, match=r'\(H, W, C\) with C in'):
+        image.to_png(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match=r'\(C, H, W\) with C in'):
+        image.to_png(np.zeros((5, 4, 3), np.float32))
     with pytest.raises(ValueError, match='dtype int32'):
         image.to_png(np.zeros((3, 4, 4), np.int32))
 
@@ -361,4 +410,4 @@ def test_from_file(tmp_path):
     buffer.seek(0)
     np.testing.assert_array_equal(image.from_file(buffer), np.repeat(got[:1], 3, axis=0))
     # PNG round trip through to_png.
-    np.testing.assert_array_equal(image.from_file(io.BytesIO(image.to_png(rgb.transpose(2, 0, 1)))), got)
+    np.testing.assert_array_equal(image.from_file(io.BytesIO(image.to_png(rgb))), got)

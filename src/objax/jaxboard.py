@@ -7,6 +7,7 @@ import numbers
 import operator
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -17,6 +18,8 @@ from PIL import Image as _PILImage
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.text.summary_v2 import text_pb
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from objax.util.image import normalize_to_uint8
 
 __all__ = ['Reducer', 'DelayedScalar', 'Image', 'Text', 'Summary', 'SummaryWriter']
 
@@ -72,8 +75,8 @@ def _to_png(image: np.ndarray, tag: str) -> bytes:
     if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
         raise ValueError(f'Summary.image({tag!r}): expected a (C, H, W) image with C in 1, 3, 4, '
                          f'got shape {image.shape}')
-    if image.dtype.kind == 'f':
-        image = np.round(np.clip((image.astype(np.float64) + 1) * 127.5, 0, 255)).astype(np.uint8)
+    if image.dtype.kind == 'f' or image.dtype.name == 'bfloat16':
+        image = normalize_to_uint8(image.astype(np.float32))  # the same pixels as Objax 1.8
     elif image.dtype != np.uint8:
         raise ValueError(f'Summary.image({tag!r}): expected a float image in [-1, 1] or uint8, got {image.dtype}')
     hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
@@ -106,16 +109,59 @@ class Summary(dict):
 
     def __call__(self) -> Dict[str, float]:
         """The reduced value of every scalar tag."""
-        return {k: float(v()) for k, v in self.items() if isinstance(v, DelayedScalar)}
+        return {k: _to_float(v()) for k, v in self.items() if isinstance(v, DelayedScalar)}
 
 
-def _snapshot(summary: Summary) -> List[Tuple[str, object]]:
-    """A copy of the summary safe from later changes by the caller, checking every entry."""
+def _to_float(x) -> float:
+    """A reduced scalar as a Python float (any array holding one number)."""
+    x = np.asarray(x)
+    if x.size != 1:
+        raise ValueError(f'the reducer gave shape {x.shape}, not a single number')
+    return float(x.reshape(()))
+
+
+def _numeric(dtype: np.dtype) -> bool:
+    return dtype.kind in 'biuf' or dtype.name == 'bfloat16'
+
+
+def _check_scalar(tag: str, value: DelayedScalar, step: int):
+    """Raises a clear error, on the caller's thread, for scalar values that cannot become one float."""
+    where = f'SummaryWriter.write(step={step}): scalar {tag!r}'
+    if not value.values:
+        raise ValueError(f'{where} has no values')
+    shapes = []
+    for v in value.values:
+        if isinstance(v, numbers.Real):
+            shapes.append(())
+            continue
+        dtype, shape = getattr(v, 'dtype', None), getattr(v, 'shape', None)
+        if dtype is None or shape is None:  # a list of numbers, say: what numpy would make of it
+            try:
+                as_array = np.asarray(v)
+            except Exception:  # noqa: BLE001 - ragged lists and the like: refused below
+                as_array = np.asarray(None)
+            dtype, shape = as_array.dtype, as_array.shape
+        if not _numeric(np.dtype(dtype)):
+            kind = f'a {type(v).__name__}' if getattr(v, 'dtype', None) is None else f'an array of dtype {dtype}'
+            raise TypeError(f'{where}: expected real numbers or numeric arrays, got {kind}: {v!r:.60}')
+        shapes.append(tuple(shape))
+    if value.reduce in (Reducer.FIRST, Reducer.LAST):
+        shape = shapes[0 if value.reduce is Reducer.FIRST else -1]
+        if int(np.prod(shape)) != 1:
+            raise ValueError(f'{where}: {value.reduce} keeps a value of shape {shape}, expected a single number')
+    elif value.reduce is Reducer.MEAN and len(set(shapes)) > 1:
+        raise ValueError(f'{where}: Reducer.MEAN cannot average values of different shapes {sorted(set(shapes))}')
+
+
+def _snapshot(summary: Summary, step: int) -> List[Tuple[str, object]]:
+    """A copy of the summary safe from later changes by the caller, checking every entry (nothing is queued when
+    one is wrong: the caller keeps the whole Summary and gets an error naming the tag)."""
     out = []
     for tag, value in summary.items():
         if not isinstance(tag, str):
             raise TypeError(f'SummaryWriter.write: tags must be str, got {tag!r}')
         if isinstance(value, DelayedScalar):
+            _check_scalar(tag, value, step)
             copy = DelayedScalar(value.reduce)
             copy.values = list(value.values)
             value = copy
@@ -126,11 +172,17 @@ def _snapshot(summary: Summary) -> List[Tuple[str, object]]:
     return out
 
 
-def _event(entries: List[Tuple[str, object]], step: int, wall_time: float) -> event_pb2.Event:
+def _event(entries: List[Tuple[str, object]], step: int, wall_time: float, errors: List[str]) -> event_pb2.Event:
+    """The event of one summary; a tag that fails (a custom reducer raising) is left out and described in `errors`."""
     summary = summary_pb2.Summary()
     for tag, value in entries:
         if isinstance(value, DelayedScalar):
-            summary.value.add(tag=tag, simple_value=float(value()))
+            try:
+                number = _to_float(value())
+            except Exception as e:  # noqa: BLE001 - reported to the caller, the other tags are still written
+                errors.append(f'step {step}, scalar {tag!r}: {type(e).__name__}: {e}')
+                continue
+            summary.value.add(tag=tag, simple_value=number)
         elif isinstance(value, Image):
             channels, height, width = value.shape
             summary.value.add(tag=tag, image=summary_pb2.Summary.Image(
@@ -146,11 +198,23 @@ _STOP, _FLUSH = object(), object()
 class _State:
     """What the worker thread shares with the writer (kept apart so the writer can be garbage collected)."""
 
-    def __init__(self, writer: EventFileWriter, queue_size: int):
+    def __init__(self, writer: EventFileWriter, queue_size: int, logdir: str):
         self.writer = writer
         self.queue = queue.Queue(queue_size)
-        self.error = None
+        self.logdir = logdir
+        self.errors: List[str] = []  # failures not yet reported to the caller
+        self.lock = threading.Lock()
         self.closed = False
+        self.caller_reports = False  # close() reports the errors itself; at exit they go to stderr
+
+    def add_errors(self, errors: List[str]):
+        with self.lock:
+            self.errors += errors
+
+    def take_errors(self) -> List[str]:
+        with self.lock:
+            errors, self.errors = self.errors, []
+        return errors
 
 
 def _work(state: _State):
@@ -163,21 +227,32 @@ def _work(state: _State):
             if item is _FLUSH:
                 state.writer.flush()
             else:
-                state.writer.add_event(_event(*item))
-        except Exception as e:  # the first failure is reported by the next write/flush/close
-            state.error = state.error or e
+                errors = []
+                state.writer.add_event(_event(*item, errors))
+                state.add_errors(errors)
+        except Exception as e:  # noqa: BLE001 - reported by the next write/flush/close, or at exit
+            state.add_errors([f'{type(e).__name__}: {e}'])
         finally:
             state.queue.task_done()
 
 
 def _shutdown(state: _State, thread: threading.Thread):
-    """Writes everything queued, stops the worker and closes the event file (idempotent)."""
+    """Writes everything queued, stops the worker and closes the event file (idempotent). Called by close(), when
+    the writer is garbage collected, and at interpreter exit; the last two report failures on stderr."""
     if state.closed:
         return
     state.closed = True
     state.queue.put(_STOP)
     thread.join()
-    state.writer.close()
+    try:
+        state.writer.close()
+    except Exception as e:  # noqa: BLE001
+        state.add_errors([f'closing the event file: {type(e).__name__}: {e}'])
+    if not state.caller_reports and state.errors:
+        lines = '\n  '.join(state.take_errors())
+        sys.stderr.write(f'objax.jaxboard.SummaryWriter({state.logdir!r}): some summaries were not written:\n'
+                         f'  {lines}\n')
+        sys.stderr.flush()
 
 
 class SummaryWriter:
@@ -193,28 +268,38 @@ class SummaryWriter:
         self.logdir = os.fspath(logdir)
         os.makedirs(self.logdir, exist_ok=True)
         writer = EventFileWriter(self.logdir, max_queue_size=int(queue_size), flush_secs=write_interval)
-        self._state = _State(writer, int(queue_size))
+        self._state = _State(writer, int(queue_size), self.logdir)
         self._thread = threading.Thread(target=_work, args=(self._state,), name='objax.SummaryWriter', daemon=True)
         self._thread.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._state, self._thread)
 
-    def _check(self, where: str):
-        if self._state.error is not None:
-            error, self._state.error = self._state.error, None
-            raise RuntimeError(f'SummaryWriter.{where}: writing an earlier summary failed: {error}') from error
+    def _check(self, where: str, note: str = ''):
+        errors = self._state.take_errors()
+        if errors:
+            raise RuntimeError(f'SummaryWriter.{where}: writing an earlier summary failed{note}: ' + '; '.join(errors))
 
     def write(self, summary: Summary, step: int):
-        """Queues `summary` to be written at `step` (blocks only while `queue_size` summaries are pending)."""
+        """Queues `summary` to be written at `step` (blocks only while `queue_size` summaries are pending).
+
+        Every entry is checked here, on the caller's thread: a scalar that cannot become one number (a string, a
+        vector kept by Reducer.LAST...) raises an error naming its tag and nothing is queued.
+
+        Raises:
+            TypeError, ValueError: a bad entry or step; the Summary is left as it was and nothing is written.
+            RuntimeError: writing an earlier summary failed in the background (reported once; this summary is
+                queued all the same).
+        """
         if self._state.closed:
             raise ValueError(f'SummaryWriter.write: the writer for {self.logdir!r} is closed')
-        self._check('write')
         if not isinstance(summary, dict):
             raise TypeError(f'SummaryWriter.write(summary): expected a Summary, got {type(summary).__name__}')
         try:
             step = operator.index(step)
         except TypeError:
             raise TypeError(f'SummaryWriter.write(step): expected an int, got {type(step).__name__}') from None
-        self._state.queue.put((_snapshot(summary), step, time.time()))
+        entries = _snapshot(summary, step)
+        self._state.queue.put((entries, step, time.time()))
+        self._check('write', ' (this summary was queued)')
 
     def flush(self):
         """Blocks until every queued summary is written and on disk."""
@@ -224,7 +309,12 @@ class SummaryWriter:
         self._check('flush')
 
     def close(self):
-        """Writes everything pending and closes the event file."""
+        """Writes everything pending and closes the event file.
+
+        Raises:
+            RuntimeError: writing a summary failed in the background (not reported before).
+        """
+        self._state.caller_reports = True
         self._finalizer()
         self._check('close')
 

@@ -17,6 +17,8 @@ def _check_nchw(fn: str, x: JaxArray):
 def _positive_pair(fn: str, name: str, v: Union[Tuple[int, int], int]) -> Tuple[int, int]:
     try:
         pair = to_tuple(v, 2)
+        if len(pair) != 2:
+            raise ValueError
     except (TypeError, ValueError):
         raise ValueError(f'{fn}: {name} must be a positive int or a pair of positive ints, got {v!r}') from None
     if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in pair):

@@ -1,8 +1,9 @@
 """Saving and loading variables: Objax .npz files, atomic checkpoints and safetensors files."""
 
-from objax.io._match import UnreadableFileError
+from objax.io._match import ShapeMismatchError, UnreadableFileError
 from objax.io.checkpoint import Checkpoint
 from objax.io.ops import load_var_collection, save_var_collection
 from objax.io.safetensors import load_safetensors, save_safetensors
 
-__all__ = ['UnreadableFileError', 'Checkpoint', 'load_var_collection', 'save_var_collection', 'load_safetensors', 'save_safetensors']
+__all__ = ['Checkpoint', 'load_var_collection', 'save_var_collection', 'load_safetensors', 'save_safetensors',
+           'ShapeMismatchError', 'UnreadableFileError']

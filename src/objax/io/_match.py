@@ -1,5 +1,6 @@
 """Shared by the file formats: which values to save, and checked, all-or-nothing loading into a VarCollection."""
 
+import os
 from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -8,11 +9,16 @@ import numpy as np
 from objax.variable import BaseVar, TrainRef
 from objax.varcollection import VarCollection
 
-__all__ = ['UnreadableFileError', 'stored_values', 'assign_checked', 'check_vc', 'describe']
+__all__ = ['UnreadableFileError', 'ShapeMismatchError', 'stored_values', 'assign_checked', 'check_vc', 'describe',
+           'open_for_reading']
 
 
 class UnreadableFileError(ValueError):
     """The file is empty, truncated, corrupted or not in the expected format (it says nothing about the model)."""
+
+
+class ShapeMismatchError(ValueError, AssertionError):
+    """A stored array's shape differs from its variable's; catchable as AssertionError, as in Objax 1.8."""
 
 
 def describe(file) -> str:
@@ -21,6 +27,17 @@ def describe(file) -> str:
         return repr(str(file))
     name = getattr(file, 'name', None)
     return f'file {name!r}' if isinstance(name, str) else f'<{type(file).__name__}>'
+
+
+def open_for_reading(path, source: str):
+    """Opens `path` in binary mode; any failure but a missing file is an UnreadableFileError naming it."""
+    try:
+        return open(path, 'rb')
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a directory, no permission, an I/O error...
+        kind = 'is a directory' if os.path.isdir(path) else f'cannot be opened ({type(e).__name__}: {e})'
+        raise UnreadableFileError(f'{source} {kind}') from None
 
 
 def check_vc(vc, fn: str):
@@ -54,56 +71,110 @@ def _rename(renamer: Optional[Callable[[str], str]], name: str) -> str:
     return out
 
 
-def _compatible(value: np.ndarray, dtype: np.dtype) -> Optional[np.ndarray]:
-    """`value` as `dtype` when it already is, or when it holds raw bytes of an extended type (bfloat16 in .npz)."""
+def _dtype_matches(stored: np.dtype, dtype: np.dtype) -> bool:
+    """Whether a stored dtype holds values of `dtype`: the same type (any byte order), or raw bytes of an extended
+    type of the same size (bfloat16 and friends are saved in .npz files as void)."""
+    if stored.kind == 'V' and stored.fields is None and dtype.kind == 'V':
+        return stored.itemsize == dtype.itemsize
+    return stored.newbyteorder('=') == dtype.newbyteorder('=')
+
+
+def _convert(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if value.dtype == dtype:
         return value
-    if value.dtype.kind == 'V' and value.dtype.fields is None and dtype.kind == 'V' \
-            and value.dtype.itemsize == dtype.itemsize:
+    if value.dtype.kind == 'V':
         return value.view(dtype)
-    return None
+    return value.astype(dtype)
 
 
-def assign_checked(vc: VarCollection, entries: Dict[str, np.ndarray], renamer: Optional[Callable[[str], str]],
-                   source: str):
-    """Assigns `entries` (file name -> array) to the variables of `vc`, or raises one error listing every problem.
+def _read(entry) -> np.ndarray:
+    """The array of an entry: a numpy array, or a lazily read file member (with `read()`)."""
+    return entry.read() if hasattr(entry, 'read') else np.asarray(entry)
 
-    A variable is looked up in the file as `renamer(name)` for each of its names in `vc` (the first found wins);
-    entries matching no name are unexpected. Nothing is assigned unless everything matches in shape and dtype."""
+
+def _verify(entry):
+    """Checks a lazily read entry's integrity (raises UnreadableFileError) before blaming the model for it."""
+    if hasattr(entry, 'verify'):
+        entry.verify()
+
+
+def assign_checked(vc: VarCollection, entries: Dict[str, object], renamer: Optional[Callable[[str], str]],
+                   source: str, strict: bool = False):
+    """Assigns the file's `entries` (stored name -> array) to the variables of `vc`, all or nothing.
+
+    Each stored name is passed through `renamer`; each variable then loads from the first of its names in `vc` found
+    among the renamed entries (a TrainRef loads into its TrainVar). Entries matching no variable are ignored unless
+    `strict`. An entry may be any object with `shape` and `dtype` and, to be read lazily, `read()` (and `verify()`).
+
+    Raises:
+        ShapeMismatchError: (a ValueError and AssertionError) a stored shape differs from its variable's.
+        ValueError: variables missing from the file, wrong dtypes, or unused entries when `strict`; the message
+            lists every problem, and nothing is changed.
+        UnreadableFileError: an entry turns out to be corrupted.
+    """
+    renamed: Dict[str, str] = {}
+    clashes: Dict[str, List[str]] = {}
+    for stored in entries:
+        new = _rename(renamer, stored)
+        if new in renamed:
+            clashes.setdefault(new, [renamed[new]]).append(stored)
+        else:
+            renamed[new] = stored
     groups: Dict[int, Tuple[BaseVar, List[str]]] = {}
     for name, var in vc.items():
         target = _target(var)
         groups.setdefault(id(target), (target, []))[1].append(name)
-    wanted, plan, missing, mismatched = set(), [], [], []
+    used, plan, missing, mismatched, shape_error = set(), [], [], [], False
     for target, names in groups.values():
-        keys = [_rename(renamer, n) for n in names]
-        wanted.update(keys)
-        key = next((k for k in keys if k in entries), None)
+        key = next((n for n in names if n in renamed), None)
         if key is None:
-            looked = '' if keys == names else f' (looked up as {", ".join(map(repr, keys))})'
-            missing.append(' = '.join(map(repr, names)) + looked)
+            missing.append(' = '.join(map(repr, names)))
             continue
-        current = target.value
-        value = _compatible(entries[key], np.dtype(current.dtype))
-        if tuple(entries[key].shape) != tuple(current.shape):
-            mismatched.append(f'{key!r}: shape {tuple(entries[key].shape)} in the file, '
-                              f'{tuple(current.shape)} in the collection')
-        elif value is None:
-            mismatched.append(f'{key!r}: dtype {entries[key].dtype} in the file, {current.dtype} in the collection')
-        else:
-            plan.append((target, value))
-    unexpected = [k for k in entries if k not in wanted]
+        stored = renamed[key]
+        used.add(stored)
+        label = repr(stored) if stored == key else f'{stored!r} (renamed {key!r})'
+        if key in clashes:
+            mismatched.append(f'{key!r}: the renamer gives this name to several entries of the file: '
+                              + ', '.join(map(repr, clashes[key])))
+            continue
+        entry, current = entries[stored], target.value
+        shape, dtype = tuple(entry.shape), np.dtype(entry.dtype)
+        if shape != tuple(current.shape) or not _dtype_matches(dtype, np.dtype(current.dtype)):
+            _verify(entry)  # a corrupted header is the file's fault, not the model's
+            if shape != tuple(current.shape):
+                shape_error = True
+                mismatched.append(f'{label}: shape {shape} in the file, {tuple(current.shape)} in the collection')
+            else:
+                mismatched.append(f'{label}: dtype {dtype} in the file, {current.dtype} in the collection')
+            continue
+        plan.append((target, entry, np.dtype(current.dtype)))
+    unused = [k for k in entries if k not in used]
     problems = []
     if missing:
         problems.append(f'{len(missing)} missing from the file: ' + ', '.join(missing))
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected in the file (no variable of that name): '
-                        + ', '.join(map(repr, unexpected)))
+    if unused and (strict or missing):
+        shown = ', '.join(repr(k) if _rename(renamer, k) == k else f'{k!r} (renamed {_rename(renamer, k)!r})'
+                          for k in unused)
+        what = 'unexpected in the file (no variable of that name)' if strict else 'unused in the file'
+        problems.append(f'{len(unused)} {what}: {shown}')
     problems += mismatched
     if problems:
-        raise ValueError(f'Cannot load {source} into the VarCollection, nothing was changed:\n  '
-                         + '\n  '.join(problems))
-    for target, value in plan:
-        current = target.value
-        placed = jax.device_put(value, current.sharding) if isinstance(current, jax.Array) else value
-        target.assign(placed)
+        error = ShapeMismatchError if shape_error else ValueError
+        raise error(f'Cannot load {source} into the VarCollection, nothing was changed:\n  ' + '\n  '.join(problems))
+    values = [(target, _convert(_read(entry), dtype)) for target, entry, dtype in plan]  # may raise: nothing set yet
+    _assign_all(values)
+
+
+def _assign_all(values: List[Tuple[BaseVar, np.ndarray]]):
+    """Assigns every (variable, host value), placed like the current value; restores the old values on failure."""
+    done = []
+    try:
+        for target, value in values:
+            current = target.value
+            placed = jax.device_put(value, current.sharding) if isinstance(current, jax.Array) else value
+            target.assign(placed, check=False)
+            done.append((target, current))
+    except BaseException:
+        for target, old in reversed(done):
+            target.assign(old, check=False)
+        raise

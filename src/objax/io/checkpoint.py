@@ -6,7 +6,7 @@ import os
 import warnings
 from typing import List, Optional, Tuple
 
-from objax.io._atomic import atomic_write
+from objax.io._atomic import remove_stale_temporaries
 from objax.io._match import UnreadableFileError, check_vc
 from objax.io.ops import load_var_collection, save_var_collection
 from objax.varcollection import VarCollection
@@ -15,10 +15,19 @@ __all__ = ['Checkpoint']
 
 
 class Checkpoint:
-    """Saves `logdir/ckpt/%010d.npz` files atomically, keeping the newest `keep_ckpts`; restores the newest.
+    """Saves `logdir/ckpt/%010d.npz` files, keeping the newest `keep_ckpts`; restores the newest.
 
-    A save goes to a hidden temporary file that is renamed once complete, so a crash never leaves a partial
-    checkpoint that `restore` would pick (an interrupted save may leave a hidden `.*.tmp` file, safe to delete)."""
+    Only names that FILE_FORMAT produces are checkpoints (a '0000000099.backup.npz' beside them is neither restored nor
+    deleted). `SAVE_FN(path, vc)` and `LOAD_FN(path, vc)` get the checkpoint's path; the default SAVE_FN,
+    save_var_collection, writes a hidden temporary file renamed once complete, so a crash never leaves a partial
+    checkpoint that `restore` would pick. Temporaries left by killed saves are removed by the next save.
+
+    Args:
+        logdir: the directory holding the `ckpt` directory.
+        keep_ckpts: how many checkpoints to keep (the newest, by index).
+        makedir: create `logdir/ckpt` if needed.
+        verbose: print the path of each restored checkpoint.
+    """
 
     DIR_NAME: str = 'ckpt'
     FILE_MATCH: str = '*.npz'
@@ -47,20 +56,35 @@ class Checkpoint:
         return os.path.join(self.logdir, self.DIR_NAME, self.FILE_FORMAT % idx)
 
     def _checkpoints(self) -> List[Tuple[int, str]]:
-        """(index, path) of the complete checkpoints, oldest first (temporary files never match)."""
+        """(index, path) of the checkpoints, oldest first: the names FILE_FORMAT produces (never temporaries)."""
         out = []
         for path in glob.glob(os.path.join(glob.escape(self.logdir), self.DIR_NAME, self.FILE_MATCH)):
             try:
-                out.append((self.checkpoint_idx(path), path))
+                idx = self.checkpoint_idx(path)
             except ValueError:
                 continue
+            if os.path.basename(path) == self.FILE_FORMAT % idx:
+                out.append((idx, path))
         return sorted(out)
 
     def restore(self, vc: VarCollection, idx: Optional[int] = None, fallback: bool = False) -> Tuple[int, str]:
-        """Loads checkpoint `idx` (default: the newest) into `vc`; returns (idx, filename), or (0, '') if none exist.
+        """Loads checkpoint `idx` (default: the newest) into `vc`.
 
-        An unreadable (truncated, corrupted) newest file raises a ValueError naming it; pass `idx` of an older one,
-        or `fallback=True` to load the newest readable checkpoint instead (with a warning for each skipped file)."""
+        Args:
+            vc: the variables to load (entries of the file matching no variable are ignored).
+            idx: the index to load; None for the newest.
+            fallback: when the newest file is unreadable (truncated, corrupted), load the newest readable one
+                instead, with a warning for each skipped file.
+
+        Returns:
+            (idx, filename) of the loaded checkpoint, or (0, '') if there is none. Checkpoints deleted by another
+            process while this one looks for them are skipped.
+
+        Raises:
+            UnreadableFileError: the newest checkpoint is unreadable (without `fallback`), or all of them are.
+            FileNotFoundError: checkpoint `idx` does not exist.
+            ValueError: the checkpoint does not fit `vc` (see load_var_collection); `vc` is unchanged.
+        """
         check_vc(vc, 'Checkpoint.restore')
         if idx is not None:
             idx = _index(idx, 'Checkpoint.restore(idx)')
@@ -70,38 +94,68 @@ class Checkpoint:
                                         f'{[i for i, _ in self._checkpoints()]}')
             self._load(path, vc)
             return idx, path
-        ckpts = self._checkpoints()
-        if not ckpts:
-            return 0, ''
-        for n, (idx, path) in enumerate(reversed(ckpts)):
+        tried, unreadable = set(), []
+        while True:
+            ckpts = self._checkpoints()  # listed again after each failure: saves and deletions may have happened
+            remaining = [(i, p) for i, p in ckpts if p not in tried]
+            if not remaining:
+                break
+            idx, path = remaining[-1]
+            tried.add(path)
             try:
                 self._load(path, vc)
                 return idx, path
+            except FileNotFoundError:
+                if os.path.exists(path):
+                    raise  # not the checkpoint vanishing: LOAD_FN's own error
             except UnreadableFileError as e:
-                older = [i for i, _ in ckpts[:len(ckpts) - n - 1]]
                 if not fallback:
+                    older = [i for i, _ in remaining[:-1]]
                     hint = (f'restore(vc, idx={older[-1]}) loads the previous one, restore(vc, fallback=True) the '
                             f'newest readable one' if older else 'no older checkpoint exists')
                     raise UnreadableFileError(f'Checkpoint {path} is unreadable ({e}); {hint}') from e
                 warnings.warn(f'Checkpoint {path} is unreadable, trying an older one: {e}')
-        raise UnreadableFileError(f'No readable checkpoint in {os.path.join(self.logdir, self.DIR_NAME)}: all of '
-                                  f'{[i for i, _ in ckpts]} are unreadable')
+                unreadable.append(idx)
+        if unreadable:
+            raise UnreadableFileError(f'No readable checkpoint in {os.path.join(self.logdir, self.DIR_NAME)}: all of '
+                                      f'{sorted(unreadable)} are unreadable')
+        return 0, ''
 
     def _load(self, path: str, vc: VarCollection):
+        self.LOAD_FN(path, vc)
         if self.verbose:
             print('Resuming from', path)
-        self.LOAD_FN(path, vc)
 
     def save(self, vc: VarCollection, idx: int):
-        """Writes checkpoint `idx` atomically, then deletes all but the newest `keep_ckpts` checkpoints."""
+        """Writes checkpoint `idx` with `SAVE_FN(path, vc)`, then deletes older checkpoints beyond `keep_ckpts`.
+
+        The file just written is never deleted, nor are checkpoints with a higher index: saving below the newest
+        existing index (e.g. a run restarted from 0 in an old logdir) warns, as `restore()` would not load it.
+
+        Args:
+            vc: the variables to save.
+            idx: the checkpoint's index (an int >= 0), usually the epoch or step.
+        """
         check_vc(vc, 'Checkpoint.save')
         idx = _index(idx, 'Checkpoint.save(idx)')
-        atomic_write(self._path(idx), lambda f: self.SAVE_FN(f, vc))
-        for _, old in self._checkpoints()[:-self.keep_ckpts]:
-            try:
-                os.remove(old)
-            except FileNotFoundError:
-                pass
+        path = self._path(idx)
+        self.SAVE_FN(path, vc)
+        ckpts = self._checkpoints()
+        newer = [i for i, _ in ckpts if i > idx]
+        if newer:
+            warnings.warn(f'Checkpoint.save(idx={idx}): {os.path.dirname(path)} already holds checkpoint '
+                          f'{max(newer)}, newer than this one, so restore() will not load this save. Continue '
+                          f'from the restored index (idx, _ = ckpt.restore(vc)) or use a new logdir. '
+                          f'Checkpoints newer than {idx} are never deleted by this save.', stacklevel=2)
+        for old_idx, old in ckpts[:-self.keep_ckpts]:
+            if old_idx < idx:
+                try:
+                    os.remove(old)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    warnings.warn(f'Checkpoint.save: could not delete the old checkpoint {old}: {e}', stacklevel=2)
+        remove_stale_temporaries(os.path.dirname(path))
 
 
 def _index(idx, where: str) -> int:

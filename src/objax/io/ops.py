@@ -1,20 +1,18 @@
 """Saving and loading a VarCollection as an .npz archive in Objax 1.8's layout (`names` + '0', '1', ...)."""
 
 import os
-import zipfile
-import zlib
-from typing import IO, BinaryIO, Callable, Dict, Optional, Union
+from typing import IO, BinaryIO, Callable, Optional, Union
 
 import numpy as np
 
 from objax.io._atomic import atomic_write
-from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, stored_values
+from objax.io._match import assign_checked, check_vc, describe, open_for_reading, stored_values
+from objax.io._npz import read_npz
 from objax.varcollection import VarCollection
 
 __all__ = ['save_var_collection', 'load_var_collection']
 
 FileOrPath = Union[str, os.PathLike, IO[BinaryIO]]
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError)
 
 
 def save_var_collection(file: FileOrPath, vc: VarCollection):
@@ -35,61 +33,35 @@ def save_var_collection(file: FileOrPath, vc: VarCollection):
         write(file)
 
 
-def _read_entries(file: FileOrPath, source: str) -> Dict[str, np.ndarray]:
-    """Reads every array of an Objax .npz (never unpickling), or raises UnreadableFileError."""
-    try:
-        data = np.load(file, allow_pickle=False)
-    except _READ_ERRORS as e:
-        if isinstance(e, ValueError) and 'pickle' in str(e):
-            e = 'not an .npz archive'
-        raise UnreadableFileError(f'{source} cannot be read as an .npz archive: {e}') from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UnreadableFileError(f'{source} holds a single .npy array, not an .npz archive with `names`')
-    with data:
-        keys = set(data.files)
-        if 'names' not in keys:
-            raise UnreadableFileError(f'{source} has no `names` array: not a file written by save_var_collection')
-        try:
-            names = data['names']
-        except _READ_ERRORS as e:
-            raise UnreadableFileError(f'{source}: the `names` array cannot be read: {e}') from None
-        if names.ndim != 1 or (names.size and names.dtype.kind not in 'US'):
-            raise UnreadableFileError(f'{source}: `names` must be a 1-D array of strings, '
-                                      f'got shape {names.shape} dtype {names.dtype}')
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
-        problems = []
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            problems.append(f'duplicate names {duplicates}')
-        expected = {'names'} | {str(i) for i in range(len(names))}
-        if keys != expected:
-            absent, extra = sorted(expected - keys), sorted(keys - expected)
-            problems.append(f'array keys do not match `names` (absent: {absent}, extra: {extra})')
-        entries = {}
-        for i, name in enumerate(names):
-            if str(i) not in keys:
-                continue
-            try:
-                entries[name] = data[str(i)]
-            except _READ_ERRORS as e:
-                reason = 'it holds pickled Python objects, which are never loaded' if 'pickle' in str(e) else e
-                problems.append(f'entry {str(i)!r} ({name!r}) cannot be read: {reason}')
-        if problems:
-            raise UnreadableFileError(f'{source} is not a valid Objax .npz file: ' + '; '.join(problems))
-    return entries
+def load_var_collection(file: FileOrPath, vc: VarCollection, renamer: Optional[Callable[[str], str]] = None,
+                        strict: bool = False):
+    """Loads an Objax .npz file (a path or a binary file object) into `vc`, all or nothing; never unpickles.
 
+    Each name stored in the file is passed through `renamer` (e.g. `Renamer({'(OldNet)': '(Net)'})`), then each
+    variable of `vc` loads from the first of its names found (a TrainRef loads into its TrainVar). Stored entries
+    that match no variable are ignored (so a model loads from a model + optimizer checkpoint) unless `strict`.
+    Each entry's shape and dtype are read from its header and checked before its data is inflated.
 
-def load_var_collection(file: FileOrPath, vc: VarCollection, renamer: Optional[Callable[[str], str]] = None):
-    """Loads `file` (a path or a binary file object) into `vc`, all or nothing; never unpickles.
+    Args:
+        file: a path or a binary file object.
+        vc: the variables to load.
+        renamer: maps each stored name to the name looked up in `vc`.
+        strict: refuse files with entries that match no variable.
 
-    `renamer` maps a name of `vc` to the name to look up in the file (e.g. to load an old checkpoint into a model
-    whose modules were renamed). Missing, unexpected, misshaped or wrongly typed entries raise one ValueError
-    listing them all, leaving `vc` unchanged; an unreadable file raises a ValueError naming it."""
+    Raises:
+        FileNotFoundError: `file` does not exist.
+        UnreadableFileError: (a ValueError) the file is empty, truncated, corrupted or not an Objax .npz file.
+        ShapeMismatchError: (a ValueError and AssertionError) a stored shape differs from its variable's.
+        ValueError: variables missing from the file, wrong dtypes, or unused entries when `strict`; one message lists
+            them all (with the unused stored names), and `vc` is unchanged.
+    """
     check_vc(vc, 'load_var_collection')
     source = describe(file)
-    if isinstance(file, (str, os.PathLike)):
-        with open(file, 'rb') as f:
-            entries = _read_entries(f, source)
-    else:
-        entries = _read_entries(file, source)
-    assign_checked(vc, entries, renamer, source)
+    f = open_for_reading(file, source) if isinstance(file, (str, os.PathLike)) else file
+    try:
+        archive, entries = read_npz(f, source)
+        with archive:
+            assign_checked(vc, entries, renamer, source, strict)
+    finally:
+        if f is not file:
+            f.close()

@@ -9,7 +9,7 @@ import safetensors
 import safetensors.numpy
 
 from objax.io._atomic import atomic_write
-from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, stored_values
+from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, open_for_reading, stored_values
 from objax.varcollection import VarCollection
 
 __all__ = ['save_safetensors', 'load_safetensors']
@@ -47,7 +47,6 @@ def save_safetensors(path: FileOrPath, vc: VarCollection):
         path.write(data)
 
 
-
 def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
     """Parses a safetensors file into {name: array}, or raises UnreadableFileError."""
     try:
@@ -61,22 +60,41 @@ def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
             raise UnreadableFileError(f'{source}: tensor {name!r} has unsupported dtype {info["dtype"]}')
         try:
             entries[name] = np.frombuffer(bytes(info['data']), dtype=dtype).reshape(tuple(info['shape']))
-        except ValueError as e:
+        except Exception as e:
             raise UnreadableFileError(f'{source}: tensor {name!r} data does not match its shape: {e}') from None
     return entries
 
 
-def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Callable[[str], str]] = None):
+def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Callable[[str], str]] = None,
+                     strict: bool = False):
     """Loads a safetensors file (a path or a binary file object) into `vc`, all or nothing.
 
-    `renamer` maps a name of `vc` to the tensor name in the file (e.g. 'layer.weight' for a PyTorch file). Shapes are
-    not transposed: a PyTorch Linear weight (out, in) must be transposed to Objax's (in, out) separately.
-    Missing, unexpected, misshaped or wrongly typed tensors raise one ValueError listing them all."""
+    Each tensor name is passed through `renamer` (e.g. to map 'layer.weight' to '(Net).layer(Linear).w'), then each
+    variable loads from the first of its names found; tensors matching no variable are ignored unless `strict`.
+    Shapes are not transposed: a PyTorch Linear weight (out, in) must be transposed to Objax's (in, out) separately.
+
+    Args:
+        path: a path or a binary file object.
+        vc: the variables to load.
+        renamer: maps each tensor name to the name looked up in `vc`.
+        strict: refuse files with tensors that match no variable.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        UnreadableFileError: (a ValueError) the file is not a readable safetensors file.
+        ShapeMismatchError: (a ValueError and AssertionError) a stored shape differs from its variable's.
+        ValueError: variables missing from the file, wrong dtypes, or unused tensors when `strict`; `vc` is unchanged.
+    """
     check_vc(vc, 'load_safetensors')
     source = describe(path)
-    if isinstance(path, (str, os.PathLike)):
-        with open(path, 'rb') as f:
-            data = f.read()
-    else:
-        data = path.read()
-    assign_checked(vc, _read_entries(data, source), renamer, source)
+    try:
+        if isinstance(path, (str, os.PathLike)):
+            with open_for_reading(path, source) as f:
+                data = f.read()
+        else:
+            data = path.read()
+    except (FileNotFoundError, UnreadableFileError):
+        raise
+    except Exception as e:  # an I/O error while reading, no memory...
+        raise UnreadableFileError(f'{source} cannot be read ({type(e).__name__}: {e})') from None
+    assign_checked(vc, _read_entries(data, source), renamer, source, strict)

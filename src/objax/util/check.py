@@ -3,14 +3,27 @@
 import jax
 import numpy as np
 
-__all__ = ['assert_assigned_type_and_shape_match']
+__all__ = ['AssignmentCheckError', 'assert_assigned_type_and_shape_match']
+
+
+class AssignmentCheckError(ValueError, AssertionError):
+    """A value that cannot be assigned; catchable as AssertionError (as in Objax 1.8) and as ValueError."""
 
 
 def assert_assigned_type_and_shape_match(existing_tensor, new_tensor):
-    """Raises ValueError unless `new_tensor` is an array (jax or numpy) with the shape of `existing_tensor`."""
+    """Checks that `new_tensor` can replace `existing_tensor`: an array (jax or numpy) of the same shape.
+
+    Args:
+        existing_tensor: the variable's current value.
+        new_tensor: the value to assign.
+
+    Raises:
+        AssignmentCheckError: (a ValueError and an AssertionError) not an array, or another shape.
+    """
     if not isinstance(new_tensor, (jax.Array, np.ndarray)):
-        raise ValueError(f'Assignments to a variable must be arrays (jax.Array), got {type(new_tensor).__name__}')
+        raise AssignmentCheckError(f'Assignments to a variable must be arrays (jax.Array), '
+                                   f'got {type(new_tensor).__name__}')
     existing_shape = tuple(np.shape(existing_tensor))
     if existing_shape != tuple(new_tensor.shape):
-        raise ValueError(f'Assigned value has shape {tuple(new_tensor.shape)} but the variable has shape '
-                         f'{existing_shape}')
+        raise AssignmentCheckError(f'Assigned value has shape {tuple(new_tensor.shape)} but the variable has shape '
+                                   f'{existing_shape}')

@@ -52,16 +52,26 @@ def to_padding(padding: Union[ConvPadding, str, Sequence[Tuple[int, int]], Tuple
 
 
 def to_tuple(v: Union[Tuple[numbers.Number, ...], numbers.Number, Iterable], n: int):
-    """`v` repeated n times if it is a number, else `v` as a tuple (which must have n entries)."""
+    """`v` as a tuple: a tuple unchanged (any length), a number repeated `n` times, another iterable as `tuple(v)`.
+
+    Args:
+        v: a tuple, a number or an iterable.
+        n: how many times a number is repeated.
+
+    Returns:
+        A tuple; its length is not checked (callers that need `n` entries check it themselves).
+
+    Raises:
+        TypeError: `v` is neither a number nor iterable.
+    """
+    if isinstance(v, tuple):
+        return v
     if isinstance(v, numbers.Number):
         return (v,) * n
     try:
-        t = tuple(v)
+        return tuple(v)
     except TypeError:
         raise TypeError(f'expected a number or a sequence of {n} numbers, got {type(v).__name__}') from None
-    if len(t) != n:
-        raise ValueError(f'expected a number or a sequence of {n} numbers, got {len(t)} values: {v!r}')
-    return t
 
 
 def to_interpolate(interpolate: Union[Interpolate, str]) -> str:

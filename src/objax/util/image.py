@@ -51,17 +51,27 @@ def from_file(file: Union[str, IO[BinaryIO]]) -> np.ndarray:
 
 
 def to_png(x: Array) -> bytes:
-    """Encodes a (C, H, W) image as PNG bytes; C is 1 (gray, stored as RGB), 3 (RGB) or 4 (RGBA). x is uint8, or
-    floats in [-1, 1] mapped to {0, ..., 255} by round((x + 1) * 127.5) (clipped)."""
+    """Encodes an image as PNG bytes, as Objax 1.8 does.
+
+    Args:
+        x: a uint8 image (H, W, C), encoded as it is, or a floating point image (C, H, W) in [-1, 1], transposed to
+            (H, W, C) and quantised with `normalize_to_uint8`. C is 1 (gray, stored as RGB), 3 (RGB) or 4 (RGBA).
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        ValueError: x is not 3-D with 1, 3 or 4 channels, or its dtype is neither uint8 nor floating point.
+    """
     from PIL import Image
     x = np.asarray(x)
-    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
-        raise ValueError(f'to_png(x): x must be a (C, H, W) image with C in (1, 3, 4), got shape {x.shape}')
-    if np.issubdtype(x.dtype, np.floating) or x.dtype.name in ('bfloat16', 'float16'):
-        x = ((x.astype(np.float32) + 1) * 127.5).clip(0, 255).round().astype(np.uint8)
-    elif x.dtype != np.uint8:
-        raise ValueError(f'to_png(x): x must be uint8 or floating point, got dtype {x.dtype}')
-    pixels = x.transpose(1, 2, 0)
+    is_float = np.issubdtype(x.dtype, np.floating) or x.dtype.name == 'bfloat16'
+    if not is_float and x.dtype != np.uint8:
+        raise ValueError(f'to_png(x): x must be uint8 (H, W, C) or floating point (C, H, W), got dtype {x.dtype}')
+    layout = '(C, H, W)' if is_float else '(H, W, C)'
+    if x.ndim != 3 or x.shape[0 if is_float else 2] not in (1, 3, 4):
+        raise ValueError(f'to_png(x): a {x.dtype} image must be {layout} with C in (1, 3, 4), got shape {x.shape}')
+    pixels = normalize_to_uint8(x.astype(np.float32)).transpose(1, 2, 0) if is_float else x
     if pixels.shape[2] == 1:
         pixels = np.broadcast_to(pixels, pixels.shape[:2] + (3,))
     with io.BytesIO() as buffer:

@@ -45,30 +45,31 @@ def local_kwargs(kwargs: dict, f: Callable) -> dict:
 
 
 def override_args_kwargs(f: Callable, args: Iterable, kwargs: dict, new_kwargs: dict) -> Tuple[List, dict]:
-    """(args, kwargs) for calling f where each `name=value` of new_kwargs replaces that argument, whether it was
-    given by position or keyword (or not given)."""
-    args, kwargs = list(args), dict(kwargs)
-    params = _parameters(f, 'override_args_kwargs')
-    names = list(params)
-    var_keyword = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
-    positional = positional_args_names(f)
-    for name in new_kwargs:
-        index = positional.index(name) if name in positional else None
-        if index is not None and index < len(args):
-            continue
-        if name not in names and not var_keyword:
-            raise ValueError(f'override_args_kwargs: {getattr(f, "__qualname__", f)!r} has no argument named '
-                             f'{name!r} (arguments: {names})')
-        if name in params and params[name].kind == inspect.Parameter.POSITIONAL_ONLY:
-            raise ValueError(f'override_args_kwargs: argument {name!r} of {getattr(f, "__qualname__", f)!r} is '
-                             f'positional-only and was not given by position, so it cannot be overridden')
-    for name, value in new_kwargs.items():
-        index = positional.index(name) if name in positional else None
-        if index is not None and index < len(args):
-            args[index] = value
-        else:
-            kwargs[name] = value
-    return args, kwargs
+    """The arguments for calling `f` with `new_kwargs` overriding `args` and `kwargs` (names are never checked).
+
+    Each of the first `len(args)` parameters of `f` (up to the first that cannot be given by position) whose name is
+    in `new_kwargs` gets its new value in place; every other entry of `new_kwargs` is merged over `kwargs`.
+
+    Args:
+        f: the function whose signature gives the names of the positional arguments.
+        args: the positional arguments.
+        kwargs: the keyword arguments.
+        new_kwargs: the values to force, by name.
+
+    Returns:
+        (list of positional arguments, dict of keyword arguments).
+    """
+    args, new_kwargs = list(args), dict(new_kwargs)
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    for i, p in enumerate(params[:len(args)]):
+        if p.kind not in _POSITIONAL:
+            break
+        if p.name in new_kwargs:
+            args[i] = new_kwargs.pop(p.name)
+    return args, {**kwargs, **new_kwargs}
 
 
 def re_sign(f: Callable) -> Callable:
@@ -86,17 +87,27 @@ def re_sign(f: Callable) -> Callable:
 
 
 def repr_function(f: Callable) -> str:
-    """Readable name of a function with its keyword defaults, e.g. 'kaiming_normal(*, gain=1, fan_in=None)'; a
-    functools.partial shows the name of the function it wraps, with the frozen keywords as defaults."""
-    try:
-        params = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError):
-        params = ()
-    defaults = ', '.join(f'{p.name}={p.default!r}' for p in params if p.default is not inspect.Parameter.empty)
+    """A function as Objax 1.8 shows it in reprs: its name, with its keyword defaults if it has any.
+
+    E.g. `xavier_normal(*, gain=1)`; default values are shown with `str()`. A functools.partial shows the name of
+    the function it wraps with the partial's effective defaults (`leaky_relu(*, negative_slope=0.5)`); a callable
+    object without `__name__` shows its class name.
+
+    Args:
+        f: a function, a functools.partial or a callable object.
+
+    Returns:
+        The text, e.g. 'leaky_relu(*, negative_slope=0.01)'.
+    """
     target = f
     while isinstance(target, functools.partial):
         target = target.func
     name = getattr(target, '__name__', None)
     if not isinstance(name, str):
-        return repr(f)
+        return type(target).__name__
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    defaults = ', '.join(f'{p.name}={p.default}' for p in params if p.default is not inspect.Parameter.empty)
     return f'{name}(*, {defaults})' if defaults else name
