@@ -215,3 +215,33 @@ def test_saving_without_signature_keeps_the_traced_call(models, tmp_path):
                                **TOL)
     assert len(loaded.objax_variables) == len(cnn.vars())
 
+
+
+def _xla_call_module_platforms(concrete) -> list:
+    """The platforms listed by the XlaCallModule ops of a concrete function (searching nested functions)."""
+    graphs, found = [concrete.graph], []
+    while graphs:
+        graph = graphs.pop()
+        for op in graph.get_operations():
+            if op.type == 'XlaCallModule':
+                found.append([p.decode() for p in op.get_attr('platforms')])
+        graphs.extend(f.graph for f in getattr(graph, '_functions', {}).values() if hasattr(f, 'graph'))
+    return found
+
+
+def test_platforms(models, tmp_path):
+    """By default the converted code is for this platform (CPU); `platforms` adds others (lowered here without
+    their hardware), and the result still runs here and saves."""
+    cnn, default, _, (x, _) = models['cnn']
+    spec = tf.TensorSpec((None, 3, 16, 16), tf.float32)
+    assert _xla_call_module_platforms(default.__call__.get_concrete_function(spec, training=False)) == [['CPU']]
+    exported = Objax2Tf(cnn, platforms=('cpu', 'cuda'))
+    concrete = exported.__call__.get_concrete_function(spec, training=False)
+    assert _xla_call_module_platforms(concrete) == [['CPU', 'CUDA']]
+    np.testing.assert_allclose(concrete(tf.constant(x)).numpy(), _reference(cnn, x, training=False), **TOL)
+    tf.saved_model.save(exported, str(tmp_path / 'm'), signatures=concrete)
+    serve = tf.saved_model.load(str(tmp_path / 'm')).signatures['serving_default']
+    np.testing.assert_allclose(serve(tf.constant(x))['output_0'].numpy(), _reference(cnn, x, training=False), **TOL)
+    for bad in ('gpu', [], ['cpu', 'metal']):
+        with pytest.raises(ValueError, match='platforms must be'):
+            Objax2Tf(cnn, platforms=bad)

@@ -4,7 +4,7 @@ import functools
 import importlib
 import re
 import types
-from typing import Callable, List
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from objax.variable import TrainVar
 
 __all__ = ['Objax2Tf']
 
+_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 _TF_CLASSES = {}  # (user class, tf.Module) -> the class actually instantiated (a subclass of both)
 
 
@@ -74,7 +75,7 @@ class Objax2Tf:
     Needs TensorFlow.
     """
 
-    def __new__(cls, module: Module):
+    def __new__(cls, module: Module, platforms: Optional[Sequence[str]] = None):
         tf, _ = _import_tensorflow()
         if not issubclass(cls, tf.Module):
             key = (cls, tf.Module)
@@ -86,20 +87,30 @@ class Objax2Tf:
             cls = _TF_CLASSES[key]
         return super().__new__(cls)
 
-    def __init__(self, module: Module):
+    def __init__(self, module: Module, platforms: Optional[Sequence[str]] = None):
         """Copies the variables of `module` into tf.Variables.
 
         Args:
             module: the objax.Module to export; it is called with its variables set to the tf.Variables' values.
+            platforms: the platforms the converted function (and a SavedModel of it) can run on, among 'cpu',
+                'cuda', 'rocm' and 'tpu'; by default only the platform JAX runs on here.
 
         Raises:
             ImportError: TensorFlow is not installed.
             TypeError: `module` is not an objax.Module.
+            ValueError: `platforms` names an unknown platform.
         """
         tf, _ = _import_tensorflow()
         if not isinstance(module, Module):
             raise TypeError(f'Objax2Tf(module): module must be an objax.Module, got {type(module).__name__}')
+        if platforms is not None:
+            platforms = (platforms,) if isinstance(platforms, str) else tuple(platforms)
+            unknown = [p for p in platforms if p not in _PLATFORMS]
+            if unknown or not platforms:
+                raise ValueError(f'Objax2Tf: platforms must be a non-empty sequence of {", ".join(_PLATFORMS)}; '
+                                 f'got {platforms!r}')
         tf.Module.__init__(self)
+        self._objax_platforms = platforms
         vc = module.vars()
         names = vc.names()
         variables: List = list(vc)
@@ -129,5 +140,6 @@ class Objax2Tf:
                                 f'converted function), got a {type(v).__name__}; pass tensors positionally')
         shapes = [None] + [_polymorphic_shape(x, i) for i, x in enumerate(args)]
         call = functools.partial(self._objax_call, **kwargs) if kwargs else self._objax_call
-        converted = jax2tf.convert(call, polymorphic_shapes=shapes)
+        converted = jax2tf.convert(call, polymorphic_shapes=shapes,
+                                   native_serialization_platforms=self._objax_platforms)
         return converted(list(self.objax_variables), *args)
