@@ -1,5 +1,6 @@
 """objax.util: EasyDict, Renamer, signature helpers, class_name, ilog2, dummy_context_mgr, find_used_variables,
-Objax2Tf (without TensorFlow) and objax.util.image against numpy and Pillow."""
+Objax2Tf without TensorFlow (tests/test_objax2tf.py tests it with TensorFlow) and objax.util.image against numpy
+and Pillow."""
 
 import copy
 import functools
@@ -9,7 +10,6 @@ import math
 import pickle
 import re
 import sys
-import types
 
 import jax.numpy as jn
 import numpy as np
@@ -266,55 +266,6 @@ def test_objax2tf_without_tensorflow(monkeypatch):
     with pytest.raises(ImportError, match='TensorFlow') as info:
         Objax2Tf(objax.nn.Linear(2, 3))
     assert 'pip install tensorflow' in str(info.value)
-
-
-def test_objax2tf_wiring_with_stand_in_tensorflow(monkeypatch):
-    """Objax2Tf against stand-ins for tf.Module/tf.Variable and a jax2tf.convert that runs the function with the
-    variables' values: checks which variables are exported, with which names and flags, and that calling it runs
-    the module on those values (the module's own variables are left untouched)."""
-    tf = types.ModuleType('tensorflow')
-
-    class Module:
-        def __init__(self):
-            self.initialized = True
-
-    class Variable:
-        def __init__(self, value, trainable, name):
-            self.value, self.trainable, self.name = np.array(value), trainable, name
-
-    tf.Module, tf.Variable = Module, Variable
-    jax2tf = types.ModuleType('jax.experimental.jax2tf')
-    seen_shapes = []
-
-    def convert(fn, polymorphic_shapes):
-        seen_shapes.append(polymorphic_shapes)
-        return lambda variables, *args: fn([jn.asarray(v.value) for v in variables], *args)
-
-    jax2tf.convert = convert
-    monkeypatch.setitem(sys.modules, 'tensorflow', tf)
-    monkeypatch.setitem(sys.modules, 'jax.experimental.jax2tf', jax2tf)
-    model = objax.nn.Sequential([objax.nn.Linear(3, 4), objax.nn.BatchNorm0D(4)])
-    exported = Objax2Tf(model)
-    assert isinstance(exported, Module) and isinstance(exported, Objax2Tf) and exported.initialized
-    names = [v.name for v in exported.objax_variables]
-    assert len(names) == 6 and all(re.fullmatch(r'[A-Za-z0-9_.\-/]+', n) for n in names)
-    assert [v.trainable for v in exported.objax_variables] == [isinstance(v, objax.TrainVar)
-                                                               for v in model.vars().values()]
-    x = jn.asarray(np.random.default_rng(0).normal(size=(5, 3)), jn.float32)
-    np.testing.assert_allclose(exported(x, training=False), model(x, training=False), rtol=1e-6)
-    exported.objax_variables[0].value = np.zeros((3, 4), np.float32)  # the TF copy changes, not the module
-    np.testing.assert_allclose(exported(x, training=False), model[1](model[0].b.value + 0 * x[:, :1],
-                                                                      training=False), rtol=1e-6)
-    assert float(jn.abs(model[0].w.value).sum()) > 0
-    assert seen_shapes[0] == [None, None]
-
-    class Unknown:  # a TF tensor with an unknown batch size: the batch becomes a polymorphic dimension
-        shape = [None, 3]
-
-    from objax.util.objax2tf import _polymorphic_shape
-    assert _polymorphic_shape(Unknown()) == '(b, 3)'
-    with pytest.raises(TypeError, match='objax.Module'):
-        Objax2Tf(lambda v: v)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@ import functools
 import importlib
 import re
 import types
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from objax import _state
 from objax.module import Module
-from objax.variable import TrainVar
+from objax.varcollection import VarCollection
+from objax.variable import BaseVar, TrainVar
 
 __all__ = ['Objax2Tf']
 
-_TF_CLASSES = {}
+_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+_TF_CLASSES = {}  # (user class, tf.Module) -> the class actually instantiated (a subclass of both)
 
 
 def _import_tensorflow():
@@ -23,9 +26,22 @@ def _import_tensorflow():
         jax2tf = importlib.import_module('jax.experimental.jax2tf')
     except ImportError as e:
         raise ImportError(f'objax.util.Objax2Tf needs TensorFlow, which is not installed or cannot be imported '
-                          f'({e}). Install it with `pip install tensorflow`; the module is converted through '
-                          f'jax.experimental.jax2tf.') from e
+                          f'({e}). Install it with `pip install tensorflow` (or `pip install objax[tf]`); the '
+                          f'module is converted through jax.experimental.jax2tf.') from e
     return tf, jax2tf
+
+
+def _pure_call(module: Module, vc: VarCollection) -> Tuple[Callable, List[BaseVar]]:
+    """(call, variables): `call(values, *args, **kwargs)` is `module(*args, **kwargs)` run with `variables[i]`
+    holding `values[i]` (the distinct variables of `vc`, in `vc` order), as a pure function (objax's core
+    primitive). The module's variables are left as they were: state changes made by the call (running
+    statistics, random keys, recurrent states) are dropped."""
+    pure = _state.Pure(module, vc)
+
+    def call(values, *args, **kwargs):
+        return pure(values, *args, **kwargs)[0]
+
+    return call, pure.variables
 
 
 def _tf_name(name: str) -> str:
@@ -34,59 +50,93 @@ def _tf_name(name: str) -> str:
     return name if name and re.match(r'[A-Za-z0-9.]', name) else f'v{name}'
 
 
-def _polymorphic_shape(x):
-    """jax2tf polymorphic shape of a TF input whose static shape has unknown sizes (None when fully known):
-    unknown leading axes share the symbol `b` (the batch), other unknown sizes get their own symbol."""
+def _polymorphic_shape(x, index: int = 0):
+    """jax2tf polymorphic shape of the TF input number `index` (None when its static shape is fully known):
+    an unknown leading size is the batch `b`, shared by all inputs; other unknown sizes get their own symbol."""
     shape = getattr(x, 'shape', None)
     if shape is None:
         return None
     dims = shape.as_list() if hasattr(shape, 'as_list') else list(shape)
     if dims is None or all(d is not None for d in dims):
         return None
-    return '(' + ', '.join('b' if d is None and i == 0 else f'd{i}' if d is None else str(d)
+    return '(' + ', '.join('b' if d is None and i == 0 else f'a{index}d{i}' if d is None else str(d)
                            for i, d in enumerate(dims)) + ')'
 
 
 class Objax2Tf:
-    """Wraps `module` as a tf.Module (instances are also tf.Module instances): its variables become tf.Variables
-    (TrainVars trainable) and calling it runs the module converted with jax2tf, so it can be used in TensorFlow
-    and saved with tf.saved_model.save. Needs TensorFlow; variable values are copied at construction."""
+    """Wraps `module` as a tf.Module (instances are also tf.Module instances) that TensorFlow can call and save.
 
-    def __new__(cls, module: Module):
+    The module's variables become tf.Variables, in `module.vars()` order (TrainVars trainable), listed in
+    `objax_variables`; their values are copied at construction. `__call__` is a tf.function running the module
+    converted with jax2tf, so `m.__call__.get_concrete_function(tf.TensorSpec((None, 3, 32, 32), tf.float32))`
+    gives a serving signature for tf.saved_model.save; sizes unknown in the input spec are shape-polymorphic.
+    Needs TensorFlow.
+    """
+
+    def __new__(cls, module: Module, platforms: Optional[Sequence[str]] = None):
         tf, _ = _import_tensorflow()
         if not issubclass(cls, tf.Module):
             key = (cls, tf.Module)
             if key not in _TF_CLASSES:
-                namespace = {'__module__': cls.__module__, '__qualname__': cls.__qualname__, '__doc__': cls.__doc__}
+                namespace = {'__module__': cls.__module__, '__qualname__': cls.__qualname__, '__doc__': cls.__doc__,
+                             '__call__': tf.function(cls.__call__, autograph=False)}
                 _TF_CLASSES[key] = types.new_class(cls.__name__, (cls, tf.Module), {},
                                                    lambda ns: ns.update(namespace))
             cls = _TF_CLASSES[key]
         return super().__new__(cls)
 
-    def __init__(self, module: Module):
+    def __init__(self, module: Module, platforms: Optional[Sequence[str]] = None):
+        """Copies the variables of `module` into tf.Variables.
+
+        Args:
+            module: the objax.Module to export; it is called with its variables set to the tf.Variables' values.
+            platforms: the platforms the converted function (and a SavedModel of it) can run on, among 'cpu',
+                'cuda', 'rocm' and 'tpu'; by default only the platform JAX runs on here.
+
+        Raises:
+            ImportError: TensorFlow is not installed.
+            TypeError: `module` is not an objax.Module.
+            ValueError: `platforms` names an unknown platform.
+        """
         tf, _ = _import_tensorflow()
         if not isinstance(module, Module):
             raise TypeError(f'Objax2Tf(module): module must be an objax.Module, got {type(module).__name__}')
+        if platforms is not None:
+            platforms = (platforms,) if isinstance(platforms, str) else tuple(platforms)
+            unknown = [p for p in platforms if p not in _PLATFORMS]
+            if unknown or not platforms:
+                raise ValueError(f'Objax2Tf: platforms must be a non-empty sequence of {", ".join(_PLATFORMS)}; '
+                                 f'got {platforms!r}')
         tf.Module.__init__(self)
+        self._objax_platforms = platforms
         vc = module.vars()
-        pure = _state.Pure(module, vc)  # pure(values, *args, **kwargs) -> (outputs, changes)
-        storage = pure.variables
         names = vc.names()
+        self._objax_call, variables = _pure_call(module, vc)
         self.objax_variables = [tf.Variable(np.asarray(v.value), trainable=isinstance(v, TrainVar),
-                                            name=_tf_name(names.get(id(v), f'var{i}')))
-                                for i, v in enumerate(storage)]
-
-        def call_module(values, *args, **kwargs):
-            # Runs the module with its variables holding `values`; state changes (e.g. random keys) are dropped.
-            return pure(list(values), *args, **kwargs)[0]
-
-        self._call_module = call_module
+                                            name=_tf_name(names.get(id(v), f'variable{i}')))
+                                for i, v in enumerate(variables)]
 
     def __call__(self, *args, **kwargs):
-        """Runs the converted module on TensorFlow inputs (unknown input sizes are made shape-polymorphic).
-        Keyword arguments (such as training=False) are passed as Python values, fixed at conversion."""
-        _, jax2tf = _import_tensorflow()
-        shapes = [None] + [_polymorphic_shape(x) for x in args]
-        call = functools.partial(self._call_module, **kwargs) if kwargs else self._call_module
-        converted = jax2tf.convert(call, polymorphic_shapes=shapes)
+        """Runs the converted module on TensorFlow inputs.
+
+        Args:
+            *args: the module's inputs (tf.Tensor or arrays); sizes unknown when traced (None in a TensorSpec)
+                become symbolic dimensions, an unknown leading size being the batch shared by all inputs.
+            **kwargs: Python values (such as training=False), fixed in the traced function.
+
+        Returns:
+            The module's outputs as tf.Tensors.
+
+        Raises:
+            TypeError: a keyword argument is a tensor.
+        """
+        tf, jax2tf = _import_tensorflow()
+        for k, v in kwargs.items():
+            if isinstance(v, (tf.Tensor, tf.Variable, np.ndarray)):
+                raise TypeError(f'Objax2Tf: keyword argument {k!r} must be a Python value (it is fixed in the '
+                                f'converted function), got a {type(v).__name__}; pass tensors positionally')
+        shapes = [None] + [_polymorphic_shape(x, i) for i, x in enumerate(args)]
+        call = functools.partial(self._objax_call, **kwargs) if kwargs else self._objax_call
+        converted = jax2tf.convert(call, polymorphic_shapes=shapes,
+                                   native_serialization_platforms=self._objax_platforms)
         return converted(list(self.objax_variables), *args)
