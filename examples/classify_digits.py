@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import objax
-from common import TrainingRun, digits_epoch, digits_split
+from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 
 
 def build_model(filters: int) -> objax.nn.Sequential:
@@ -35,7 +35,9 @@ def main():
     parser.add_argument('--wd', type=float, default=1e-4, help='weight decay (L2 penalty on conv/linear weights)')
     parser.add_argument('--filters', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0, help='seeds the split, the weights and the batch order')
+    add_compile_cache_flag(parser)
     args = parser.parse_args()
+    use_compile_cache(args.no_compile_cache)
     if args.epochs < 1 or args.batch < 1 or args.filters < 1:
         parser.error('--epochs, --batch and --filters must be positive')
 

@@ -1,16 +1,85 @@
-"""Shared by the examples: the 8x8 digits of scikit-learn (shipped with it, no download), split and batched,
-and TrainingRun, the checkpoint / TensorBoard / progress-bar bookkeeping of a training loop."""
+"""Shared by the examples: the 8x8 digits of scikit-learn (shipped with it, no download), split and batched;
+TrainingRun, the checkpoint / TensorBoard / progress-bar bookkeeping of a training loop; and JAX's persistent
+compilation cache (add_compile_cache_flag, use_compile_cache), so that a second run does not compile again.
+"""
 
+import argparse
 import os
 import time
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
+import jax
 import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
 from tqdm import tqdm
 
 import objax
 
-__all__ = ['digits_split', 'batches', 'digits_epoch', 'TrainingRun']
+__all__ = ['digits_split', 'batches', 'digits_epoch', 'TrainingRun', 'add_compile_cache_flag',
+           'use_compile_cache', 'COMPILE_CLOCK']
+
+_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'  # XLA compilation, or a persistent cache read
+_CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
+
+
+class _CompileClock:
+    """Adds up the seconds this process spends in XLA compilation (a persistent-cache hit counts its read)."""
+
+    def __init__(self):
+        self.seconds, self.programs, self.cache_hits = 0.0, 0, 0
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        jax.monitoring.register_event_listener(self._event)
+
+    def _duration(self, event: str, seconds: float, **kwargs):
+        if event == _COMPILE_EVENT:
+            self.seconds += seconds
+            self.programs += 1
+
+    def _event(self, event: str, **kwargs):
+        if event == _CACHE_HIT_EVENT:
+            self.cache_hits += 1
+
+
+COMPILE_CLOCK = _CompileClock()
+
+
+def add_compile_cache_flag(parser: argparse.ArgumentParser):
+    """Adds --no-compile-cache to an example's command line."""
+    parser.add_argument('--no-compile-cache', action='store_true',
+                        help='do not use JAX\'s persistent compilation cache (default: $OBJAX_COMPILE_CACHE, else '
+                             '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/objax/jax_compilation_cache; '
+                             'OBJAX_COMPILE_CACHE=off also disables it)')
+
+
+def use_compile_cache(disabled: bool = False) -> Optional[str]:
+    """Turns on JAX's persistent compilation cache, so that later runs load the programs this one compiles.
+
+    The directory is $OBJAX_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR (or jax_compilation_cache_dir), else
+    $XDG_CACHE_HOME/objax/jax_compilation_cache (~/.cache/... by default). Every program is cached, however
+    quickly it compiled (unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise). The cache is
+    trusted code: keep it private to your user.
+
+    Args:
+        disabled: leave the cache off (as does OBJAX_COMPILE_CACHE=off, or =0, or empty).
+
+    Returns:
+        The cache directory, or None when the cache is off.
+    """
+    setting = os.environ.get('OBJAX_COMPILE_CACHE')
+    if disabled or (setting is not None and setting.strip().lower() in ('', '0', 'off', 'false', 'no')):
+        jax.config.update('jax_enable_compilation_cache', False)
+        return None
+    path = setting or jax.config.jax_compilation_cache_dir
+    if not path:
+        base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+        path = os.path.join(base, 'objax', 'jax_compilation_cache')
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    jax.config.update('jax_enable_compilation_cache', True)
+    jax.config.update('jax_compilation_cache_dir', path)
+    if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    compilation_cache.reset_cache()  # programs compiled at import time found no directory: look again
+    return path
 
 
 def digits_split(test_size: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -97,3 +166,6 @@ class TrainingRun:
         else:
             print(f'Trained epochs {self.start_epoch + 1}-{self.total_epochs} in {time.time() - self.start_time:.1f}s '
                   f'(checkpoints and TensorBoard logs in {self.logdir})')
+        clock = COMPILE_CLOCK
+        print(f'Compile time: {clock.seconds:.2f}s for {clock.programs} programs, {clock.cache_hits} of them read '
+              f'from the persistent compilation cache')

@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 import objax
-from common import TrainingRun, digits_epoch, digits_split
+from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 from objax.privacy.dpsgd import PrivateGradValues, analyze_dp
 
 
@@ -38,7 +38,9 @@ def main():
     parser.add_argument('--microbatch', type=int, default=1, help='examples per clipped microbatch')
     parser.add_argument('--delta', type=float, default=1e-5, help='delta of the (epsilon, delta) guarantee')
     parser.add_argument('--seed', type=int, default=0)
+    add_compile_cache_flag(parser)
     args = parser.parse_args()
+    use_compile_cache(args.no_compile_cache)
     if args.epochs < 1 or args.batch < 1 or args.microbatch < 1 or args.batch % args.microbatch:
         parser.error('--epochs, --batch and --microbatch must be positive, --batch a multiple of --microbatch')
     if args.noise < 0 or args.clip <= 0 or not 0 < args.delta < 1:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import objax
-from common import TrainingRun
+from common import TrainingRun, add_compile_cache_flag, use_compile_cache
 from objax.zoo.wide_resnet import WideResNet
 
 Data = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -138,7 +138,9 @@ def main():
     parser.add_argument('--synthetic-classes', type=int, default=4)
     parser.add_argument('--image-size', type=int, default=16, help='synthetic image height and width')
     parser.add_argument('--seed', type=int, default=0)
+    add_compile_cache_flag(parser)
     args = parser.parse_args()
+    use_compile_cache(args.no_compile_cache)
     ndev = jax.device_count()
     if args.batch < 1 or args.batch % ndev:
         parser.error(f'--batch {args.batch} must be a positive multiple of the {ndev} devices')

@@ -84,7 +84,7 @@ def test_subset_and_rename():
         '(Holder).p(Pair).s', '(Holder).r']
     assert list(vc.subset(is_not=(objax.TrainRef, objax.RandomState)).keys()) == [
         '(Holder).p(Pair).a', '(Holder).p(Pair).s']
-    assert list(vc.subset(objax.RandomState).keys()) == ['(Holder).g(Generator).key']
+    assert list(vc.subset(objax.RandomState).keys()) == ['(Holder).g(Generator)._key']
     renamed = vc.rename(Renamer({'(Holder).': 'h.', '(Pair).': ''}))
     assert list(renamed.keys())[:2] == ['h.pa', 'h.ps']
     regex = vc.rename(Renamer([(r'\((\w+)\)', r'\1/')]))

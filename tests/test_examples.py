@@ -17,14 +17,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / 'examples'
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    """run(script, *args, devices=1, check=True): runs examples/script on `devices` CPU devices. The runs share
-    a JAX compilation cache, so that a resumed run reuses the programs its first run compiled."""
+    """run(script, *args, devices=1, check=True, **env): runs examples/script on `devices` CPU devices, with
+    extra environment variables `env`. The runs share a JAX compilation cache (the examples' persistent cache),
+    so that a resumed run reuses the programs its first run compiled."""
     cache = str(tmp_path_factory.mktemp('jax_cache'))
 
-    def run_example(script: str, *args, devices: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    def run_example(script: str, *args, devices: int = 1, check: bool = True,
+                    **extra_env: str) -> subprocess.CompletedProcess:
         env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-                   JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+                   OBJAX_COMPILE_CACHE=cache, JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+        env.update(extra_env)
         out = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], capture_output=True,
                              text=True, env=env, timeout=300)
         if check:
@@ -129,3 +131,28 @@ def test_image_classification_reads_npz(tmp_path, run):
     assert bad.returncode != 0
     assert f"{tmp_path / 'no_labels.npz'}: missing key 'y'" in bad.stderr
     assert not (tmp_path / 'bad').exists()  # nothing was started
+
+
+def _compile_stats(stdout: str):
+    """(seconds, programs, cache hits) from the examples' 'Compile time: ...' line."""
+    match = re.search(r'Compile time: ([\d.]+)s for (\d+) programs, (\d+) of them read from the persistent', stdout)
+    assert match, stdout
+    return float(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def test_second_run_reads_the_persistent_compilation_cache(tmp_path, run):
+    """Issue 12: a second run of an example spends less than half the first run's compile time."""
+    cache = tmp_path / 'cache'
+    args = ('--epochs', 1, '--filters', 4)
+    off = run('classify_digits.py', '--logdir', tmp_path / 'off', *args, '--no-compile-cache',
+              OBJAX_COMPILE_CACHE=str(cache))
+    assert not cache.exists() and _compile_stats(off.stdout)[2] == 0
+    first = run('classify_digits.py', '--logdir', tmp_path / 'a', *args, OBJAX_COMPILE_CACHE=str(cache))
+    seconds, programs, hits = _compile_stats(first.stdout)
+    assert hits == 0 and programs > 0
+    assert len(os.listdir(cache)) >= programs // 2  # the cache directory holds the compiled programs
+    second = run('classify_digits.py', '--logdir', tmp_path / 'b', *args, OBJAX_COMPILE_CACHE=str(cache))
+    seconds2, programs2, hits2 = _compile_stats(second.stdout)
+    assert programs2 == programs and hits2 == programs
+    assert seconds2 < 0.5 * seconds
+    assert _accuracy(second.stdout) == _accuracy(first.stdout)  # same seed, same numbers

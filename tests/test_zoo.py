@@ -15,7 +15,7 @@ from objax.zoo.dnnet import DNNet
 from objax.zoo.resnet_v2 import (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet200, ResNetV2,
                                  ResNetV2Block, load_pretrained_weights_from_keras)
 from objax.zoo.rnn import RNN
-from objax.zoo.vgg import VGG19, max_pool_2d, preprocess
+from objax.zoo.vgg import VGG19
 from objax.zoo.wide_resnet import WideResNet, WideResNetGeneral, WRNBlock
 
 HIGH = jax.lax.Precision.HIGHEST
@@ -58,22 +58,22 @@ def _conv(k, nin, nout, bias):
     return k * k * nin * nout + (nout if bias else 0)
 
 
-def resnet_v2_params(nin, nclass, blocks, bottleneck, widths, projection):
-    """Closed-form count of the Keras ResNetV2 layout (He et al. 2016, pre-activation): 7x7 stem conv with bias;
-    per block BN-ReLU-conv units (bottleneck 1x1 -> 3x3 -> 1x1 with width/4 inner channels, else 3x3 -> 3x3),
-    the last conv with bias; a 1x1 projection (with bias) in the first block of projecting groups; final BN and
-    a dense classifier."""
-    total, c = _conv(7, nin, 64, True), 64
+def resnet_v2_params(nin, nclass, blocks, bottleneck, widths, projection, keras=False):
+    """Closed-form count of the ResNetV2 layout (He et al. 2016, pre-activation): 7x7 stem conv; per block
+    BN-ReLU-conv units (bottleneck 1x1 -> 3x3 -> 1x1 with width/4 inner channels, else 3x3 -> 3x3); a 1x1
+    projection in the first block of projecting groups; final BN and a dense classifier. Objax 1.8's convolutions
+    have no bias; Keras' (keras=True) stem, projection and last conv of each block have one."""
+    total, c = _conv(7, nin, 64, keras), 64
     for n, w, p in zip(blocks, widths, projection):
         for i in range(n):
             cin = c if i == 0 else w
-            total += _conv(1, cin, w, True) if p and i == 0 else 0
+            total += _conv(1, cin, w, keras) if p and i == 0 else 0
             if bottleneck:
                 m = w // 4
                 total += _bn(cin) + _conv(1, cin, m, False) + _bn(m) + _conv(3, m, m, False)
-                total += _bn(m) + _conv(1, m, w, True)
+                total += _bn(m) + _conv(1, m, w, keras)
             else:
-                total += _bn(cin) + _conv(3, cin, w, False) + _bn(w) + _conv(3, w, w, True)
+                total += _bn(cin) + _conv(3, cin, w, False) + _bn(w) + _conv(3, w, w, keras)
         c = w
     return total + _bn(c) + c * nclass + nclass
 
@@ -127,8 +127,8 @@ def test_resnet_v2_parameter_counts_and_imagenet_shapes(cls, blocks, bottleneck,
     assert out == (2, 1000)
     assert total == resnet_v2_params(3, 1000, blocks, bottleneck, widths, projection)
     assert total - train == 2 * resnet_v2_bn_channels(blocks, bottleneck, widths)  # running mean + variance
-    if published is not None:
-        assert total == published
+    if published is not None:  # Keras' count (the same network plus conv biases) checks the closed form
+        assert resnet_v2_params(3, 1000, blocks, bottleneck, widths, projection, keras=True) == published
     # The 224x224 input reaches the classifier as a 7x7 map (strides 2 in the stem conv, the stem pooling and
     # three of the four groups), with 2048 (bottleneck) or 512 channels.
     _, _, features = _abstract(lambda: cls(3, 1000)[:-2], (2, 3, 224, 224), training=False)
@@ -143,7 +143,8 @@ def test_resnet_v2_published_sizes():
     # Other inputs and class counts change only the stem and the classifier.
     total, _, out = _abstract(lambda: ResNet50(1, 10), (3, 1, 64, 64), training=True)
     assert out == (3, 10)
-    assert total == 25_613_800 - (7 * 7 * 2 * 64) - (2048 + 1) * 990
+    keras_biases = 64 + 3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048 + (256 + 512 + 1024 + 2048)
+    assert total == 25_613_800 - keras_biases - (7 * 7 * 2 * 64) - (2048 + 1) * 990
 
 
 def test_wide_resnet_parameter_counts():
@@ -164,7 +165,7 @@ def test_vgg19_parameter_count_and_structure():
     assert out == (2, 1000)
     model = _abstract_model(VGG19)
     kinds = _kinds(model)
-    assert kinds[0] == 'preprocess' and kinds[-1] == 'softmax'
+    assert kinds[0] == 'Conv2D' and kinds[-1] == 'Linear'  # no preprocessing, logits out (Objax 1.8)
     assert kinds.count('Conv2D') == 16 and kinds.count('Linear') == 3 and kinds.count('max_pool_2d') == 5
     convs = [layer for layer in model if isinstance(layer, objax.nn.Conv2D)]
     assert [c.w.value.shape[-1] for c in convs] == [64, 64, 128, 128] + [256] * 4 + [512] * 8
@@ -200,23 +201,11 @@ def _abstract_model(build):
     return box['model']
 
 
-def test_vgg19_pretrained_error_says_how_to_load_a_local_file():
-    with pytest.raises(RuntimeError, match='local file') as info:
-        VGG19(pretrained=True)
-    assert 'load_var_collection' in str(info.value)
+def test_keras_pretrained_error_says_how_to_load_a_local_file():
     with pytest.raises(RuntimeError, match='load_var_collection'):
         load_pretrained_weights_from_keras('ResNet50')
     with pytest.raises(ValueError, match='arch'):
         load_pretrained_weights_from_keras('ResNet7')
-
-
-def test_vgg19_preprocess_and_pooling():
-    x = np.random.default_rng(0).uniform(size=(2, 3, 4, 6)).astype(np.float32)
-    want = np.stack([x[:, 2] * 255 - 103.939, x[:, 1] * 255 - 116.779, x[:, 0] * 255 - 123.68], axis=1)
-    np.testing.assert_allclose(preprocess(jn.asarray(x)), want, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(max_pool_2d(jn.asarray(x)), x.reshape(2, 3, 2, 2, 3, 2).max((3, 5)))
-    with pytest.raises(ValueError, match='RGB'):
-        preprocess(jn.zeros((2, 1, 4, 4)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,13 +235,13 @@ def _ref_resnet_block(x, block, act, stride, bottleneck):
     a = act(_ref_bn(x, block.norm_0))
     shortcut = _ref_conv(a, block.proj_conv, stride, 'VALID') if hasattr(block, 'proj_conv') else x[:, :, ::stride,
                                                                                                        ::stride]
-    if bottleneck:
+    if bottleneck:  # the 3x3 convolution carries the stride
         h = _ref_conv(a, block.conv_0, 1, 'VALID')
         h = _ref_conv(act(_ref_bn(h, block.norm_1)), block.conv_1, stride, pad1)
         h = _ref_conv(act(_ref_bn(h, block.norm_2)), block.conv_2, 1, 'VALID')
-    else:
-        h = _ref_conv(a, block.conv_0, stride, pad1)
-        h = _ref_conv(act(_ref_bn(h, block.norm_1)), block.conv_1, 1, pad1)
+    else:  # the second 3x3 convolution carries the stride
+        h = _ref_conv(a, block.conv_0, 1, pad1)
+        h = _ref_conv(act(_ref_bn(h, block.norm_1)), block.conv_1, stride, pad1)
     return h + shortcut
 
 
@@ -279,10 +268,10 @@ def test_resnet_v2_model_matches_reference():
     h = jax.lax.reduce_window(jn.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1))), -jn.inf, jax.lax.max, (1, 1, 3, 3),
                               (1, 1, 2, 2), 'VALID')
     assert h.shape == (2, 64, 5, 5)
-    for group, stride in zip(model[2:4], (1, 2)):
+    for group, stride in zip(model[3:5], (1, 2)):
         for i, block in enumerate(group):
             h = _ref_resnet_block(h, block, objax.functional.relu, stride if i == len(group) - 1 else 1, True)
-    h = objax.functional.relu(_ref_bn(h, model[4])).mean((2, 3))
+    h = objax.functional.relu(_ref_bn(h, model[5])).mean((2, 3))
     want = h @ model[-1].w.value + model[-1].b.value
     np.testing.assert_allclose(model(x, training=False), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(objax.Jit(functools.partial(model, training=False), model.vars())(x), want,
@@ -302,8 +291,6 @@ def test_resnet_v2_with_groupnorm():
 def test_resnet_v2_bad_arguments():
     with pytest.raises(ValueError, match='channels_per_group'):
         ResNetV2(3, 10, (1, 1), channels_per_group=(8,), group_strides=(1, 1), group_use_projection=(True, True))
-    with pytest.raises(ValueError, match='num_classes'):
-        ResNet18(3, 0)
     with pytest.raises(ValueError, match='nin must equal nout'):
         ResNetV2Block(8, 16, 1, use_projection=False, bottleneck=False)
 
@@ -338,8 +325,6 @@ def test_wide_resnet_structure_and_general():
     np.testing.assert_allclose(WideResNetGeneral.mean_reduce(x), np.asarray(x).mean((2, 3)), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match='depth'):
         WideResNet(3, 10, depth=27)
-    with pytest.raises(ValueError, match='blocks_per_group'):
-        WideResNetGeneral(3, 10, [], 2)
 
 
 def test_train_and_eval_modes():
@@ -400,15 +385,16 @@ def test_convnet_matches_reference():
 
 def test_dnnet_matches_reference():
     model = DNNet((5, 7, 3, 2), objax.functional.tanh)
-    assert _kinds(model) == ['Linear', 'tanh', 'Linear', 'tanh', 'Linear']
+    assert _kinds(model) == ['Linear', 'tanh', 'Linear', 'tanh', 'Linear', 'tanh']  # ends with the activation
     x = np.random.default_rng(12).normal(size=(4, 5)).astype(np.float32)
     h = x
-    for i, layer in enumerate(model[::2]):
-        h = h @ np.asarray(layer.w.value) + np.asarray(layer.b.value)
-        h = np.tanh(h) if i < 2 else h
+    for layer in model[::2]:
+        h = np.tanh(h @ np.asarray(layer.w.value) + np.asarray(layer.b.value))
     np.testing.assert_allclose(model(jn.asarray(x)), h, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match='layer_sizes'):
-        DNNet([5], objax.functional.relu)
+    # Spec Z1: DNNet([5, 5], softmax)(x) has rows that sum to 1.
+    probs = DNNet([5, 5], objax.functional.softmax)(jn.asarray(x))
+    np.testing.assert_allclose(np.asarray(probs).sum(1), np.ones(4), rtol=1e-6)
+    assert len(DNNet([5], objax.functional.relu)) == 0  # accepted as in Objax 1.8: an empty Sequential
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,7 +412,6 @@ def _ref_rnn(model, xs, h, act=np.tanh):
 
 def test_rnn_matches_numpy_loop():
     model = RNN(nstate=6, nin=3, nout=4)
-    assert model.state.value.shape == (1, 6)
     model.init_state(2)
     xs = np.random.default_rng(13).normal(size=(5, 2, 3))
     want_all, want_last, h = _ref_rnn(model, xs, np.zeros((2, 6)))
@@ -440,14 +425,20 @@ def test_rnn_matches_numpy_loop():
     jitted = objax.Jit(functools.partial(model, only_return_final=True), model.vars())
     np.testing.assert_allclose(jitted(jn.asarray(xs2, jn.float32)), want_last, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.state.value, h2, rtol=1e-5, atol=1e-5)
+    old_state = model.state
     model.init_state(3)
+    assert model.state is not old_state  # a new StateVar each time (Objax 1.8)
     np.testing.assert_array_equal(model.state.value, np.zeros((3, 6)))
+    jitted = objax.Jit(functools.partial(model, only_return_final=True), model.vars())
     assert jitted(jn.ones((2, 3, 3))).shape == (3, 4)
 
 
 def test_rnn_activation_gradients_and_errors():
     model = RNN(4, 2, 3, activation=objax.functional.relu, w_init=objax.nn.init.xavier_normal)
     xs = np.random.default_rng(15).normal(size=(4, 1, 2))
+    with pytest.raises(ValueError, match=r'no state yet: call init_state\(1\)'):
+        model(jn.asarray(xs, jn.float32))
+    model.init_state(1)
     np.testing.assert_allclose(model(jn.asarray(xs, jn.float32)), _ref_rnn(model, xs, np.zeros((1, 4)),
                                                                            lambda v: np.maximum(v, 0))[0],
                                rtol=1e-5, atol=1e-5)
@@ -456,8 +447,24 @@ def test_rnn_activation_gradients_and_errors():
     assert len(grads) == 5 and all(np.all(np.isfinite(g)) for g in grads)
     assert np.any(np.asarray(grads[1]) != 0)  # w_hh gets a gradient through time
     with pytest.raises(ValueError, match='init_state'):
-        model(jn.ones((3, 2, 2)))
+        model.init_state(2)
+        model(jn.ones((3, 3, 2)))
     with pytest.raises(ValueError, match='steps, batch, 2'):
         model(jn.ones((3, 1, 5)))
     with pytest.raises(ValueError, match='batch_size'):
         model.init_state(0)
+
+
+def test_rnn_state_only_from_init_state():
+    """Spec Z3/H: no `state` variable until init_state; a batch-1 state broadcasts over the inputs' batch."""
+    model = RNN(3, 2, 2)
+    assert set(model.vars().keys()) == {'(RNN).w_xh', '(RNN).w_hh', '(RNN).b_h', '(RNN).output_layer(Linear).b',
+                                        '(RNN).output_layer(Linear).w'}
+    assert not hasattr(model, 'state')
+    model.init_state(1)
+    assert list(model.vars().keys())[-1] == '(RNN).state'
+    xs = np.random.default_rng(16).normal(size=(3, 4, 2))
+    want, _, h = _ref_rnn(model, xs, np.zeros((1, 3)))
+    np.testing.assert_allclose(model(jn.asarray(xs, jn.float32)), want, rtol=1e-5, atol=1e-5)
+    assert model.state.value.shape == (4, 3)
+    np.testing.assert_allclose(model.state.value, h, rtol=1e-5, atol=1e-5)

@@ -6,12 +6,14 @@ JAX configuration is never changed.
 """
 
 import functools
+import warnings
 from typing import Tuple, Union
 
 import jax
 import jax.numpy as jn
 import numpy as np
 
+from objax import _threefry
 from objax.module import Module
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
@@ -22,15 +24,25 @@ __all__ = ['Generator', 'DEFAULT_GENERATOR', 'normal', 'randint', 'truncated_nor
 Shape = Union[int, Tuple[int, ...]]
 
 
+def _check_seed(seed: int, where: str) -> None:
+    if isinstance(seed, (int, np.integer)) and seed >= 2 ** 32:
+        warnings.warn(f'{where}: seed {seed} is not below 2**32; keys are made from its lowest 32 bits, so it gives '
+                      f'the same numbers as seed {seed % 2 ** 32}', UserWarning, stacklevel=3)
+
+
 class Generator(Module):
     """A random key generator: each call returns a fresh key and advances its RandomState."""
 
     def __init__(self, seed: int = 0):
+        _check_seed(seed, 'objax.random.Generator')
+        self._seed = seed
         self._key = RandomState(seed)
 
     def seed(self, seed: int = 0):
         """Restarts the stream from `seed`."""
+        _check_seed(seed, 'objax.random.Generator.seed')
         self._key.seed(seed)
+        self._seed = seed
 
     @property
     def key(self) -> RandomState:
@@ -38,18 +50,17 @@ class Generator(Module):
         return self._key
 
     def __call__(self) -> JaxArray:
-        """A new key of shape (2,)."""
-        return self._key.split(1)[0]
-
-    def vars(self, scope: str = '') -> VarCollection:
-        """One variable, the key, named `scope(Generator).key`."""
-        vc = VarCollection()
-        vc[f'{scope}({type(self).__name__}).key'] = self._key
-        self._key.__dict__['_name'] = f'{scope}({type(self).__name__}).key'
-        return vc
+        """A new key of shape (2,): the second half of a classic-threefry split of the current key."""
+        key = self._key.value
+        if isinstance(key, jax.core.Tracer) or key.shape != (2,) or key.dtype != jn.uint32:
+            return self._key.split(1)[0]
+        # A concrete key is split in numpy, bit for bit as jax.random.split (no device program per call).
+        kept, new = _threefry.split_key(np.asarray(key))
+        self._key.assign(jax.device_put(kept))
+        return jax.device_put(new)
 
     def __repr__(self):
-        return f'{type(self).__name__}(key={self._key!r})'
+        return f'objax.random.Generator(seed={self._seed})'
 
 
 DEFAULT_GENERATOR = Generator(0)
@@ -62,6 +73,11 @@ def _shape(shape: Shape) -> Tuple[int, ...]:
         return tuple(int(s) for s in shape)
     except TypeError:
         raise TypeError(f'shape must be an int or a tuple of ints, got {shape!r}') from None
+
+
+def _default_float_is_32() -> bool:
+    """Whether floats default to float32 (64-bit mode off): the block-wise samplers only produce float32."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float32
 
 
 def _unit_bits_to_float(bits: JaxArray, dtype) -> JaxArray:
@@ -99,6 +115,10 @@ def normal(shape: Shape, *, mean: float = 0, stddev: float = 1,
     """Samples of N(mean, stddev^2) with the given shape."""
     shape = _shape(shape)
     key = generator()
+    if _default_float_is_32():
+        fast = _threefry.sample('normal', key, shape, mean, stddev)
+        if fast is not None:
+            return fast
     with jax.threefry_partitionable(False):
         return _normal(key, shape, mean, stddev)
 
@@ -107,6 +127,10 @@ def uniform(shape: Shape, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
     """Samples of U[0, 1) with the given shape."""
     shape = _shape(shape)
     key = generator()
+    if _default_float_is_32():
+        fast = _threefry.sample('uniform', key, shape)
+        if fast is not None:
+            return fast
     with jax.threefry_partitionable(False):
         return jax.random.uniform(key, shape)
 
@@ -118,6 +142,10 @@ def truncated_normal(shape: Shape, *, stddev: float = 1, lower: float = -2, uppe
     if not lower < upper:
         raise ValueError(f'truncated_normal: lower ({lower}) must be smaller than upper ({upper})')
     key = generator()
+    if _default_float_is_32():
+        fast = _threefry.sample('truncated_normal', key, shape, lower, upper, stddev)
+        if fast is not None:
+            return fast
     with jax.threefry_partitionable(False):
         return _truncated_normal(key, shape, lower, upper, stddev)
 

@@ -8,13 +8,14 @@ __all__ = ['DNNet']
 
 
 class DNNet(Sequential):
-    """Multi-layer perceptron: Linear layers of sizes layer_sizes[i] -> layer_sizes[i + 1], with `activation`
-    between consecutive layers (none after the last). Input (..., layer_sizes[0]) -> (..., layer_sizes[-1])."""
+    """Multi-layer perceptron (..., layer_sizes[0]) -> (..., layer_sizes[-1]).
+
+    A Sequential `[Linear(s0, s1), activation, Linear(s1, s2), activation, ...]`: `activation` follows every
+    Linear layer, the last one included (as in Objax 1.8), so a softmax activation gives probabilities.
+    """
 
     def __init__(self, layer_sizes: Iterable[int], activation: Callable):
         sizes = list(layer_sizes)
-        if len(sizes) < 2:
-            raise ValueError(f'DNNet: layer_sizes needs at least 2 sizes (input and output), got {sizes}')
         for s in sizes:
             if int(s) != s or s < 1:
                 raise ValueError(f'DNNet: layer_sizes must hold positive integers, got {sizes}')
@@ -23,4 +24,4 @@ class DNNet(Sequential):
         ops = []
         for nin, nout in zip(sizes[:-1], sizes[1:]):
             ops += [Linear(nin, nout), activation]
-        super().__init__(ops[:-1])
+        super().__init__(ops)

@@ -1,19 +1,22 @@
-"""Pre-activation residual networks (ResNet v2), laid out like Keras' ResNet50V2/101V2/152V2.
+"""Pre-activation residual networks (ResNet v2, He et al. 2016) laid out as in Objax 1.8.
 
-The layer structure follows the Keras reference so that a converted Keras checkpoint maps one-to-one:
-a 7x7/2 stem convolution (with bias), zero padding + 3x3/2 max pooling, groups of pre-activation blocks
-whose stride is applied by the group's last block, then normalization, activation, global average
-pooling and a Linear classifier.
+Layer indices, variable names and creation order follow Objax 1.8, so its checkpoints load unchanged:
+`[0]` a 7x7 stride-2 convolution (padding 3), `[1]` a zero padding of 1 on H and W, `[2]` a 3x3 stride-2
+VALID max pooling, then one ResNetV2BlockGroup per group from index 3, then normalization, activation,
+spatial mean and a Linear classifier. No convolution has a bias.
 """
 
+import functools
 from typing import Callable, Sequence
 
 import jax.numpy as jn
 import numpy as np
 
+from objax.constants import ConvPadding
 from objax.functional import max_pool_2d, relu
 from objax.module import Module
 from objax.nn import BatchNorm2D, Conv2D, Linear, Sequential
+from objax.nn.init import xavier_normal
 from objax.random import normal
 from objax.typing import JaxArray
 
@@ -21,31 +24,29 @@ __all__ = ['ResNetV2', 'ResNetV2Block', 'ResNetV2BlockGroup', 'ResNet18', 'ResNe
            'ResNet152', 'ResNet200', 'load_pretrained_weights_from_keras']
 
 
-def _conv(nin: int, nout: int, k: int, stride: int = 1, use_bias: bool = False) -> Conv2D:
-    """k x k convolution, explicit zero padding (k - 1) // 2, He-normal weights with fan_out = k * k * nout."""
+def _conv(nin: int, nout: int, k: int, stride: int = 1, padding: int = 0) -> Conv2D:
+    """k x k convolution without bias, zero padding `padding`, weights N(0, 2 / (k * k * nout))."""
     stddev = float(np.sqrt(2 / (k * k * nout)))
-    pad = (k - 1) // 2
-    return Conv2D(nin, nout, k, strides=stride, padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                  w_init=lambda shape: normal(shape, stddev=stddev))
+    return Conv2D(nin, nout, k, strides=stride, padding=padding if padding else ConvPadding.VALID, use_bias=False,
+                  w_init=functools.partial(normal, stddev=stddev))
+
+
+def _pad_1(x: JaxArray) -> JaxArray:
+    """Zero padding of 1 on both sides of H and W: (N, C, H, W) -> (N, C, H + 2, W + 2)."""
+    return jn.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
 
 
 def _spatial_mean(x: JaxArray) -> JaxArray:
-    """(N, C, H, W) -> (N, C)."""
+    """(N, C, H, W) -> (N, C): average over the spatial axes."""
     return x.mean((2, 3))
-
-
-def _stem_pool(x: JaxArray) -> JaxArray:
-    """Zero padding by 1 then 3x3 max pooling of stride 2 (as Keras' ResNetV2 stem)."""
-    return max_pool_2d(jn.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), size=3, strides=2)
 
 
 class ResNetV2Block(Module):
     """Pre-activation residual block (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride)).
 
-    Bottleneck: 1x1 (nout/4), 3x3 (nout/4, strided), 1x1 (nout, with bias); otherwise two 3x3 convolutions
-    (the first strided). Each convolution is preceded by normalization and activation. The shortcut is a 1x1
-    strided convolution (with bias) of the pre-activated input when `use_projection`, else the input
-    subsampled by `stride`.
+    Each convolution is preceded by normalization and activation. Bottleneck: 1x1 (nout/4), 3x3 (nout/4,
+    strided), 1x1 (nout); otherwise 3x3 then 3x3 (strided). The shortcut is a strided 1x1 convolution of the
+    first pre-activation when `use_projection`, else the input subsampled by `stride`.
     """
 
     def __init__(self, nin: int, nout: int, stride: int, use_projection: bool, bottleneck: bool,
@@ -53,27 +54,26 @@ class ResNetV2Block(Module):
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
         if not use_projection and nin != nout:
             raise ValueError(f'ResNetV2Block: without projection nin must equal nout, got nin={nin}, nout={nout}')
-        if bottleneck and nout % 4:
-            raise ValueError(f'ResNetV2Block: a bottleneck block needs nout divisible by 4, got {nout}')
-        self.stride = stride
         self.use_projection = use_projection
         self.activation_fn = activation_fn
+        self.stride = stride
         if use_projection:
-            self.proj_conv = _conv(nin, nout, 1, stride, use_bias=True)
+            self.proj_conv = _conv(nin, nout, 1, stride)
         if bottleneck:
             mid = nout // 4
             self.norm_0, self.conv_0 = normalization_fn(nin), _conv(nin, mid, 1)
-            self.norm_1, self.conv_1 = normalization_fn(mid), _conv(mid, mid, 3, stride)
-            self.norm_2, self.conv_2 = normalization_fn(mid), _conv(mid, nout, 1, use_bias=True)
-            self._pairs = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1), (self.norm_2, self.conv_2))
+            self.norm_1, self.conv_1 = normalization_fn(mid), _conv(mid, mid, 3, stride, padding=1)
+            self.norm_2, self.conv_2 = normalization_fn(mid), _conv(mid, nout, 1)
+            self.layers = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1), (self.norm_2, self.conv_2))
         else:
-            self.norm_0, self.conv_0 = normalization_fn(nin), _conv(nin, nout, 3, stride)
-            self.norm_1, self.conv_1 = normalization_fn(nout), _conv(nout, nout, 3, use_bias=True)
-            self._pairs = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1))
+            self.norm_0, self.conv_0 = normalization_fn(nin), _conv(nin, nout, 3, padding=1)
+            self.norm_1, self.conv_1 = normalization_fn(nout), _conv(nout, nout, 3, stride, padding=1)
+            self.layers = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1))
 
     def __call__(self, x: JaxArray, training: bool) -> JaxArray:
+        """x (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride))."""
         shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-        for i, (norm, conv) in enumerate(self._pairs):
+        for i, (norm, conv) in enumerate(self.layers):
             x = self.activation_fn(norm(x, training=training))
             if i == 0 and self.use_projection:
                 shortcut = self.proj_conv(x)
@@ -82,13 +82,11 @@ class ResNetV2Block(Module):
 
 
 class ResNetV2BlockGroup(Sequential):
-    """`num_blocks` ResNetV2Blocks: the first maps nin -> nout (projection if asked), the last applies `stride`."""
+    """`num_blocks` ResNetV2Blocks: the first maps nin -> nout (projecting if asked), the last applies `stride`."""
 
     def __init__(self, nin: int, nout: int, num_blocks: int, stride: int, use_projection: bool, bottleneck: bool,
                  normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
-        if int(num_blocks) != num_blocks or num_blocks < 1:
-            raise ValueError(f'ResNetV2BlockGroup: num_blocks must be a positive integer, got {num_blocks!r}')
         super().__init__([ResNetV2Block(nin if i == 0 else nout, nout, stride if i == num_blocks - 1 else 1,
                                         use_projection and i == 0, bottleneck, normalization_fn, activation_fn)
                           for i in range(num_blocks)])
@@ -113,17 +111,15 @@ class ResNetV2(Sequential):
                           ('group_use_projection', group_use_projection)):
             if len(seq) != groups:
                 raise ValueError(f'ResNetV2: {name} has {len(seq)} entries but blocks_per_group has {groups}')
-        for name, value in (('in_channels', in_channels), ('num_classes', num_classes)):
-            if int(value) != value or value < 1:
-                raise ValueError(f'ResNetV2: {name} must be a positive integer, got {value!r}')
-        ops = [_conv(in_channels, 64, 7, 2, use_bias=True), _stem_pool]
+        ops = [_conv(in_channels, 64, 7, 2, padding=3), _pad_1,
+               functools.partial(max_pool_2d, size=3, strides=2, padding=ConvPadding.VALID)]
         nin = 64
         for blocks, nout, stride, projection in zip(blocks_per_group, channels_per_group, group_strides,
                                                     group_use_projection):
             ops.append(ResNetV2BlockGroup(nin, nout, blocks, stride, projection, bottleneck, normalization_fn,
                                           activation_fn))
             nin = nout
-        ops += [normalization_fn(nin), activation_fn, _spatial_mean, Linear(nin, num_classes)]
+        ops += [normalization_fn(nin), activation_fn, _spatial_mean, Linear(nin, num_classes, w_init=xavier_normal)]
         super().__init__(ops)
 
 
@@ -150,7 +146,7 @@ class ResNet34(ResNetV2):
 
 
 class ResNet50(ResNetV2):
-    """ResNet-50 v2 (bottleneck blocks 3-4-6-3, as Keras' ResNet50V2): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-50 v2 (bottleneck blocks 3-4-6-3): (N, C, H, W) -> (N, num_classes)."""
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -159,7 +155,7 @@ class ResNet50(ResNetV2):
 
 
 class ResNet101(ResNetV2):
-    """ResNet-101 v2 (bottleneck blocks 3-4-23-3, as Keras' ResNet101V2): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-101 v2 (bottleneck blocks 3-4-23-3): (N, C, H, W) -> (N, num_classes)."""
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -168,7 +164,7 @@ class ResNet101(ResNetV2):
 
 
 class ResNet152(ResNetV2):
-    """ResNet-152 v2 (bottleneck blocks 3-8-36-3, as Keras' ResNet152V2): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-152 v2 (bottleneck blocks 3-8-36-3): (N, C, H, W) -> (N, num_classes)."""
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):

@@ -17,8 +17,9 @@ __all__ = ['RNN']
 class RNN(Module):
     """h_t = activation(x_t . w_xh + h_{t-1} . w_hh + b_h), y_t = output_layer(h_t).
 
-    The hidden state (batch, nstate) lives in the StateVar `state` and carries over between calls;
-    `init_state(batch_size)` resets it to zeros for a given batch size (done for batch 1 at construction).
+    The hidden state (batch, nstate) lives in the StateVar `state`, which `init_state(batch_size)` creates
+    (as in Objax 1.8 there is none before, so `vars()` lists only the weights); it carries over between calls.
+    A state of batch 1 is broadcast to the batch of the inputs.
     """
 
     def __init__(self, nstate: int, nin: int, nout: int, activation: Callable = jn.tanh,
@@ -32,13 +33,15 @@ class RNN(Module):
         self.w_hh = TrainVar(w_init((nstate, nstate)))
         self.b_h = TrainVar(jn.zeros(nstate))
         self.output_layer = Linear(nstate, nout)
-        self.state = StateVar(jn.zeros((1, nstate)))
 
     def init_state(self, batch_size: int):
-        """Sets the hidden state to zeros of shape (batch_size, nstate)."""
+        """Creates a new StateVar `state` holding zeros of shape (batch_size, nstate).
+
+        Modules (transforms, optimizers) built before keep the previous state variable, as in Objax 1.8.
+        """
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f'RNN.init_state: batch_size must be a positive integer, got {batch_size!r}')
-        self.state.assign(jn.zeros((int(batch_size), self.nstate)), check=False)
+        self.state = StateVar(jn.zeros((int(batch_size), self.nstate)))
 
     def __call__(self, inputs: JaxArray, only_return_final: bool = False) -> JaxArray:
         """inputs (steps, batch, nin) -> outputs (steps * batch, nout) stacked step after step,
@@ -46,8 +49,12 @@ class RNN(Module):
         if inputs.ndim != 3 or inputs.shape[2] != self.num_inputs:
             raise ValueError(f'RNN expects inputs of shape (steps, batch, {self.num_inputs}), '
                              f'got {tuple(inputs.shape)}')
+        if 'state' not in self.__dict__:
+            raise ValueError(f'RNN has no state yet: call init_state({inputs.shape[1]}) first')
         state = self.state.value
-        if state.shape[0] != inputs.shape[1]:
+        if state.shape[0] == 1 and inputs.shape[1] != 1:
+            state = jn.broadcast_to(state, (inputs.shape[1], self.nstate))
+        elif state.shape[0] != inputs.shape[1]:
             raise ValueError(f'RNN state holds a batch of {state.shape[0]} but inputs have a batch of '
                              f'{inputs.shape[1]}: call init_state({inputs.shape[1]}) first')
         w_xh, w_hh, b_h = self.w_xh.value, self.w_hh.value, self.b_h.value
@@ -57,7 +64,7 @@ class RNN(Module):
             return h, h
 
         final, states = jax.lax.scan(step, state, inputs)
-        self.state.value = final
+        self.state.assign(final, check=False)  # a batch-1 state may have been broadcast
         if only_return_final:
             return self.output_layer(final)
         return self.output_layer(states.reshape((-1, self.nstate)))

@@ -5,6 +5,7 @@ from typing import Callable, List
 
 import numpy as np
 
+from objax.constants import ConvPadding
 from objax.functional import relu
 from objax.module import Module
 from objax.nn import BatchNorm2D, Conv2D, Linear, Sequential
@@ -20,8 +21,8 @@ _BN = functools.partial(BatchNorm2D, momentum=0.9, eps=1e-5)
 def _conv(nin: int, nout: int, k: int, stride: int = 1) -> Conv2D:
     """k x k SAME convolution without bias, He-normal weights with fan_out = k * k * nout."""
     stddev = float(np.sqrt(2 / (k * k * nout)))
-    return Conv2D(nin, nout, k, strides=stride, padding='SAME', use_bias=False,
-                  w_init=lambda shape: normal(shape, stddev=stddev))
+    return Conv2D(nin, nout, k, strides=stride, padding=ConvPadding.SAME, use_bias=False,
+                  w_init=functools.partial(normal, stddev=stddev))
 
 
 class WRNBlock(Module):
@@ -50,8 +51,8 @@ class WRNBlock(Module):
 class WideResNetGeneral(Sequential):
     """Wide ResNet for NCHW images: (N, nin, H, W) -> logits (N, nclass).
 
-    A 16-channel 3x3 stem, then group g of blocks_per_group[g] WRNBlocks with 16 * 2**g * width channels
-    (groups after the first start with stride 2), then bn, relu, spatial mean and a Linear classifier.
+    A 16-channel 3x3 stem, then group g of max(1, blocks_per_group[g]) WRNBlocks with 16 * 2**g * width
+    channels (groups after the first start with stride 2), then bn, relu, spatial mean and a Linear classifier.
     """
 
     @staticmethod
@@ -60,12 +61,11 @@ class WideResNetGeneral(Sequential):
         return x.mean((2, 3))
 
     def __init__(self, nin: int, nclass: int, blocks_per_group: List[int], width: int, bn: Callable = _BN):
-        for name, value in (('nin', nin), ('nclass', nclass)):
-            if int(value) != value or value < 1:
-                raise ValueError(f'{type(self).__name__}: {name} must be a positive integer, got {value!r}')
-        if not len(blocks_per_group) or any(int(b) != b or b < 1 for b in blocks_per_group):
-            raise ValueError(f'{type(self).__name__}: blocks_per_group must be a non-empty list of positive '
-                             f'integers, got {blocks_per_group!r}')
+        if int(nin) != nin or nin < 1:
+            raise ValueError(f'{type(self).__name__}: nin must be a positive integer, got {nin!r}')
+        if any(int(b) != b for b in blocks_per_group):
+            raise ValueError(f'{type(self).__name__}: blocks_per_group must be a list of integers, '
+                             f'got {blocks_per_group!r}')
         if width <= 0:
             raise ValueError(f'{type(self).__name__}: width must be positive, got {width!r}')
         n = 16
@@ -80,9 +80,10 @@ class WideResNetGeneral(Sequential):
 
 
 class WideResNet(WideResNetGeneral):
-    """WRN-depth-width: three groups of (depth - 4) / 6 blocks; depth must be 6n + 4 (e.g. 28 -> 4 blocks)."""
+    """WRN-depth-width: three groups of (depth - 4) / 6 blocks (at least one each, as in Objax 1.8, so depth 4
+    gives one block per group); depth must be 6n + 4 (4, 10, 16, 22, 28...)."""
 
     def __init__(self, nin: int, nclass: int, depth: int = 28, width: int = 2, bn: Callable = _BN):
-        if int(depth) != depth or depth < 10 or (depth - 4) % 6:
-            raise ValueError(f'WideResNet: depth must be 6n + 4 with n >= 1 (10, 16, 22, 28...), got {depth!r}')
+        if int(depth) != depth or depth < 4 or (depth - 4) % 6:
+            raise ValueError(f'WideResNet: depth must be 6n + 4 with n >= 0 (4, 10, 16, 22, 28...), got {depth!r}')
         super().__init__(nin, nclass, [(depth - 4) // 6] * 3, width, bn)
