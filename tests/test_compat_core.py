@@ -270,6 +270,8 @@ def test_grad_signatures():
                                                                      return_annotation=List[JaxArray])
     assert inspect.signature(objax.GradValues(f, vc)) == inspect.Signature(
         [x_param, y_param], return_annotation=Tuple[List[JaxArray], Tuple[JaxArray, Dict[str, JaxArray]]])
+    for cls in (objax.Grad, objax.GradValues):  # the classes keep their constructor signature
+        assert list(inspect.signature(cls).parameters)[:3] == ['f', 'variables', 'input_argnums']
 
 
 # J --------------------------------------------------------------------------------------------------------------
