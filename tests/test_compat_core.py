@@ -211,6 +211,17 @@ def test_wrapped_attribute_is_named_without_attribute_name():
     assert list(Wrapper(lin).vars('s').keys()) == [f's(Wrapper){k}' for k in lin.vars().keys()] + ['s(Wrapper).extra']
 
 
+def test_ema_module_wraps_under_the_wrapped_rule():
+    seq = objax.nn.Sequential([objax.nn.Linear(2, 3)])
+    ema = objax.optimizer.ExponentialMovingAverageModule(seq)
+    names = list(ema.vars().keys())
+    wrapped = [f'(ExponentialMovingAverageModule){k}' for k in seq.vars().keys()]
+    assert '(ExponentialMovingAverageModule)(Sequential)[0](Linear).b' in wrapped
+    assert names[:len(wrapped)] == wrapped
+    assert all(k.startswith('(ExponentialMovingAverageModule).ema(ExponentialMovingAverage).')
+               for k in names[len(wrapped):]) and len(names) > len(wrapped)
+
+
 def test_module_list_collects_only_its_items():
     lst = objax.ModuleList([objax.TrainVar(jn.zeros(1))])
     lst.attribute = objax.TrainVar(jn.zeros(2))
@@ -270,6 +281,8 @@ def test_grad_signatures():
                                                                      return_annotation=List[JaxArray])
     assert inspect.signature(objax.GradValues(f, vc)) == inspect.Signature(
         [x_param, y_param], return_annotation=Tuple[List[JaxArray], Tuple[JaxArray, Dict[str, JaxArray]]])
+    for cls in (objax.Grad, objax.GradValues):  # the classes keep their constructor signature
+        assert list(inspect.signature(cls).parameters)[:3] == ['f', 'variables', 'input_argnums']
 
 
 # J --------------------------------------------------------------------------------------------------------------
@@ -307,6 +320,12 @@ def test_vectorize_declared_arity_is_checked_at_construction():
     with pytest.raises(ValueError):
         objax.Vectorize(lambda x, y: f(x) + y, f.vars(), batch_axis=(0,))
     objax.Vectorize(lambda x, y: f(x) + y, f.vars(), batch_axis=(0, None))  # enough axes: fine
+    with pytest.raises(AssertionError, match='declares 3 positional parameters'):  # a module: its __call__
+        objax.Vectorize(TwoArgs(), batch_axis=(0,))
+    objax.Vectorize(TwoArgs(), batch_axis=(0, None, None))
+    # Arguments a ForceArgs always gives need no batch axis.
+    forced = objax.Vectorize(objax.ForceArgs(TwoArgs(), some_arg1=1., some_arg2=0.), batch_axis=(0,))
+    np.testing.assert_allclose(forced(jn.arange(3.)), (2 * np.arange(3.) + 10)[:, None])
 
 
 def test_vectorize_argument_count_is_checked_at_call():

@@ -19,14 +19,23 @@ def _as_list(outputs) -> Union[list, tuple]:
     return outputs if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-def _signature_returning(f: Callable, returns: Callable[[Any], Any]) -> Optional[inspect.Signature]:
-    """f's signature with the return annotation `returns(f's return annotation)` (None if unreadable)."""
-    try:
-        signature = inspect.signature(f)
-    except (TypeError, ValueError):
-        return None
-    annotation = signature.return_annotation
-    return signature.replace(return_annotation=returns(Any if annotation is inspect.Signature.empty else annotation))
+class _SignatureReturning:
+    """Descriptor for `__signature__`: an instance shows its f's parameters with the return annotation
+    `returns(f's return annotation)`; the class itself keeps its constructor's signature."""
+
+    def __init__(self, returns: Callable[[Any], Any]):
+        self.returns = returns
+
+    def __get__(self, instance, owner=None) -> Optional[inspect.Signature]:
+        if instance is None:
+            return None
+        try:
+            signature = inspect.signature(instance.__wrapped__)
+        except (TypeError, ValueError):
+            return None
+        annotation = signature.return_annotation
+        annotation = Any if annotation is inspect.Signature.empty else annotation
+        return signature.replace(return_annotation=self.returns(annotation))
 
 
 class _DerivativeBase(Module):
@@ -102,10 +111,8 @@ class GradValues(_DerivativeBase):
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(jax.grad, f, variables, input_argnums)
 
-    @property
-    def __signature__(self) -> Optional[inspect.Signature]:
-        """f's parameters, returning `Tuple[List[JaxArray], <f's return annotation>]`."""
-        return _signature_returning(self.__wrapped__, lambda returns: Tuple[List[JaxArray], returns])
+    # inspect.signature(instance): f's parameters, returning `Tuple[List[JaxArray], <f's return annotation>]`.
+    __signature__ = _SignatureReturning(lambda returns: Tuple[List[JaxArray], returns])
 
     def __call__(self, *args, **kwargs) -> Tuple[List, List]:
         return self._evaluate(args, kwargs)
@@ -118,10 +125,8 @@ class Grad(_DerivativeBase):
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(jax.grad, f, variables, input_argnums)
 
-    @property
-    def __signature__(self) -> Optional[inspect.Signature]:
-        """f's parameters, returning `List[JaxArray]`."""
-        return _signature_returning(self.__wrapped__, lambda returns: List[JaxArray])
+    # inspect.signature(instance): f's parameters, returning `List[JaxArray]`.
+    __signature__ = _SignatureReturning(lambda returns: List[JaxArray])
 
     def __call__(self, *args, **kwargs) -> List:
         return self._evaluate(args, kwargs)[0]

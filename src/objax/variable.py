@@ -85,6 +85,7 @@ class BaseVar(ArrayOps, abc.ABC):
             self.assign(self._reduce(tensors), check=False)
 
     def __round__(self, ndigits: Optional[int] = None):
+        """`round(v)` / `round(v, ndigits)`: the value rounded, as `round` of the array gives it."""
         return round(self.value, ndigits)
 
     def _storage(self) -> 'BaseVar':

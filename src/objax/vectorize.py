@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from objax import _repr, _state, _structure
-from objax.module import Module, _module_and_vars
+from objax.module import ForceArgs, Module, _module_and_vars
 from objax.varcollection import VarCollection
 from objax.variable import RandomState
 
@@ -88,12 +88,14 @@ def _checked_batch_axis(batch_axis) -> Tuple[Optional[int], ...]:
 
 
 def _check_declared_arity(f: Callable, batch_axis: Tuple[Optional[int], ...]) -> None:
-    """Refuses a function that declares more positional parameters than batch_axis describes (as Objax 1.8)."""
+    """Refuses a function that declares more positional parameters than batch_axis describes (as Objax 1.8).
+    Parameters that a ForceArgs wrapper always gives are not counted."""
     try:
         params = inspect.signature(f).parameters.values()
     except (TypeError, ValueError):  # unreadable signature: checked at call time only
         return
-    declared = sum(p.kind in _POSITIONAL for p in params)
+    forced = f.forced_kwargs if isinstance(f, ForceArgs) else {}
+    declared = sum(p.kind in _POSITIONAL and p.name not in forced for p in params)
     if declared > len(batch_axis):
         raise ArgumentCountError(f'Vectorize: the function declares {declared} positional parameters but '
                                  f'batch_axis={batch_axis} describes {len(batch_axis)}; give one batch axis (or None) '
