@@ -211,3 +211,17 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
                                     check_vma=False))([v.value for v in plain_storage], jn.asarray(x))
     mean = x.mean((0, 2, 3), keepdims=True)
     assert not np.allclose(y_plain, (x - mean) / x.std((0, 2, 3), keepdims=True), atol=1e-2)
+
+
+@pytest.mark.parametrize('cls', [BatchNorm0D, BatchNorm1D, BatchNorm2D, SyncedBatchNorm0D, SyncedBatchNorm1D,
+                                 SyncedBatchNorm2D])
+def test_channel_variant_reprs(cls):
+    assert repr(cls(8)) == f'objax.nn.{cls.__name__}(nin=8, momentum=0.999, eps=1e-06)'
+    assert repr(cls(3, momentum=0.9, eps=1e-5)) == f'objax.nn.{cls.__name__}(nin=3, momentum=0.9, eps=1e-05)'
+
+
+def test_generic_reprs():
+    assert repr(SyncedBatchNorm((1, 4), (0,))) == \
+        'objax.nn.SyncedBatchNorm(dims=(1, 4), redux=(0,), momentum=0.999, eps=1e-06)'
+    assert repr(BatchNorm([1, 2, 1], [0, 2], momentum=0.5)) == \
+        'objax.nn.BatchNorm(dims=(1, 2, 1), redux=(0, 2), momentum=0.5, eps=1e-06)'
