@@ -135,6 +135,18 @@ def test_empty_batch_in_training_raises_and_keeps_running_statistics(cls, shape)
     assert bn(jn.zeros(shape), training=False).shape == shape
 
 
+@pytest.mark.parametrize('cls', [BatchNorm0D, SyncedBatchNorm0D])
+def test_empty_batch_under_parallel_raises_and_keeps_running_statistics(cls):
+    model = objax.nn.Sequential([objax.nn.Linear(3, 4), cls(4)])
+    step = objax.Parallel(lambda x: model(x, training=True), model.vars())
+    step(jn.asarray(RNG.normal(size=(16, 3)).astype(np.float32)))
+    before = [np.asarray(v) for v in model.vars().tensors()]
+    with pytest.raises(ValueError, match=rf'{cls.__name__}: .*empty batch'):
+        step(jn.zeros((0, 3)))
+    for a, b in zip(before, model.vars().tensors()):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize('synced,plain,shape', [(SyncedBatchNorm0D, BatchNorm0D, (6, 3)),
                                                 (SyncedBatchNorm1D, BatchNorm1D, (4, 3, 5)),
                                                 (SyncedBatchNorm2D, BatchNorm2D, (4, 3, 5, 2))])
