@@ -49,9 +49,9 @@ def objax_step(depth: int):
 
 def jax_step(params):
     def forward(params, x):
-        for w, b in params[:-1]:
+        for b, w in params[:-1]:  # Linear.vars() order: b, w
             x = jax.nn.relu(jn.dot(x, w) + b)
-        w, b = params[-1]
+        b, w = params[-1]
         return jn.dot(x, w) + b
 
     @jax.jit

@@ -135,6 +135,18 @@ def test_empty_batch_in_training_raises_and_keeps_running_statistics(cls, shape)
     assert bn(jn.zeros(shape), training=False).shape == shape
 
 
+@pytest.mark.parametrize('cls', [BatchNorm0D, SyncedBatchNorm0D])
+def test_empty_batch_under_parallel_raises_and_keeps_running_statistics(cls):
+    model = objax.nn.Sequential([objax.nn.Linear(3, 4), cls(4)])
+    step = objax.Parallel(lambda x: model(x, training=True), model.vars())
+    step(jn.asarray(RNG.normal(size=(16, 3)).astype(np.float32)))
+    before = [np.asarray(v) for v in model.vars().tensors()]
+    with pytest.raises(ValueError, match=rf'{cls.__name__}: .*empty batch'):
+        step(jn.zeros((0, 3)))
+    for a, b in zip(before, model.vars().tensors()):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize('synced,plain,shape', [(SyncedBatchNorm0D, BatchNorm0D, (6, 3)),
                                                 (SyncedBatchNorm1D, BatchNorm1D, (4, 3, 5)),
                                                 (SyncedBatchNorm2D, BatchNorm2D, (4, 3, 5, 2))])
@@ -210,3 +222,17 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
                                     check_vma=False))([v.value for v in plain_storage], jn.asarray(x))
     mean = x.mean((0, 2, 3), keepdims=True)
     assert not np.allclose(y_plain, (x - mean) / x.std((0, 2, 3), keepdims=True), atol=1e-2)
+
+
+@pytest.mark.parametrize('cls', [BatchNorm0D, BatchNorm1D, BatchNorm2D, SyncedBatchNorm0D, SyncedBatchNorm1D,
+                                 SyncedBatchNorm2D])
+def test_channel_variant_reprs(cls):
+    assert repr(cls(8)) == f'objax.nn.{cls.__name__}(nin=8, momentum=0.999, eps=1e-06)'
+    assert repr(cls(3, momentum=0.9, eps=1e-5)) == f'objax.nn.{cls.__name__}(nin=3, momentum=0.9, eps=1e-05)'
+
+
+def test_generic_reprs():
+    assert repr(SyncedBatchNorm((1, 4), (0,))) == \
+        'objax.nn.SyncedBatchNorm(dims=(1, 4), redux=(0,), momentum=0.999, eps=1e-06)'
+    assert repr(BatchNorm([1, 2, 1], [0, 2], momentum=0.5)) == \
+        'objax.nn.BatchNorm(dims=(1, 2, 1), redux=(0, 2), momentum=0.5, eps=1e-06)'

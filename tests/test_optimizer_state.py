@@ -125,7 +125,7 @@ def test_error_names_the_variable():
     model = objax.nn.Linear(4, 2)
     model.vars()  # names the variables
     with pytest.raises(ValueError, match=r'\(Linear\)\.b'):
-        Momentum(model.vars())(0.1, [jn.ones((4, 2)), jn.ones(5)])
+        Momentum(model.vars())(0.1, [jn.ones(5), jn.ones((4, 2))])
 
 
 @pytest.mark.parametrize('cls', [SGD, Momentum, Adam, LARS, ExponentialMovingAverage])

@@ -22,7 +22,7 @@ def _mlp(seed: int = 0, nin: int = 5, hidden: int = 7, nout: int = 3) -> objax.n
 
 
 def _numpy_mlp(params, x):
-    w1, b1, w2, b2 = [np.asarray(p, np.float64) for p in params]
+    b1, w1, b2, w2 = [np.asarray(p, np.float64) for p in params]  # Linear's vars() order: b, w
     return np.maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
@@ -99,8 +99,8 @@ def test_data_parallel_momentum_matches_pure_jax_optax():
     params = [jn.asarray(p) for p in _mlp().vars().tensors()]
 
     def loss_fn(p):
-        h = jax.nn.relu(x @ p[0] + p[1])
-        return _xent(h @ p[2] + p[3], y)
+        h = jax.nn.relu(x @ p[1] + p[0])  # p = [b1, w1, b2, w2]
+        return _xent(h @ p[3] + p[2], y)
 
     tx = optax.sgd(0.05, momentum=0.9)
     state = tx.init(params)

@@ -56,8 +56,8 @@ def test_clipped_gradients_match_numpy(microbatch):
                            batch_axis=(0, 0))
     grads, outputs = gv(x, y)
     assert len(grads) == 2 and len(outputs) == 1
-    np.testing.assert_allclose(grads[0], gw, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grads[1], gb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[0], gb, rtol=1e-5, atol=1e-6)  # Linear's vars() order: b, w
+    np.testing.assert_allclose(grads[1], gw, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs[0], mean_loss, rtol=1e-5)
 
 

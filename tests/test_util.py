@@ -250,7 +250,7 @@ def test_find_used_variables():
         return (lambda x: inner(x)), inner
 
     closure, inner = make()
-    assert [id(v) for v in find_used_variables(closure).values()] == [id(inner.w), id(inner.b)]
+    assert [id(v) for v in find_used_variables(closure).values()] == [id(inner.b), id(inner.w)]
     net = _Net()
     used = {id(v) for v in find_used_variables(net.forward).values()}
     assert used == {id(net.dense.w), id(net.dense.b), id(MODEL.w), id(MODEL.b)}

@@ -1,7 +1,7 @@
 """Sequential: a list of layers applied one after the other."""
 
 import inspect
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, Optional, Union
 
 from objax.module import Module, ModuleList
 from objax.nn._format import class_path, format_function
@@ -29,7 +29,7 @@ class Sequential(ModuleList):
     the next layer's single argument. Keyword arguments go to the layers whose __call__ accepts them.
     """
 
-    def __call__(self, *args, **kwargs) -> Union[JaxArray, List[JaxArray], Tuple[Any, ...]]:
+    def __call__(self, *args, **kwargs) -> Union[JaxArray, List[JaxArray]]:
         """Runs the layers in order on args and returns exactly what the last one returned.
 
         Args:
