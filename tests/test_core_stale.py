@@ -100,7 +100,7 @@ def test_vectorize_of_a_module_follows_its_structure():
     np.testing.assert_allclose(v(X), _numpy(net, X), rtol=1e-6)
     net.w = objax.TrainVar(jn.full((2, 2), 2.))
     np.testing.assert_allclose(v(X), _numpy(net, X), rtol=1e-6)
-    assert v.vars()['(Net).w'] is net.w
+    assert v.vars()['(Vectorize)(Net).w'] is net.w
 
 
 def test_building_new_modules_does_not_recompile_existing_transforms():
