@@ -31,7 +31,7 @@ def test_replacing_a_variable_attribute_is_followed_by_a_module_transform(transf
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)
     net.w = objax.TrainVar(jn.full((2, 2), 3.))
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)  # the new variable, not the old one
-    assert f.vars()['(Net).w'] is net.w
+    assert f.vars()[f'({type(f).__name__})(Net).w'] is net.w
     net.w.assign(jn.full((2, 2), -1.))  # and it is an input of the new program, not a constant
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)
     del net.b
