@@ -128,3 +128,20 @@ def test_H_init_state_makes_a_new_statevar_each_call():
     assert model.state is not first and model.state.value.shape == (4, 3)
     assert before['(RNN).state'] is first and first.value.shape == (1, 3)  # built earlier: keeps the old one
     assert model.vars()['(RNN).state'] is model.state
+
+
+def test_N4_transform_names_literally():
+    from objax.privacy.dpsgd import PrivateGradValues
+    lin = objax.nn.Linear(2, 1)
+    assert list(objax.Jit(lin).vars().keys()) == ['(Jit)(Linear).b', '(Jit)(Linear).w']
+    assert list(objax.Vectorize(lin).vars().keys()) == ['(Vectorize)(Linear).b', '(Vectorize)(Linear).w']
+    assert list(objax.Parallel(lin).vars().keys()) == ['(Parallel)(Linear).b', '(Parallel)(Linear).w']
+
+    def loss_fn(x):
+        return lin(x).mean()
+
+    assert list(objax.Jit(loss_fn, lin.vars()).vars().keys()) == ['(Jit){loss_fn}(Linear).b',
+                                                                 '(Jit){loss_fn}(Linear).w']
+    gv = PrivateGradValues(loss_fn, lin.vars(), noise_multiplier=1.0, l2_norm_clip=0.5, microbatch=1)
+    assert list(gv.vars().keys()) == ['(PrivateGradValues)(Linear).b', '(PrivateGradValues)(Linear).w',
+                                      '(PrivateGradValues).keygen(Generator)._key']
