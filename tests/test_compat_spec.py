@@ -145,3 +145,12 @@ def test_N4_transform_names_literally():
     gv = PrivateGradValues(loss_fn, lin.vars(), noise_multiplier=1.0, l2_norm_clip=0.5, microbatch=1)
     assert list(gv.vars().keys()) == ['(PrivateGradValues)(Linear).b', '(PrivateGradValues)(Linear).w',
                                       '(PrivateGradValues).keygen(Generator)._key']
+
+
+def test_N3_undo_replaces_emptied_wrappers_in_module_lists():
+    drop = objax.nn.Dropout(0.5)
+    seq = objax.nn.Sequential([objax.ForceArgs(drop, training=False), objax.nn.Linear(2, 2)])
+    objax.ForceArgs.undo(seq, training=True)  # another value: kept
+    assert isinstance(seq[0], objax.ForceArgs)
+    objax.ForceArgs.undo(seq, training=objax.ForceArgs.ANY)
+    assert seq[0] is drop
