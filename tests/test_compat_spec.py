@@ -1,15 +1,15 @@
 """objax18_behaviour.md: the concrete examples not already checked by another test file.
 
-Audit of where each item's own example is checked (P1 and B2 belong to other work):
-V1 test_compat_names; V2-V5 test_compat_core; N1-N4 test_compat_core; R1 test_compat_repr, test_nn_*::test_repr*,
-test_optimizer_checks, test_optimizer_ema, test_random_threefry (+ BatchNorm variants here); T1 test_core_pure;
-T2, T4, T6, J test_compat_core; L1 test_nn_dropout; L2 test_nn_sequential; L3 test_nn_linear, test_nn_conv,
-test_nn_groupnorm, test_compat_checkpoints; F1 test_functional_interpolate; F3 test_functional_rearrange; I1
-test_nn_init; O1 test_optimizer_ema; IO1 test_io_npz (+ several names / TrainRef here); IO2 test_io_npz; IO4
-test_io_checkpoint; U1, U2 test_util; U3 here; Z1, Z2, F test_zoo_objax18; Z3 test_zoo (+ H here); E test_zoo_vgg;
-G test_util; K test_nn_dropout, test_compat_checkpoints; B1 test_core_transforms, test_core_pure (+ the
-documentation's empty-collection example here); B3 test_compat_core, test_nn_dropout, test_nn_batchnorm,
-test_io_npz, test_compat_checkpoints (+ Checkpoint.restore here).
+Audit of where each item's own example is checked (P1 and B2 belong to other work): V1 test_compat_names; V2-V5
+test_compat_core; N1-N4 test_compat_core; R1 test_compat_repr, test_nn_*::test_repr*, test_optimizer_checks,
+test_optimizer_ema, test_random_threefry, test_nn_batchnorm (+ Generator.seed here); T1 test_core_pure; T2, T4, T6,
+J test_compat_core; L1 test_nn_dropout; L2 test_nn_sequential; L3 test_nn_linear, test_nn_conv, test_nn_groupnorm,
+test_compat_checkpoints; N3 also undo in a Sequential, N4 names literally here; F1 test_functional_interpolate; F3
+test_functional_rearrange; I1 test_nn_init; O1 test_optimizer_ema; IO1 test_io_npz (+ several names / TrainRef
+here); IO2 test_io_npz; IO4 test_io_checkpoint; U1, U2 test_util; U3 here; Z1, Z2, F test_zoo_objax18; Z3 test_zoo
+(+ H here); E test_zoo_vgg; G test_util; K test_nn_dropout, test_compat_checkpoints; B1 test_core_transforms,
+test_core_pure (+ the documentation's empty-collection example here); B3 test_compat_core, test_nn_dropout,
+test_nn_batchnorm, test_io_npz, test_compat_checkpoints (+ Checkpoint.restore here).
 """
 
 import io
@@ -21,18 +21,6 @@ import pytest
 
 import objax
 from objax.util import to_tuple
-
-
-def test_R1_batchnorm_variant_reprs():
-    nn = objax.nn
-    assert repr(nn.BatchNorm0D(8)) == 'objax.nn.BatchNorm0D(nin=8, momentum=0.999, eps=1e-06)'
-    assert repr(nn.BatchNorm1D(8)) == 'objax.nn.BatchNorm1D(nin=8, momentum=0.999, eps=1e-06)'
-    assert repr(nn.BatchNorm2D(8)) == 'objax.nn.BatchNorm2D(nin=8, momentum=0.999, eps=1e-06)'
-    assert repr(nn.SyncedBatchNorm0D(8)) == 'objax.nn.SyncedBatchNorm0D(nin=8, momentum=0.999, eps=1e-06)'
-    assert repr(nn.SyncedBatchNorm1D(8)) == 'objax.nn.SyncedBatchNorm1D(nin=8, momentum=0.999, eps=1e-06)'
-    assert repr(nn.SyncedBatchNorm2D(8, momentum=0.5)) == 'objax.nn.SyncedBatchNorm2D(nin=8, momentum=0.5, eps=1e-06)'
-    assert repr(nn.SyncedBatchNorm((3, 4, 5), (1, 7))) == \
-        'objax.nn.SyncedBatchNorm(dims=(3, 4, 5), redux=(1, 7), momentum=0.999, eps=1e-06)'
 
 
 def test_R1_generator_seed_shown_is_the_last_given():
