@@ -68,6 +68,15 @@ def split_key(key: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return y0, y1
 
 
+def key_placement(key):
+    """Where results drawn from `key` go, as jax.random would put them: None (the default device, uncommitted)
+    for an uncommitted array or a numpy key, the key's sharding for a committed, fully replicated one, and
+    False for a key split across devices (that case is left to jax.random)."""
+    if not isinstance(key, jax.Array) or not key.committed:
+        return None
+    return key.sharding if key.sharding.is_fully_replicated else False
+
+
 def _unit_floats(bits: jax.Array) -> jax.Array:
     """uint32 words -> float32 in [0, 1): 23 random mantissa bits under the exponent of 1.0, minus 1."""
     mantissa = jax.lax.shift_right_logical(bits, jn.array(32 - 23, jn.uint32))
@@ -131,13 +140,16 @@ def sample(kind: str, key, shape: Tuple[int, ...], *params) -> Optional[jax.Arra
     """
     if isinstance(key, jax.core.Tracer) or any(isinstance(p, jax.core.Tracer) or np.ndim(p) for p in params):
         return None
+    placement = key_placement(key)
+    if placement is False or np.shape(key) != (2,):
+        return None
     count = int(np.prod(shape, dtype=np.int64))
     if count == 1 or count > _MAX_WORDS:
         # XLA compiles a one-element program differently (mean + product rounded as one operation), so its
         # numbers can differ in the last bit from any larger program's: keep drawing those per shape.
         return None
     if count == 0:
-        return jax.device_put(np.zeros(shape, np.float32))
+        return jax.device_put(np.zeros(shape, np.float32), placement)
     half = (count + 1) // 2
     size = _LARGE_BLOCK if half > _LARGE_FROM else _SMALL_BLOCK
     key = np.asarray(key, np.uint32)
@@ -151,4 +163,4 @@ def sample(kind: str, key, shape: Tuple[int, ...], *params) -> Optional[jax.Arra
         n = min(size, half - start)
         out[start:start + n] = np.asarray(first)[:n]
         out[half + start:half + start + n] = np.asarray(second)[:n]
-    return jax.device_put(out[:count].reshape(shape))
+    return jax.device_put(out[:count].reshape(shape), placement)
