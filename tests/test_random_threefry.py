@@ -165,3 +165,24 @@ def test_generator_names_repr_and_seed_warning():
     np.testing.assert_array_equal(big(), objax.random.Generator(5)())
     with pytest.warns(UserWarning, match='2\\*\\*32'):
         gen.seed(2 ** 40)
+
+
+def test_placement_follows_the_key():
+    """Draws land where jax.random would put them: committed to the key's device(s) when the key is."""
+    dev = jax.devices()[-1]
+    gen = objax.random.Generator(4)
+    gen.key.assign(jax.device_put(gen.key.value, dev))
+    key = gen()
+    assert key.committed and key.devices() == {dev} and gen.key.value.devices() == {dev}
+    x = objax.random.normal((3, 5), generator=gen)
+    assert x.committed and x.devices() == {dev}
+    free = objax.random.normal((3, 5), generator=objax.random.Generator(4))
+    assert not free.committed
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ('d',))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    gen.key.assign(jax.device_put(gen.key.value, replicated))
+    x = objax.random.truncated_normal((4, 2), generator=gen)
+    assert x.sharding.is_fully_replicated and x.devices() == set(jax.devices())
+    ref = objax.random.Generator(4)
+    ref(), ref()
+    same_bits(x, objax.random.truncated_normal((4, 2), generator=ref))

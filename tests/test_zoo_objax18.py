@@ -90,3 +90,42 @@ def test_variable_order_b_before_w():
     assert list(ResNet50(3, 10).vars().keys())[-2:] == ['(ResNet50)[10](Linear).b', '(ResNet50)[10](Linear).w']
     assert list(WideResNet(3, 10, depth=4).vars().keys())[-2:] == ['(WideResNet)[7](Linear).b',
                                                                    '(WideResNet)[7](Linear).w']
+
+
+def _objax18_resnet18_entries(nin, nclass):
+    """(name, shape) of every variable of Objax 1.8's ResNet18, in its creation order, from the layout the spec
+    describes: stem conv [0], groups [3]..[6] of two basic blocks (proj_conv first where the group projects),
+    BatchNorm2D running_mean/var, beta, gamma of shape (1, C, 1, 1), final BatchNorm [7], Linear [10] (b, w)."""
+    bn = lambda prefix, c: [(f'{prefix}(BatchNorm2D).{v}', (1, c, 1, 1))  # noqa: E731
+                            for v in ('running_mean', 'running_var', 'beta', 'gamma')]
+    entries, c = [('(ResNet18)[0](Conv2D).w', (7, 7, nin, 64))], 64
+    for g, (width, projection) in enumerate(zip((64, 128, 256, 512), (False, True, True, True))):
+        for b in range(2):
+            prefix = f'(ResNet18)[{3 + g}](ResNetV2BlockGroup)[{b}](ResNetV2Block).'
+            cin = c if b == 0 else width
+            if projection and b == 0:
+                entries.append((prefix + 'proj_conv(Conv2D).w', (1, 1, cin, width)))
+            entries += bn(prefix + 'norm_0', cin) + [(prefix + 'conv_0(Conv2D).w', (3, 3, cin, width))]
+            entries += bn(prefix + 'norm_1', width) + [(prefix + 'conv_1(Conv2D).w', (3, 3, width, width))]
+        c = width
+    return entries + bn('(ResNet18)[7]', 512) + [('(ResNet18)[10](Linear).b', (nclass,)),
+                                                ('(ResNet18)[10](Linear).w', (512, nclass))]
+
+
+def test_objax18_resnet18_checkpoint_loads(tmp_path):
+    entries = _objax18_resnet18_entries(3, 10)
+    rng = np.random.default_rng(4)
+    arrays = {name: rng.normal(size=shape).astype(np.float32) for name, shape in entries}
+    # Objax 1.8's layout: `names`, then the values under '0', '1', ... in that order.
+    np.savez(tmp_path / 'ckpt.npz', names=np.array([name for name, _ in entries]),
+             **{str(i): arrays[name] for i, (name, _) in enumerate(entries)})
+    model = ResNet18(3, 10)
+    assert sorted(model.vars().keys()) == sorted(arrays)  # nothing missing, nothing left over
+    objax.io.load_var_collection(str(tmp_path / 'ckpt.npz'), model.vars())
+    for name, v in model.vars().items():
+        np.testing.assert_array_equal(v.value, arrays[name])
+
+
+def test_objax18_resnet18_variable_order():
+    """The creation order too (needs the nn layers' b-before-w order for the final Linear)."""
+    assert list(ResNet18(3, 10).vars().keys()) == [name for name, _ in _objax18_resnet18_entries(3, 10)]

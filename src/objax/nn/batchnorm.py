@@ -3,7 +3,9 @@
 import numbers
 from typing import Iterable, Tuple
 
+import jax
 import jax.numpy as jn
+import numpy as np
 from jax import lax
 
 from objax.module import Module
@@ -43,10 +45,13 @@ class BatchNorm(Module):
         self.eps = eps
         # As in Objax 1.8, any redux is accepted here; the axes are checked against each input (call time).
         self.redux = redux
-        self.running_mean = StateVar(jn.zeros(dims))
-        self.running_var = StateVar(jn.ones(dims))
-        self.beta = TrainVar(jn.zeros(dims))
-        self.gamma = TrainVar(jn.ones(dims))
+        # Made in numpy and put on the device: jn.zeros/ones would compile one program per shape.
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless 64-bit mode is on, as jn.zeros
+        zeros, ones = np.zeros(dims, dtype), np.ones(dims, dtype)
+        self.running_mean = StateVar(jax.device_put(zeros))
+        self.running_var = StateVar(jax.device_put(ones))
+        self.beta = TrainVar(jax.device_put(zeros))
+        self.gamma = TrainVar(jax.device_put(ones))
 
     def __call__(self, x: JaxArray, training: bool) -> JaxArray:
         """Normalized x, same shape; training=True uses and records the batch statistics."""

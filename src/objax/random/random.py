@@ -52,12 +52,13 @@ class Generator(Module):
     def __call__(self) -> JaxArray:
         """A new key of shape (2,): the second half of a classic-threefry split of the current key."""
         key = self._key.value
-        if isinstance(key, jax.core.Tracer) or key.shape != (2,) or key.dtype != jn.uint32:
+        placement = None if isinstance(key, jax.core.Tracer) else _threefry.key_placement(key)
+        if isinstance(key, jax.core.Tracer) or placement is False or key.shape != (2,) or key.dtype != jn.uint32:
             return self._key.split(1)[0]
         # A concrete key is split in numpy, bit for bit as jax.random.split (no device program per call).
         kept, new = _threefry.split_key(np.asarray(key))
-        self._key.assign(jax.device_put(kept))
-        return jax.device_put(new)
+        self._key.assign(jax.device_put(kept, placement))
+        return jax.device_put(new, placement)
 
     def __repr__(self):
         return f'objax.random.Generator(seed={self._seed})'
