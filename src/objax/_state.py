@@ -14,7 +14,12 @@ no variable: it can be traced by jax.jit / grad / vmap / shard_map, called from 
 an exception inside f leaves everything as it was.
 """
 
+import sys
+import threading
 from typing import Callable, Dict, Iterable, List, Optional, Union
+
+import jax
+import jax.numpy as jn
 
 from objax import _trace
 from objax.module import Module
@@ -24,6 +29,7 @@ from objax.variable import BaseVar
 __all__ = []
 
 _LOCAL = _trace.LOCAL
+_Loan = _trace.Loan
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
@@ -61,12 +67,64 @@ class Pure:
         self._ids = [id(v) for v in self.variables]
         self._warned = set()  # variables already warned about: once per compiled function and variable
         self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
+        self._loan = None
 
     def values(self) -> list:
         """The current values of `variables` (inside a running transform, the values it gave them)."""
         if _LOCAL.frames:
             return [v._read() for v in self.variables]
-        return [v._value for v in self.variables]
+        values = [v._value for v in self.variables]
+        for i, x in enumerate(values):
+            if x.__class__ is _Loan:
+                values[i] = self.variables[i]._stored()
+        return values
+
+    def lend(self) -> list:
+        """Takes the current values out of the variables for a call that donates them (outside any running
+        transform only). Until `repay` or `cancel`, other threads that read or write these variables wait.
+        A value that anything else still references (user code, another variable, another thread) is replaced
+        by a fresh copy in the returned list, so donating the list never invalidates an array someone holds."""
+        loan = self._loan
+        if loan is None:
+            loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
+        loan.lock.acquire()
+        variables = self.variables
+        values = []
+        try:
+            for v in variables:
+                values.append(v._value if v._value.__class__ is not _Loan else v._stored())  # lent by another
+            loan.thread, loan.values = threading.get_ident(), values
+            for v in variables:
+                v._value = loan
+            for i in _held(values):
+                if isinstance(values[i], jax.Array) and not isinstance(values[i], jax.core.Tracer):
+                    values[i] = jn.array(values[i], copy=True)
+        except BaseException:
+            self.cancel()
+            raise
+        return values
+
+    def repay(self, values: list) -> None:
+        """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). Values that
+        are tracers (the call was traced by an enclosing jax transformation, so nothing was donated) are not
+        stored: the variables get their lent values back."""
+        if values and isinstance(values[0], jax.core.Tracer):
+            return self.cancel()
+        loan = self._loan
+        for v, x in zip(self.variables, values):
+            v._value = x
+        loan.thread = loan.values = None
+        loan.lock.release()
+
+    def cancel(self) -> None:
+        """Ends a loan that failed before donating: the variables get the lent values back."""
+        loan = self._loan
+        if loan.values is not None:
+            for v, x in zip(self.variables, loan.values):
+                if v._value is loan:
+                    v._value = x
+        loan.thread = loan.values = None
+        loan.lock.release()
 
     def write(self, changes: Dict[int, object]) -> None:
         """Stores `changes` ({position in variables: new value}, as returned by a call). Inside a running
@@ -97,6 +155,23 @@ class Pure:
         new = frame.values
         changes = {i: new[k] for i, (k, x) in enumerate(zip(ids, values)) if new[k] is not x}
         return outputs, changes
+
+
+def has_tracer(tree) -> bool:
+    """True when a leaf of `tree` is a jax tracer (the caller runs inside a jax transformation)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def _refcounts(values: list) -> list:
+    return [sys.getrefcount(x) for x in values]
+
+
+_UNSHARED = _refcounts([object()])[0]  # count of a value referenced only by the list itself
+
+
+def _held(values: list) -> List[int]:
+    """Positions of the values that something besides the list references."""
+    return [i for i, n in enumerate(_refcounts(values)) if n > _UNSHARED]
 
 
 def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:

@@ -11,6 +11,7 @@ from objax._array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
 _LOCAL = _trace.LOCAL
+_Loan = _trace.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean']
 
@@ -64,7 +65,7 @@ class BaseVar(ArrayOps, abc.ABC):
         """Replaces the value by `reduce(tensors)`, merging per-device or per-example copies (axis 0)."""
         if self._reduce is not None:
             merged = _as_array(self._reduce(tensors), self)
-            dtype = self._storage()._value.dtype
+            dtype = self._storage()._stored().dtype
             # e.g. the mean of integer counters is a float: keep the variable's dtype.
             self.assign(merged if merged.dtype == dtype else merged.astype(dtype))
 
@@ -78,7 +79,7 @@ class BaseVar(ArrayOps, abc.ABC):
 
     def _check_assign(self, tensor) -> JaxArray:
         tensor = _as_array(tensor, self)
-        old = self._storage()._value
+        old = self._storage()._stored()
         if old.shape != tensor.shape:
             raise ValueError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                              f'the variable shape {tuple(old.shape)}')
@@ -115,11 +116,25 @@ class _OwnValue:
             x = _trace.lookup(self)
             if x is not _trace.MISSING:
                 return x
-        return self._value
+        x = self._value
+        if x.__class__ is _Loan:
+            x = self._stored()
+        return x
+
+    def _stored(self) -> JaxArray:
+        """The value in storage, once any compiled call that borrowed it (donation) has stored its new value."""
+        x = self._value
+        while x.__class__ is _Loan:
+            x = x.wait(self)
+            if x is _trace.MISSING:
+                x = self._value
+        return x
 
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
         if not (_LOCAL.frames and _trace.store(self, tensor)):
+            if self._value.__class__ is _Loan:
+                self._stored()
             self._value = tensor
 
     def assign(self, tensor: JaxArray, check: bool = True):
