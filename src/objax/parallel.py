@@ -70,7 +70,11 @@ class Parallel(Module):
     batch: array arguments (N, ...) are split into (N/ndev, ...) per device, scalars are broadcast. Returns
     `reduce` of each per-device output stacked as (ndev, ...) (default: concatenated back to (N, ...)).
     Works with or without `with vc.replicate():` (kept for Objax 1.8 code); after a call the variables of vc
-    that f changed hold their merged values, replicated on all devices."""
+    that f changed hold their merged values, replicated on all devices. With `donate` (the default) the
+    variables' old buffers are donated to the call (reused for the new values); a value that anything else
+    still references is copied for the call instead, so arrays user code holds stay valid. Calls from several
+    threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
+    reading one freezes its value with an objax.VariableOutsideCollectionWarning."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
