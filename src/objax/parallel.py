@@ -301,6 +301,9 @@ class Parallel(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection the function runs with, names prefixed with `scope`."""
+        if self._follows_module and self._generation != _structure.GENERATION:
+            with self._lock:
+                self._refresh()
         return _prefixed(self.vc, scope)
 
     def __repr__(self):

@@ -62,5 +62,7 @@ class Vectorize(Module):
         return outputs
 
     def vars(self, scope: str = '') -> VarCollection:
-        """The collection given at construction, names prefixed with `scope`."""
+        """The collection f runs with (f.vars() when built from a module alone), names prefixed with `scope`."""
+        if self._follows_module and self._generation != _structure.GENERATION:
+            self._use(self.__wrapped__.vars())
         return _prefixed(self.vc, scope)
