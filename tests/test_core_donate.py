@@ -154,3 +154,29 @@ def test_threads_reading_values_during_donating_steps_never_see_a_deleted_array(
     assert errors == []
     assert reads == sorted(reads) and len(reads) > 0  # each read saw a whole step's value, in order
     np.testing.assert_array_equal(counter.value, [1500] * 4)
+
+
+def test_two_jits_sharing_a_variable_from_two_threads_lose_no_update():
+    # A donating call takes the values out of the variables until it stores the new ones: another compiled
+    # call on the same variables waits for them, so read-run-write is atomic across transforms too.
+    counter = objax.StateVar(jn.zeros((), jn.int32))
+    vc = objax.VarCollection({'counter': counter})
+    plus_one = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
+    plus_two = objax.Jit(lambda: counter.assign(counter.value + 2), vc)
+    plus_one(), plus_two()
+    errors = []
+
+    def work(step):
+        try:
+            for _ in range(1000):
+                step()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (plus_one, plus_two)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert int(counter.value) == 3 + 3000

@@ -30,6 +30,8 @@ __all__ = []
 
 _LOCAL = _trace.LOCAL
 _Loan = _trace.Loan
+_Tracer = jax.core.Tracer
+_LENDING = threading.Lock()
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
@@ -74,9 +76,8 @@ class Pure:
         if _LOCAL.frames:
             return [v._read() for v in self.variables]
         values = [v._value for v in self.variables]
-        for i, x in enumerate(values):
-            if x.__class__ is _Loan:
-                values[i] = self.variables[i]._stored()
+        if any(x.__class__ is _Loan for x in values):
+            return [v._stored() for v in self.variables]
         return values
 
     def lend(self) -> list:
@@ -87,17 +88,25 @@ class Pure:
         loan = self._loan
         if loan is None:
             loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
-        loan.lock.acquire()
         variables = self.variables
-        values = []
+        loan.lock.acquire()
         try:
-            for v in variables:
-                values.append(v._value if v._value.__class__ is not _Loan else v._stored())  # lent by another
-            loan.thread, loan.values = threading.get_ident(), values
-            for v in variables:
-                v._value = loan
+            while True:
+                with _LENDING:  # taking values out is atomic across transforms that share variables
+                    values = [v._value for v in variables]
+                    busy = next((x for x in values if x.__class__ is _Loan), None)
+                    if busy is None:
+                        loan.thread, loan.values = threading.get_ident(), values
+                        for v in variables:
+                            v._value = loan
+                        break
+                if busy.thread == threading.get_ident():
+                    raise RuntimeError('objax: a compiled call was started while this thread is lending the same '
+                                       'variables to another one')
+                with busy.lock:  # another transform has these variables: wait for its new values
+                    busy = None
             for i in _held(values):
-                if isinstance(values[i], jax.Array) and not isinstance(values[i], jax.core.Tracer):
+                if isinstance(values[i], jax.Array) and not isinstance(values[i], _Tracer):
                     values[i] = jn.array(values[i], copy=True)
         except BaseException:
             self.cancel()
@@ -108,7 +117,7 @@ class Pure:
         """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). Values that
         are tracers (the call was traced by an enclosing jax transformation, so nothing was donated) are not
         stored: the variables get their lent values back."""
-        if values and isinstance(values[0], jax.core.Tracer):
+        if values and isinstance(values[0], _Tracer):
             return self.cancel()
         loan = self._loan
         for v, x in zip(self.variables, values):
@@ -159,7 +168,7 @@ class Pure:
 
 def has_tracer(tree) -> bool:
     """True when a leaf of `tree` is a jax tracer (the caller runs inside a jax transformation)."""
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+    return any(isinstance(x, _Tracer) for x in jax.tree.leaves(tree))
 
 
 def _refcounts(values: list) -> list:
