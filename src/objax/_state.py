@@ -14,6 +14,9 @@ no variable: it can be traced by jax.jit / grad / vmap / shard_map, called from 
 an exception inside f leaves everything as it was.
 """
 
+import collections
+import itertools
+import operator
 import sys
 import threading
 from typing import Callable, Dict, Iterable, List, Optional, Union
@@ -31,6 +34,7 @@ __all__ = []
 _LOCAL = _trace.LOCAL
 _Loan = _trace.Loan
 _Tracer = jax.core.Tracer
+_GET = operator.attrgetter('_value')
 _LENDING = threading.Lock()
 
 
@@ -75,8 +79,8 @@ class Pure:
         """The current values of `variables` (inside a running transform, the values it gave them)."""
         if _LOCAL.frames:
             return [v._read() for v in self.variables]
-        values = [v._value for v in self.variables]
-        if any(x.__class__ is _Loan for x in values):
+        values = list(map(_GET, self.variables))
+        if _Loan in map(type, values):
             return [v._stored() for v in self.variables]
         return values
 
@@ -93,12 +97,11 @@ class Pure:
         try:
             while True:
                 with _LENDING:  # taking values out is atomic across transforms that share variables
-                    values = [v._value for v in variables]
-                    busy = next((x for x in values if x.__class__ is _Loan), None)
+                    values = list(map(_GET, variables))
+                    busy = next((x for x in values if type(x) is _Loan), None) if _Loan in map(type, values) else None
                     if busy is None:
                         loan.thread, loan.values = threading.get_ident(), values
-                        for v in variables:
-                            v._value = loan
+                        _set_all(variables, itertools.repeat(loan))
                         break
                 if busy.thread == threading.get_ident():
                     raise RuntimeError('objax: a compiled call was started while this thread is lending the same '
@@ -120,8 +123,7 @@ class Pure:
         if values and isinstance(values[0], _Tracer):
             return self.cancel()
         loan = self._loan
-        for v, x in zip(self.variables, values):
-            v._value = x
+        _set_all(self.variables, values)
         loan.thread = loan.values = None
         loan.lock.release()
 
@@ -143,6 +145,8 @@ class Pure:
         if _LOCAL.frames:
             for i, x in changes.items():
                 variables[i]._write(x)
+        elif len(changes) == len(variables):
+            _set_all(variables, map(changes.__getitem__, range(len(variables))))
         else:
             for i, x in changes.items():
                 variables[i]._value = x
@@ -172,7 +176,12 @@ def has_tracer(tree) -> bool:
 
 
 def _refcounts(values: list) -> list:
-    return [sys.getrefcount(x) for x in values]
+    return list(map(sys.getrefcount, values))
+
+
+def _set_all(variables: List[BaseVar], values: Iterable) -> None:
+    """Stores values[i] in the storage of variables[i] (a loop in C: this runs on every compiled call)."""
+    collections.deque(map(setattr, variables, itertools.repeat('_value'), values), maxlen=0)
 
 
 _UNSHARED = _refcounts([object()])[0]  # count of a value referenced only by the list itself
