@@ -30,8 +30,8 @@ def test_replacing_a_variable_attribute_is_followed_by_a_module_transform(transf
     f = objax.Jit(net) if transform == 'jit' else objax.Parallel(net)
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)
     net.w = objax.TrainVar(jn.full((2, 2), 3.))
+    assert f.vars()[f'({type(f).__name__})(Net).w'] is net.w  # vars() follows the module too, before any call
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)  # the new variable, not the old one
-    assert f.vars()[f'({type(f).__name__})(Net).w'] is net.w
     net.w.assign(jn.full((2, 2), -1.))  # and it is an input of the new program, not a constant
     np.testing.assert_allclose(f(X), _numpy(net, X), rtol=1e-6)
     del net.b

@@ -56,7 +56,7 @@ def test_variable_outside_collection_read_warns_write_raises_and_changes_nothing
         return other(model(x))
 
     vc = model.vars() + objax.VarCollection({'counter': counter})
-    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'Parallel\(.*\(Linear\)\.w'):
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'Parallel\(.*\(Linear\)\.[wb]"'):
         y = objax.Parallel(f, vc)(x)
     np.testing.assert_allclose(y, x @ model.w.value @ other.w.value + model.b.value @ other.w.value
                                + other.b.value, rtol=1e-5)  # read with its current (frozen) value
@@ -68,7 +68,8 @@ def test_variable_outside_collection_read_warns_write_raises_and_changes_nothing
         return model(x)
 
     before = _values(vc)
-    with pytest.raises(objax.VariableOutsideCollectionError, match=r'Parallel\(.*writes variable "outside"'):
+    with pytest.raises(objax.VariableOutsideCollectionError, match=r'Parallel\(.*writes variable "outside"'), \
+            pytest.warns(objax.VariableOutsideCollectionWarning, match='reads variable "outside"'):  # `+=` reads it
         objax.Parallel(g, vc)(x)
     _assert_unchanged(vc, before)
     assert float(outside.value) == 0

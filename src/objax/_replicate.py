@@ -9,6 +9,7 @@ nothing left to merge.
 
 import contextlib
 import functools
+import weakref
 
 import jax
 import numpy as np
@@ -75,8 +76,11 @@ def replicate(vc):
     saved = values.values()
     placed = [place(x, sharding) for x in saved]
     values.write(dict(enumerate(placed)))
+    # Keep no strong reference to the values in the variables (Jit/Parallel donate unshared values only).
+    saved = [None if old is new else old for old, new in zip(saved, placed)]
+    placed = [weakref.ref(x) for x in placed]
     try:
         yield
     finally:
-        values.write({i: old if now is new else to_default_device(now)
+        values.write({i: (now if old is None else old) if now is new() else to_default_device(now)
                       for i, (old, new, now) in enumerate(zip(saved, placed, values.values()))})

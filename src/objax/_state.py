@@ -14,7 +14,15 @@ no variable: it can be traced by jax.jit / grad / vmap / shard_map, called from 
 an exception inside f leaves everything as it was.
 """
 
+import collections
+import itertools
+import operator
+import sys
+import threading
 from typing import Callable, Dict, Iterable, List, Optional, Union
+
+import jax
+import jax.numpy as jn
 
 from objax import _trace
 from objax.module import Module
@@ -24,6 +32,10 @@ from objax.variable import BaseVar
 __all__ = []
 
 _LOCAL = _trace.LOCAL
+_Loan = _trace.Loan
+_Tracer = jax.core.Tracer
+_GET = operator.attrgetter('_value')
+_LENDING = threading.Lock()
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
@@ -61,12 +73,69 @@ class Pure:
         self._ids = [id(v) for v in self.variables]
         self._warned = set()  # variables already warned about: once per compiled function and variable
         self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
+        self._loan = None
 
     def values(self) -> list:
         """The current values of `variables` (inside a running transform, the values it gave them)."""
         if _LOCAL.frames:
             return [v._read() for v in self.variables]
-        return [v._value for v in self.variables]
+        values = list(map(_GET, self.variables))
+        if _Loan in map(type, values):
+            return [v._stored() for v in self.variables]
+        return values
+
+    def lend(self) -> list:
+        """Takes the current values out of the variables for a call that donates them (outside any running
+        transform only). Until `repay` or `cancel`, other threads that read or write these variables wait.
+        A value that anything else still references (user code, another variable, another thread) is replaced
+        by a fresh copy in the returned list, so donating the list never invalidates an array someone holds."""
+        loan = self._loan
+        if loan is None:
+            loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
+        variables = self.variables
+        loan.lock.acquire()
+        try:
+            while True:
+                with _LENDING:  # taking values out is atomic across transforms that share variables
+                    values = list(map(_GET, variables))
+                    busy = next((x for x in values if type(x) is _Loan), None) if _Loan in map(type, values) else None
+                    if busy is None:
+                        loan.thread, loan.values = threading.get_ident(), values
+                        _set_all(variables, itertools.repeat(loan))
+                        break
+                if busy.thread == threading.get_ident():
+                    raise RuntimeError('objax: a compiled call was started while this thread is lending the same '
+                                       'variables to another one')
+                with busy.lock:  # another transform has these variables: wait for its new values
+                    busy = None
+            for i in _held(values):
+                if isinstance(values[i], jax.Array) and not isinstance(values[i], _Tracer):
+                    values[i] = jn.array(values[i], copy=True)
+        except BaseException:
+            self.cancel()
+            raise
+        return values
+
+    def repay(self, values: list) -> None:
+        """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). Values that
+        are tracers (the call was traced by an enclosing jax transformation, so nothing was donated) are not
+        stored: the variables get their lent values back."""
+        if values and isinstance(values[0], _Tracer):
+            return self.cancel()
+        loan = self._loan
+        _set_all(self.variables, values)
+        loan.thread = loan.values = None
+        loan.lock.release()
+
+    def cancel(self) -> None:
+        """Ends a loan that failed before donating: the variables get the lent values back."""
+        loan = self._loan
+        if loan.values is not None:
+            for v, x in zip(self.variables, loan.values):
+                if v._value is loan:
+                    v._value = x
+        loan.thread = loan.values = None
+        loan.lock.release()
 
     def write(self, changes: Dict[int, object]) -> None:
         """Stores `changes` ({position in variables: new value}, as returned by a call). Inside a running
@@ -76,6 +145,8 @@ class Pure:
         if _LOCAL.frames:
             for i, x in changes.items():
                 variables[i]._write(x)
+        elif len(changes) == len(variables):
+            _set_all(variables, map(changes.__getitem__, range(len(variables))))
         else:
             for i, x in changes.items():
                 variables[i]._value = x
@@ -97,6 +168,28 @@ class Pure:
         new = frame.values
         changes = {i: new[k] for i, (k, x) in enumerate(zip(ids, values)) if new[k] is not x}
         return outputs, changes
+
+
+def has_tracer(tree) -> bool:
+    """True when a leaf of `tree` is a jax tracer (the caller runs inside a jax transformation)."""
+    return any(isinstance(x, _Tracer) for x in jax.tree.leaves(tree))
+
+
+def _refcounts(values: list) -> list:
+    return list(map(sys.getrefcount, values))
+
+
+def _set_all(variables: List[BaseVar], values: Iterable) -> None:
+    """Stores values[i] in the storage of variables[i] (a loop in C: this runs on every compiled call)."""
+    collections.deque(map(setattr, variables, itertools.repeat('_value'), values), maxlen=0)
+
+
+_UNSHARED = _refcounts([object()])[0]  # count of a value referenced only by the list itself
+
+
+def _held(values: list) -> List[int]:
+    """Positions of the values that something besides the list references."""
+    return [i for i, n in enumerate(_refcounts(values)) if n > _UNSHARED]
 
 
 def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:

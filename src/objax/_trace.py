@@ -74,6 +74,30 @@ class Frame:
             f'collection passed to {transform} (for example `vc = model.vars() + other.vars()`).')
 
 
+class Loan:
+    """Stands in a variable's storage while a donating call has lent its value to a compiled program (see
+    _state.Pure.lend): other threads reading or writing the variable wait until the new value is stored."""
+    __slots__ = ('lock', 'thread', 'values', 'index')
+
+    def __init__(self, index: Dict[int, int]):
+        self.lock = threading.Lock()  # held from lend to repay
+        self.thread = None  # the lending thread
+        self.values = None  # the lent values
+        self.index = index  # id(variable) -> position in values
+
+    def wait(self, var):
+        """The lent value when called from the lending thread; else waits for the repayment and returns
+        MISSING (read the storage again)."""
+        if self.thread == threading.get_ident():
+            return self.values[self.index[id(var)]]
+        with self.lock:
+            pass
+        return MISSING
+
+    def __repr__(self):
+        return '<value being updated by a compiled call>'
+
+
 class _Local(threading.local):
     def __init__(self):
         self.frames = []

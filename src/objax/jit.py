@@ -5,11 +5,13 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _repr, _state, _structure
+from objax import _repr, _state, _structure, _trace
 from objax.module import Module, _module_and_vars, _owner_label
 from objax.varcollection import VarCollection
 
 __all__ = ['Jit']
+
+_LOCAL = _trace.LOCAL
 
 
 class Jit(Module):
@@ -20,31 +22,47 @@ class Jit(Module):
     or sub-module attribute replaced, a layer appended...) the next call collects it again and recompiles if it
     differs. With an explicit `vc`, a structure change recompiles, and variables outside `vc` are frozen into
     the program with an objax.VariableOutsideCollectionWarning. Writing a variable outside the collection
-    raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time."""
+    raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time.
+
+    With `donate` (the default), the buffers of the variables' old values are donated to the compiled call,
+    which writes the new values in place (no second copy of the state in memory). An old value that anything
+    else still references (e.g. `old = model.vars().tensors()` kept by user code) is never invalidated: that
+    variable's value is copied for the call instead."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  static_argnums: Optional[Tuple[int, ...]] = None,
-                 static_argnames: Optional[Union[str, Sequence[str]]] = None):
+                 static_argnames: Optional[Union[str, Sequence[str]]] = None, donate: bool = True):
         self._follows_module = vc is None
         f, vc = _module_and_vars('Jit', f, vc)
         self.__wrapped__ = f
         self.static_argnums = tuple(static_argnums or ())
         self._static_argnames = static_argnames
+        self.donate = bool(donate)
         self._lock = threading.Lock()
         self._generation = _structure.GENERATION
         self._use(vc)
 
-    def _use(self, vc: VarCollection):
-        """Runs with collection `vc` from now on (a new program)."""
+    def _use(self, vc: VarCollection, warned: Optional[set] = None):
+        """Runs with collection `vc` from now on (new programs, compiled at their first call)."""
         self.vc = vc
         self._pure = _state.Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
+        if warned is not None:
+            self._pure._warned = warned
         self._call = self._compile(self._pure)
+        self._call_donating = self._compile(self._pure, donate=True) if self.donate else None
 
-    def _compile(self, pure: _state.Pure) -> Callable:
-        """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes)."""
+    def _compile(self, pure: _state.Pure, donate: bool = False) -> Callable:
+        """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
+        variable's new value) with the values' buffers donated (reused for the new values)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
-        return jax.jit(pure, static_argnums=argnums, static_argnames=self._static_argnames)
+        fun = pure
+        if donate:
+            def fun(values, *args, **kwargs):
+                outputs, changes = pure(values, *args, **kwargs)
+                return outputs, [changes.get(i, x) for i, x in enumerate(values)]
+        return jax.jit(fun, static_argnums=argnums, static_argnames=self._static_argnames,
+                       donate_argnums=(0,) if donate else ())
 
     def _refresh(self):
         """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
@@ -54,10 +72,7 @@ class Jit(Module):
             if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
                 self._use(vc)
         else:
-            warned = self._pure._warned
-            self._pure = _state.Pure(self.__wrapped__, self.vc, self._pure.owner)
-            self._pure._warned = warned
-            self._call = self._compile(self._pure)
+            self._use(self.vc, self._pure._warned)
         self._generation = generation
 
     def __call__(self, *args, **kwargs):
@@ -66,8 +81,18 @@ class Jit(Module):
             if self._generation != _structure.GENERATION:
                 self._refresh()
             pure = self._pure
-            outputs, changes = self._call(pure.values(), *args, **kwargs)
-            pure.write(changes)
+            if self._call_donating is None or _LOCAL.frames or _state.has_tracer((args, kwargs)):
+                # Inside another transform (objax or jax): nothing to donate.
+                outputs, changes = self._call(pure.values(), *args, **kwargs)
+                pure.write(changes)
+                return outputs
+            values = pure.lend()
+            try:
+                outputs, values = self._call_donating(values, *args, **kwargs)
+            except BaseException:
+                pure.cancel()
+                raise
+            pure.repay(values)
         return outputs
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.

@@ -24,8 +24,9 @@ On CPU a call first waits for the previous call of the same Parallel to finish: 
 collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
 """
 
-import operator
+import functools
 import threading
+import weakref
 from typing import Callable, Optional, Tuple, Union
 
 import jax
@@ -34,13 +35,15 @@ import numpy as np
 from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec
 
-from objax import _invariant, _repr, _replicate, _state, _structure
+from objax import _invariant, _repr, _replicate, _state, _structure, _trace
 from objax.module import Module, _module_and_vars, _owner_label
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import RandomState, _reduce_first, reduce_mean
 
 __all__ = ['Parallel']
+
+_LOCAL = _trace.LOCAL
 
 
 def _aval(x, split: int = 1) -> jax.ShapeDtypeStruct:
@@ -54,11 +57,11 @@ def _path_label(i: int, path) -> str:
     return f'argument {i}{jax.tree_util.keystr(path)}'
 
 
-def _first_array(new_values: dict, outputs) -> Optional[jax.Array]:
-    """One array the last call produced (a new variable value or else an output), to wait for its completion."""
-    leaf = next(iter(new_values.values()), None)
+def _first_array(values: list, outputs) -> Optional[jax.Array]:
+    """One array the last call produced (an output or else a variable value), to wait for its completion."""
+    leaf = next(iter(jax.tree.leaves(outputs)), None)
     if leaf is None:
-        leaf = next(iter(jax.tree.leaves(outputs)), None)
+        leaf = next(iter(values), None)
     return leaf if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) else None
 
 
@@ -67,11 +70,15 @@ class Parallel(Module):
     batch: array arguments (N, ...) are split into (N/ndev, ...) per device, scalars are broadcast. Returns
     `reduce` of each per-device output stacked as (ndev, ...) (default: concatenated back to (N, ...)).
     Works with or without `with vc.replicate():` (kept for Objax 1.8 code); after a call the variables of vc
-    that f changed hold their merged values, replicated on all devices."""
+    that f changed hold their merged values, replicated on all devices. With `donate` (the default) the
+    variables' old buffers are donated to the call (reused for the new values); a value that anything else
+    still references is copied for the call instead, so arrays user code holds stay valid. Calls from several
+    threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
+    reading one freezes its value with an objax.VariableOutsideCollectionWarning."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
-                 static_argnums: Optional[Tuple[int, ...]] = None):
+                 static_argnums: Optional[Tuple[int, ...]] = None, donate: bool = True):
         follows_module = vc is None
         f, vc = _module_and_vars('Parallel', f, vc)
         if not callable(reduce):
@@ -92,6 +99,7 @@ class Parallel(Module):
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
         self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
         self._follows_module = follows_module
+        self.donate = bool(donate)
         self._lock = threading.Lock()
         self._generation = _structure.GENERATION
         self._use(vc)
@@ -104,9 +112,11 @@ class Parallel(Module):
             self._pure._warned = warned
         self._storage = self._pure.variables
         self._random = [i for i, v in enumerate(self._storage) if isinstance(v, RandomState)]
-        self._last_values = None  # the variable values the previous call left (already laid out on the mesh)
+        self._last = None  # weak references to the values the previous call left (already laid out on the mesh)
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
         self._call = jax.jit(self._traced, static_argnums=argnums)
+        self._call_donating = jax.jit(functools.partial(self._traced, donate=True), static_argnums=argnums,
+                                      donate_argnums=(0,)) if self.donate else None
 
     def _refresh(self):
         """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
@@ -180,29 +190,49 @@ class Parallel(Module):
         with self._lock:
             if self._generation != _structure.GENERATION:
                 self._refresh()
-            pure = self._pure
-            values = pure.values()
-            last = self._last_values
-            if last is None or not all(map(operator.is_, values, last)):  # else: what the previous call left
-                placed = {}
-                for i, x in enumerate(values):
-                    values[i] = _replicate.place(x, self._replicated)
-                    if values[i] is not x and not isinstance(x, jax.core.Tracer):
-                        placed[i] = values[i]  # same value, laid out on the mesh: kept for later calls
-                pure.write(placed)
             if self._inflight is not None:
                 pending, self._inflight = self._inflight, None
                 pending.block_until_ready()
-            outputs, new_values = self._call(values, *placed_args)
-            pure.write(new_values)
-            for i, x in new_values.items():
-                values[i] = x
-            self._last_values = None if values and isinstance(values[0], jax.core.Tracer) else values
-            if self._cpu:
-                self._inflight = _first_array(new_values, outputs)
+                del pending
+            pure = self._pure
+            donating = (self._call_donating is not None and not _LOCAL.frames
+                        and not _state.has_tracer(placed_args))
+            values = pure.lend() if donating else pure.values()
+            try:
+                outputs, values = self._run(pure, values, placed_args, donating)
+            except BaseException:
+                if donating:
+                    pure.cancel()
+                raise
+            if donating:
+                pure.repay(values)
+            tracing = values and isinstance(values[0], jax.core.Tracer)
+            self._last = None if tracing else [weakref.ref(x) for x in values]
+            if self._cpu and not tracing:
+                self._inflight = _first_array(values, outputs)
         return outputs
 
-    def _traced(self, values, *args):
+    def _run(self, pure: _state.Pure, values: list, placed_args: list, donating: bool):
+        """Lays the values out on the mesh (unless they are what the previous call left) and runs the
+        compiled program; returns (outputs, every variable's new value)."""
+        last = self._last
+        if last is None or len(last) != len(values) or not all(r() is x for r, x in zip(last, values)):
+            placed = {}
+            for i, x in enumerate(values):
+                values[i] = _replicate.place(x, self._replicated)
+                if values[i] is not x and not isinstance(values[i], jax.core.Tracer):
+                    placed[i] = values[i]  # same value, laid out on the mesh: kept for later calls
+            if not donating:
+                pure.write(placed)
+        if donating:
+            return self._call_donating(values, *placed_args)
+        outputs, changes = self._call(values, *placed_args)
+        pure.write(changes)
+        for i, x in changes.items():
+            values[i] = x
+        return outputs, values
+
+    def _traced(self, values, *args, donate: bool = False):
         axis, ndev, random = self.axis_name, self.ndevices, set(self._random)
         static = self._static_positions(len(args))
         dynamic = [i for i in range(len(args)) if i not in static]
@@ -240,7 +270,8 @@ class Parallel(Module):
         stacked = [x if v else jn.broadcast_to(x, (ndev,) + x.shape) for x, v in zip(results[:nout], varying)]
         merged = {i: jax.lax.with_sharding_constraint(self._merge(i, x, v, values[i]), self._replicated)
                   for i, x, v in zip(changed, results[nout:], varying[nout:])}
-        return jax.tree.unflatten(tree, [self._reduce_output(x) for x in stacked]), merged
+        outputs = jax.tree.unflatten(tree, [self._reduce_output(x) for x in stacked])
+        return outputs, ([merged.get(i, x) for i, x in enumerate(values)] if donate else merged)
 
     def _reduce_output(self, x: JaxArray) -> JaxArray:
         try:

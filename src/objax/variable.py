@@ -11,6 +11,7 @@ from objax._array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
 _LOCAL = _trace.LOCAL
+_Loan = _trace.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
@@ -103,7 +104,7 @@ class BaseVar(ArrayOps, abc.ABC):
             raise AssignmentError(f'Cannot assign a {type(tensor).__name__} to {self._label()}: expected an array '
                                   f'(e.g. jax.numpy.asarray(value))')
         tensor = _as_array(tensor, self)
-        old = self._storage()._value
+        old = self._storage()._stored()
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                                   f'the variable shape {tuple(old.shape)}')
@@ -131,11 +132,25 @@ class _OwnValue:
             x = _trace.lookup(self)
             if x is not _trace.MISSING:
                 return x
-        return self._value
+        x = self._value
+        if x.__class__ is _Loan:
+            x = self._stored()
+        return x
+
+    def _stored(self) -> JaxArray:
+        """The value in storage, once any compiled call that borrowed it (donation) has stored its new value."""
+        x = self._value
+        while x.__class__ is _Loan:
+            x = x.wait(self)
+            if x is _trace.MISSING:
+                x = self._value
+        return x
 
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
         if not (_LOCAL.frames and _trace.store(self, tensor)):
+            if self._value.__class__ is _Loan:
+                self._stored()
             self._value = tensor
 
     def assign(self, tensor: JaxArray, check: bool = True):
