@@ -4,7 +4,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _state, _trace
+from objax import _state, _trace, sharding
 from objax.module import Module, _module_and_vars, _owner_label, _prefixed
 from objax.varcollection import VarCollection
 
@@ -30,6 +30,9 @@ class Jit(Module):
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
         self._call = jax.jit(self._traced, static_argnums=argnums, static_argnames=static_argnames)
+        # Variables laid out by objax.sharding.shard: compiled again with their layouts as out_shardings.
+        self._layouts = sharding._JitLayouts(self._storage, lambda out: jax.jit(
+            self._traced, static_argnums=argnums, static_argnames=static_argnames, out_shardings=out))
 
     def _traced(self, values, *args, **kwargs):
         storage = self._storage
@@ -44,7 +47,8 @@ class Jit(Module):
 
     def __call__(self, *args, **kwargs):
         """Runs the compiled function on the current variable values and stores the new ones."""
-        outputs, new_values = self._call(_state.read(self._storage, self._checked), *args, **kwargs)
+        call, values = self._layouts(self._call, _state.read(self._storage, self._checked))
+        outputs, new_values = call(values, *args, **kwargs)
         _state.write(self._storage, new_values)
         return outputs
 
