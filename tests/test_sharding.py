@@ -112,6 +112,27 @@ def test_data_and_tensor_parallel_2x4_equals_single_device():
     assert {s.data.shape for s in w.addressable_shards} == {(16, 8)}
 
 
+def test_slots_follow_their_variable_not_the_rules():
+    vc, _, _ = build(ema=True)
+    mesh = make_mesh('data=2,model=4')
+    # fsdp would split a slot of (Sequential)[0](Linear).w (16, 32) over 'data' on its own: slots skip rules.
+    layouts = shard(vc, mesh, rules=TENSOR_RULES + [fsdp(mesh, 'data')])
+    assert layouts['(Sequential)[2](Linear).b'].spec == P('data')  # fsdp took the variables left by the rules
+    tracked = {'(Adam).m': '(Adam).train_vars', '(Adam).v': '(Adam).train_vars',
+               '(ExponentialMovingAverage).m': '(ExponentialMovingAverage).refs'}
+    checked = 0
+    for name in layouts:
+        prefix, _, index = name.partition('(ModuleList)')
+        if prefix in tracked:
+            var = vc[f'{tracked[prefix]}(ModuleList){index}']
+            assert layouts[name].spec == layout(var).spec, name
+            checked += 1
+    assert checked == 18
+    # A slot given its own spec keeps it.
+    set_spec(vc['(Adam).m(ModuleList)[0]'], P('data'))
+    assert shard(vc, mesh)['(Adam).m(ModuleList)[0]'].spec == P('data')
+
+
 @pytest.mark.parametrize('opt_class', [objax.optimizer.Momentum, objax.optimizer.LARS])
 def test_momentum_and_lars_slots_follow_their_variables(opt_class):
     ref_losses, ref_values = reference(opt_class=opt_class)

@@ -6,7 +6,7 @@ by rules over the names of a VarCollection (`apply_rules(vc, [('*(Linear).w', P(
 `fsdp(mesh)` rule that splits every floating-point variable on one of its dimensions), or not at all
 (replicated). `shard(vc, mesh)` then lays each value of the collection out on the mesh. Optimizer slots
 (the `m`/`v` of Momentum, Adam, LARS, ExponentialMovingAverage: the lists of StateVars kept beside a list of
-TrainRefs) take the spec of the variable they track unless they were given one.
+TrainRefs) take the spec of the variable they track (rules skip them) unless `set_spec` gave them one.
 
 Once laid out, objax.Jit compiles with those layouts: the values go in as they are, and the new values come
 back with the same layout (jit out_shardings), so nothing drifts to another layout or is gathered on each
@@ -139,6 +139,7 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
 
     Args:
         vc: the collection; a TrainRef is matched under its own name but gives the spec to its TrainVar.
+            Optimizer slots are skipped: they follow the variable they track (`set_spec` overrides that).
         rules: in order, (pattern, spec) pairs (or a dict pattern -> spec) where the pattern is a glob over the
             whole name (fnmatch: `*(Linear).w`) or a compiled regular expression (re.search), or callables
             `rule(name, var) -> PartitionSpec or None` (e.g. `fsdp(mesh)`). A spec of None leaves the variable
@@ -152,10 +153,10 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
             changed then.
     """
     rules = _check_rules(rules)
-    chosen, names = {}, {}
+    chosen, names, slots = {}, {}, _slot_owners(vc)
     for name, var in vc.items():
         storage = var._storage()
-        if id(storage) in chosen:
+        if id(storage) in chosen or id(storage) in slots:
             continue
         for rule in rules:
             matched, spec = _match(rule, name, var)
