@@ -262,3 +262,7 @@ def test_make_mesh():
         make_mesh('data:2')
     with pytest.raises(ValueError, match="fsdp: the mesh has no axis 'rows'"):
         fsdp(m, 'rows')
+    with pytest.raises(ValueError, match="make_global_batch: the mesh has no axis 'rows'"):
+        make_global_batch(np.ones((8, 2)), 'rows', mesh=m)
+    x = make_global_batch(np.arange(8.), 'model', mesh=m)  # split 4 ways over 'model', repeated over 'data'
+    assert {s.data.shape for s in x.addressable_shards} == {(2,)} and x.sharding.spec == P('model')

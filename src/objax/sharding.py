@@ -172,10 +172,21 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
 
 
 def fsdp(mesh: Mesh, axis: str = 'data', min_size: int = 0) -> Callable[[str, BaseVar], Optional[PartitionSpec]]:
-    """A rule (for `apply_rules`/`shard`) splitting every floating-point variable over `axis` of `mesh`
-    (fully sharded data parallel): on its largest dimension that the axis size divides, other dimensions
-    whole. Random keys, integer counters, variables of fewer than `min_size` elements and those with no
-    divisible dimension are left to the next rule (replicated by default)."""
+    """A rule splitting every floating-point variable over one mesh axis (fully sharded data parallel).
+
+    Args:
+        mesh: the mesh the variables will be laid out on.
+        axis: the axis to split over.
+        min_size: variables of fewer elements are left whole.
+
+    Returns:
+        A rule for `apply_rules`/`shard`: the spec splitting a variable's largest dimension that the axis size
+        divides (other dimensions whole), or None (next rule; replicated by default) for random keys, integer
+        counters, small variables and those with no divisible dimension.
+
+    Raises:
+        ValueError: the mesh has no axis `axis`.
+    """
     if axis not in mesh.shape:
         raise ValueError(f'fsdp: the mesh has no axis {axis!r} (its axes: {tuple(mesh.axis_names)})')
     n = mesh.shape[axis]
