@@ -10,14 +10,14 @@ from objax.jit import Jit
 from objax.gradient import Grad, GradValues, Jacobian, Hessian
 from objax.vectorize import Vectorize
 from objax.parallel import Parallel
-from objax import random, typing
+from objax import random, sharding, typing
 
 __version__ = '2.0.0.dev0'
 
 __all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState',
            'reduce_mean', 'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad',
            'GradValues', 'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random',
-           'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
+           'sharding', 'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
 
 
 def __getattr__(name):

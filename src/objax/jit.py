@@ -5,7 +5,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _repr, _state, _structure, _trace
+from objax import _repr, _state, _structure, _trace, sharding
 from objax.module import Module, _module_and_vars, _owner_label
 from objax.varcollection import VarCollection
 
@@ -48,6 +48,8 @@ class Jit(Module):
         self._pure = _state.Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
         if warned is not None:
             self._pure._warned = warned
+        self._layout_version = sharding._VERSION[0]
+        self._layouts = sharding._layouts(self._pure.variables)
         self._call = self._compile(self._pure)
         self._call_donating = self._compile(self._pure, donate=True) if self.donate else None
 
@@ -56,11 +58,16 @@ class Jit(Module):
         variable's new value) with the values' buffers donated (reused for the new values)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
-        fun = pure
-        if donate:
-            def fun(values, *args, **kwargs):
-                outputs, changes = pure(values, *args, **kwargs)
+        layouts = self._layouts
+
+        def fun(values, *args, **kwargs):
+            outputs, changes = pure(values, *args, **kwargs)
+            if layouts is not None:  # variables laid out by objax.sharding.shard: new values keep their layout
+                changes = {i: sharding._constrain(x, layouts[i]) for i, x in changes.items()}
+            if donate:
                 return outputs, [changes.get(i, x) for i, x in enumerate(values)]
+            return outputs, changes
+
         return jax.jit(fun, static_argnums=argnums, static_argnames=self._static_argnames,
                        donate_argnums=(0,) if donate else ())
 
@@ -80,20 +87,29 @@ class Jit(Module):
         with self._lock:
             if self._generation != _structure.GENERATION:
                 self._refresh()
+            if self._layout_version != sharding._VERSION[0]:
+                self._use(self.vc, self._pure._warned)  # objax.sharding laid variables out anew
             pure = self._pure
             if self._call_donating is None or _LOCAL.frames or _state.has_tracer((args, kwargs)):
                 # Inside another transform (objax or jax): nothing to donate.
-                outputs, changes = self._call(pure.values(), *args, **kwargs)
+                outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
                 pure.write(changes)
                 return outputs
             values = pure.lend()
             try:
-                outputs, values = self._call_donating(values, *args, **kwargs)
+                outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
             except BaseException:
                 pure.cancel()
                 raise
             pure.repay(values)
         return outputs
+
+    def _placed(self, values: list) -> list:
+        """values, each laid out as its variable's objax.sharding layout (a value assigned from outside is
+        moved there once; values already in place are passed as they are)."""
+        if self._layouts is None:
+            return values
+        return [x if s is None else sharding._place(x, s) for x, s in zip(values, self._layouts)]
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 

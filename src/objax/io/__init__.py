@@ -4,6 +4,7 @@ from objax.io._match import ShapeMismatchError, UnreadableFileError
 from objax.io.checkpoint import Checkpoint
 from objax.io.ops import load_var_collection, save_var_collection
 from objax.io.safetensors import load_safetensors, save_safetensors
+from objax.io.sharded import ShardedCheckpoint
 
-__all__ = ['Checkpoint', 'load_var_collection', 'save_var_collection', 'load_safetensors', 'save_safetensors',
-           'ShapeMismatchError', 'UnreadableFileError']
+__all__ = ['Checkpoint', 'ShardedCheckpoint', 'load_var_collection', 'save_var_collection', 'load_safetensors',
+           'save_safetensors', 'ShapeMismatchError', 'UnreadableFileError']

@@ -17,12 +17,12 @@ Outputs that stay split over devices (e.g. Parallel's default concatenated outpu
 `gather_to_host` to read them as numpy on every process.
 """
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from objax import _replicate
 
@@ -56,15 +56,27 @@ def _global_leaf(x, batched: NamedSharding, replicated: NamedSharding, ndev_loca
     return _replicate.place(x, batched)
 
 
-def make_global_batch(x: Any, axis_name: str = 'device') -> Any:
+def make_global_batch(x: Any, axis_name: str = 'device', mesh: Optional[Mesh] = None) -> Any:
     """Each leaf of the pytree `x`, this process's rows (n, ...), becomes one global jax.Array of shape
     (n * process_count(), ...) split over the devices of all processes, the processes' rows in process order
     (jax.make_array_from_process_local_data). Scalars become replicated arrays. n must be the same on every
-    process and a multiple of the number of local devices."""
-    mesh = _replicate.mesh(axis_name)
+    process and a multiple of the number of local devices.
+
+    With `mesh` (e.g. the ('data', 'model') mesh of objax.sharding), the rows are split over its axis
+    `axis_name` only and repeated over its other axes; n must then be a multiple of the number of distinct
+    row blocks this process's devices hold."""
+    if mesh is None:
+        mesh = _replicate.mesh(axis_name)
+        ndev_local = len(mesh.local_devices)
+    else:
+        if axis_name not in mesh.shape:
+            raise ValueError(f'make_global_batch: the mesh has no axis {axis_name!r} (its axes: '
+                             f'{tuple(mesh.axis_names)})')
+        local = set(mesh.local_devices)
+        column = list(mesh.axis_names).index(axis_name)
+        ndev_local = len({i[column] for i, d in np.ndenumerate(mesh.devices) if d in local})
     batched = NamedSharding(mesh, PartitionSpec(axis_name))
-    replicated = _replicate.replicated(axis_name)
-    ndev_local = len(mesh.local_devices)
+    replicated = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda leaf: _global_leaf(leaf, batched, replicated, ndev_local), x)
 
 
