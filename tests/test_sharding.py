@@ -99,8 +99,11 @@ def test_data_and_tensor_parallel_2x4_equals_single_device():
     assert layouts['(Sequential)[2](Linear).w'].spec == P('model', None)
     assert layouts['(Sequential)[4](Linear).w'].spec == P(None, 'model')
     assert layouts['(Sequential)[2](Linear).b'].spec == P()
-    assert layouts['(Adam).m(ModuleList)[0]'].spec == P(None, 'model')
-    assert layouts['(ExponentialMovingAverage).m(ModuleList)[2]'].spec == P('model', None)
+    trained = [n for n, v in vc.items() if n.startswith('(Sequential)') and isinstance(v, objax.TrainVar)]
+    slot = {n: i for i, n in enumerate(trained)}  # slot i of Adam and of the EMA tracks the i-th TrainVar
+    assert layouts[f"(Adam).m(ModuleList)[{slot['(Sequential)[0](Linear).w']}]"].spec == P(None, 'model')
+    assert layouts[f"(ExponentialMovingAverage).m(ModuleList)[{slot['(Sequential)[2](Linear).w']}]"].spec == P(
+        'model', None)
     x, y = make_global_batch(batch, 'data', mesh=mesh)
     assert x.sharding.spec == P('data') and x.addressable_shards[0].data.shape == (BATCH // 2, SIZES[0])
     losses, values = train(vc, step, (x, y))
