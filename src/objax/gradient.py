@@ -149,7 +149,7 @@ def _hessian(fun, argnums, has_aux):
 
 
 class Hessian(_DerivativeBase):
-    """`Hessian(f, vc)(*args)`: second derivatives of f's scalar output; entry [i][j] pairs the i-th and
+    """`Hessian(f, vc)(*args)`: second derivatives of f's scalar output; entry `[i][j]` pairs the i-th and
     j-th differentiated quantities (inputs of `input_argnums` first, then TrainVars)."""
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],

@@ -23,6 +23,12 @@ class Adam(Module):
     def __init__(self, vc: VarCollection, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         """Creates the optimizer, its step counter and zero `m`/`v` slots for the TrainVars of `vc`.
 
+        Args:
+            vc: the variables to optimize; only its TrainVars (deduplicated, in collection order) are used.
+            beta1: decay of the first moment `m`, in [0, 1).
+            beta2: decay of the second moment `v`, in [0, 1).
+            eps: added to `v` inside the square root, >= 0.
+
         Raises:
             TypeError: vc is not a VarCollection.
             ValueError: beta1 or beta2 (numbers) outside [0, 1), eps negative, NaN or infinite.

@@ -95,7 +95,14 @@ class ExponentialMovingAverage(Module):
 
     def replace_vars(self, f: Callable) -> Callable:
         """Wraps `f` so that it runs with the averages in place of the variables; the variables get their
-        own values back afterwards (changes `f` makes to them are discarded)."""
+        own values back afterwards (changes `f` makes to them are discarded).
+
+        Args:
+            f: the function to run with the averaged values (e.g. a model's evaluation function).
+
+        Returns:
+            A function taking `f`'s arguments and returning `f`'s result.
+        """
 
         def run_with_averages(*args, **kwargs):
             refs, averages = self.refs_and_values()
@@ -115,6 +122,12 @@ class ExponentialMovingAverageModule(Module):
 
     def __init__(self, module: Module, momentum: float = 0.999, debias: bool = False, eps: float = 1e-6):
         """Wraps `module`; momentum, debias and eps are those of ExponentialMovingAverage.
+
+        Args:
+            module: the module whose variables are averaged and which calls run.
+            momentum: weight of the old average at each update, in [0, 1].
+            debias: whether reading corrects the bias towards the zero start.
+            eps: keeps the debiasing factor finite before the first update (>= 0).
 
         Raises:
             TypeError: module is not a Module.

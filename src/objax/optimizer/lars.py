@@ -23,6 +23,13 @@ class LARS(Module):
                  eps: float = 1e-5):
         """Creates the optimizer and its zero `m` slots for the TrainVars of `vc`.
 
+        Args:
+            vc: the variables to optimize; only its TrainVars (deduplicated, in collection order) are used.
+            momentum: decay of the accumulated step `m`.
+            weight_decay: L2 penalty coefficient added to the gradient (and to the trust ratio's denominator).
+            tc: trust coefficient scaling the layer-wise trust ratio.
+            eps: added to the trust ratio's denominator, >= 0.
+
         Raises:
             TypeError: vc is not a VarCollection.
             ValueError: momentum, weight_decay or tc NaN or infinite; eps negative, NaN or infinite.

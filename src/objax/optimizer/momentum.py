@@ -19,6 +19,11 @@ class Momentum(Module):
     def __init__(self, vc: VarCollection, momentum: float = 0.9, nesterov: bool = False):
         """Creates the optimizer and its zero `m` slots for the TrainVars of `vc`.
 
+        Args:
+            vc: the variables to optimize; only its TrainVars (deduplicated, in collection order) are used.
+            momentum: decay of the accumulated gradient `m`.
+            nesterov: use Nesterov's momentum (step along g + momentum * m).
+
         Raises:
             TypeError: vc is not a VarCollection.
             ValueError: momentum is a NaN or infinite number.

@@ -29,6 +29,15 @@ class Optax(Module):
     each keeps the dtype the transformation's init gave it. A step writes every variable or none."""
 
     def __init__(self, vc: VarCollection, transformation: Any):
+        """Creates the optimizer and the optax state (from `transformation.init`) for the TrainVars of `vc`.
+
+        Args:
+            vc: the variables to optimize; only its TrainVars (deduplicated, in collection order) are used.
+            transformation: an optax GradientTransformation (an object with `init` and `update`).
+
+        Raises:
+            TypeError: transformation is not an optax GradientTransformation, or vc is not a VarCollection.
+        """
         if not (callable(getattr(transformation, 'init', None)) and callable(getattr(transformation, 'update',
                                                                                    None))):
             raise TypeError(f'Optax(vc, transformation): transformation must be an optax GradientTransformation '
@@ -42,7 +51,14 @@ class Optax(Module):
                        for x in (_strong(leaf) for _, leaf in leaves)]
 
     def vars(self, scope: str = '') -> VarCollection:
-        """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`."""
+        """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`.
+
+        Args:
+            scope: prefix put in front of every name.
+
+        Returns:
+            The optimizer's VarCollection.
+        """
         prefix = f'{scope}({type(self).__name__})'
         vc = self.train_vars.vars(prefix + '.train_vars')
         vc.update((f'{prefix}.state{path}', v) for path, v in zip(self._paths, self._state))
@@ -55,7 +71,18 @@ class Optax(Module):
 
     def __call__(self, lr: Optional[Union[float, JaxArray]], grads: List[JaxArray], **extra_args):
         """One step: p <- p + u when lr is None, else p <- p - lr * u, with (u, new state) from
-        transformation.update(grads, state, params, **extra_args)."""
+        transformation.update(grads, state, params, **extra_args). Writes every variable or none.
+
+        Args:
+            lr: None to apply the updates as they are, or a learning rate (a number or an array broadcasting to
+                every variable) multiplying the negated updates.
+            grads: one gradient per TrainVar, same order and shapes as the collection's TrainVars.
+            **extra_args: passed on to `transformation.update` (e.g. `value=` for optax.contrib schedules).
+
+        Raises:
+            ValueError: wrong number or shapes of grads, a NaN/infinite lr, or a transformation returning a
+                state or updates of another structure or shape.
+        """
         grads = check_grads('Optax', self.train_vars, grads)
         if lr is not None:
             lr = check_lr('Optax', lr, self.train_vars)

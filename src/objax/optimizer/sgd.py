@@ -16,6 +16,9 @@ class SGD(Module):
     def __init__(self, vc: VarCollection):
         """Creates the optimizer for the TrainVars of `vc` (TrainRefs `train_vars`, in collection order).
 
+        Args:
+            vc: the variables to optimize; only its TrainVars (deduplicated, in collection order) are used.
+
         Raises:
             TypeError: vc is not a VarCollection.
         """

@@ -37,6 +37,24 @@ class PrivateGradValues(Module):
     def __init__(self, f: Callable, vc: VarCollection, noise_multiplier: float, l2_norm_clip: float,
                  microbatch: int, batch_axis: Tuple[Optional[int], ...] = (0,),
                  keygen: Generator = DEFAULT_GENERATOR, use_norm_accumulation: bool = False):
+        """Creates the DP-SGD gradient of `f` with respect to the TrainVars of `vc`.
+
+        Args:
+            f: the loss function (or Module); its first output is differentiated.
+            vc: the variables `f` uses; gradients are taken for its TrainVars.
+            noise_multiplier: the noise standard deviation relative to l2_norm_clip (>= 0).
+            l2_norm_clip: the largest global l2 norm of one microbatch's gradient (> 0).
+            microbatch: examples per clipped microbatch (a positive int dividing the batch size).
+            batch_axis: the batched axis of each argument of `f`, or None for an argument shared by all.
+            keygen: the random generator drawing the noise.
+            use_norm_accumulation: compute the clipping factors first, one microbatch at a time, then the
+                clipped sum in one backward pass (less memory, slower; same result).
+
+        Raises:
+            TypeError: f not callable, vc not a VarCollection or keygen not an objax.random.Generator.
+            ValueError: negative noise_multiplier, l2_norm_clip <= 0, microbatch not a positive int, or a
+                batch_axis batching no argument.
+        """
         if not callable(f):
             raise TypeError(f'PrivateGradValues(f, ...): f must be callable, got {type(f).__name__}')
         if not isinstance(vc, VarCollection):
@@ -67,7 +85,14 @@ class PrivateGradValues(Module):
         self._weighted = GradValues(self._weighted_loss, self.vc)
 
     def reshape_microbatch(self, x: JaxArray) -> JaxArray:
-        """Splits the batch axis 0 into microbatches: shape (N, ...) -> (N / microbatch, microbatch, ...)."""
+        """Splits the batch axis 0 into microbatches: shape (N, ...) -> (N / microbatch, microbatch, ...).
+
+        Args:
+            x: an array whose first axis is the batch, N a multiple of `microbatch`.
+
+        Returns:
+            The array of shape (N / microbatch, microbatch, ...).
+        """
         return self._split(x, 0)
 
     def _split(self, x: JaxArray, axis: int) -> JaxArray:
@@ -114,7 +139,15 @@ class PrivateGradValues(Module):
         return scales
 
     def __call__(self, *args) -> Tuple[List[JaxArray], List[JaxArray]]:
-        """Returns (noisy clipped gradients as a list aligned with vc's TrainVars, f's outputs as a list)."""
+        """Returns (noisy clipped gradients as a list aligned with vc's TrainVars, f's outputs as a list).
+
+        Args:
+            *args: the arguments of `f`, batched along their `batch_axis` (the same batch size N for all).
+
+        Raises:
+            ValueError: the number of arguments differs from len(batch_axis), an argument lacks its batch axis,
+                the batch sizes differ or N is not a multiple of `microbatch`.
+        """
         if len(args) != len(self.batch_axis):
             raise ValueError(f'PrivateGradValues: got {len(args)} arguments but batch_axis {self.batch_axis} '
                              f'describes {len(self.batch_axis)}')
@@ -143,7 +176,14 @@ class PrivateGradValues(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The differentiated collection (plus f's other variables) named `scope(PrivateGradValues)` + name, then
-        the noise generator's key `scope(PrivateGradValues).keygen(Generator)...`, as in Objax 1.8."""
+        the noise generator's key `scope(PrivateGradValues).keygen(Generator)...`, as in Objax 1.8.
+
+        Args:
+            scope: prefix put in front of every name.
+
+        Returns:
+            The VarCollection of the differentiated variables and of the noise generator.
+        """
         prefix = f'{scope}({type(self).__name__})'
         out = _prefixed(self.vc, prefix)
         known = {id(v) for v in out.values()}

@@ -164,13 +164,33 @@ def _analyze(name: str, rdp_fn, q: float, noise_multiplier: float, steps: int, o
 
 def analyze_renyi(q: float, noise_multiplier: float, steps: int, orders: Union[float, Tuple[float, ...]]):
     """RDP of `steps` steps of the sampled Gaussian mechanism (sampling ratio q, noise std noise_multiplier times
-    the sensitivity) at each order: a float for one order, else an array of shape (len(orders),)."""
+    the sensitivity) at each order: a float for one order, else an array of shape (len(orders),).
+
+    Args:
+        q: the sampling ratio (batch size / data set size), in [0, 1].
+        noise_multiplier: the noise standard deviation relative to the l2 sensitivity (the clipping norm), >= 0.
+        steps: the number of steps (a non-negative integer).
+        orders: one Renyi order (> 1) or a tuple of them.
+
+    Raises:
+        ValueError: q outside [0, 1], negative noise_multiplier or steps not a non-negative integer.
+    """
     return _analyze('analyze_renyi', _rdp_sampled_gaussian, q, noise_multiplier, steps, orders)
 
 
 def analyze_renyi_sample_without_replacement(q: float, noise_multiplier: float, steps: int,
                                              orders: Union[float, Tuple[float, ...]]) -> float:
-    """Like analyze_renyi, for batches sampled without replacement (the Wang, Balle, Kasiviswanathan bound)."""
+    """Like analyze_renyi, for batches sampled without replacement (the Wang, Balle, Kasiviswanathan bound).
+
+    Args:
+        q: the sampling ratio (batch size / data set size), in [0, 1].
+        noise_multiplier: the noise standard deviation relative to the l2 sensitivity (the clipping norm), >= 0.
+        steps: the number of steps (a non-negative integer).
+        orders: one Renyi order (> 1) or a tuple of them.
+
+    Returns:
+        A float for one order, else an array of shape (len(orders),).
+    """
     return _analyze('analyze_renyi_sample_without_replacement', _rdp_sampled_gaussian_wor, q, noise_multiplier,
                     steps, orders)
 
@@ -196,7 +216,21 @@ def convert_renyidp_to_dp(orders: Tuple[float, ...], rdp: Tuple[float, ...], tar
                           target_delta: float = None) -> Tuple[float, float, float]:
     """Best (eps, delta)-DP guarantee from RDP values (one per order), given target_eps or target_delta.
     Returns (eps, delta, optimal order). Uses eps = rdp + log(1 - 1/a) - (log(delta) + log(a)) / (a - 1)
-    (Canonne, Kamath, Steinke 2020, Prop. 12; Balle et al. 2020), or eps = 0 by the KL bound when it applies."""
+    (Canonne, Kamath, Steinke 2020, Prop. 12; Balle et al. 2020), or eps = 0 by the KL bound when it applies.
+
+    Args:
+        orders: the Renyi orders (each >= 1).
+        rdp: the RDP value at each order (>= 0), as analyze_renyi returns them.
+        target_eps: the epsilon to reach (give this or target_delta).
+        target_delta: the delta to reach, in (0, 1) (give this or target_eps).
+
+    Returns:
+        (eps, delta, order): the guarantee and the order giving it.
+
+    Raises:
+        ValueError: orders and rdp of different lengths, an order < 1, a negative rdp, or not exactly one of
+            target_eps and target_delta.
+    """
     orders_array = np.atleast_1d(np.asarray(orders, dtype=float))
     rdp_array = np.atleast_1d(np.asarray(rdp, dtype=float))
     if orders_array.shape != rdp_array.shape or orders_array.ndim != 1:
@@ -223,7 +257,18 @@ def convert_renyidp_to_dp(orders: Tuple[float, ...], rdp: Tuple[float, ...], tar
 
 def analyze_dp(q: float, noise_multiplier: float, steps: int, orders: Tuple[float, ...] = DEFAULT_ORDERS,
                delta: float = 1e-05) -> float:
-    """Epsilon spent by `steps` steps of DP-SGD with sampling ratio q (with replacement), at the given delta."""
+    """Epsilon spent by `steps` steps of DP-SGD with sampling ratio q (with replacement), at the given delta.
+
+    Args:
+        q: the sampling ratio (batch size / data set size), in [0, 1].
+        noise_multiplier: the noise standard deviation relative to the l2 sensitivity (the clipping norm), >= 0.
+        steps: the number of steps (a non-negative integer).
+        orders: the Renyi orders over which the best epsilon is sought.
+        delta: the delta of the (epsilon, delta) guarantee, in (0, 1).
+
+    Returns:
+        epsilon, a float (inf without noise).
+    """
     rdp = analyze_renyi(q, noise_multiplier, steps, tuple(np.atleast_1d(orders)))
     return convert_renyidp_to_dp(np.atleast_1d(orders), rdp, target_delta=delta)[0]
 
@@ -231,6 +276,17 @@ def analyze_dp(q: float, noise_multiplier: float, steps: int, orders: Tuple[floa
 def analyze_dp_sample_without_replacement(q: float, noise_multiplier: float, steps: int,
                                           orders: Tuple[float, ...] = DEFAULT_ORDERS,
                                           delta: float = 1e-05) -> float:
-    """Epsilon spent by `steps` steps of DP-SGD on batches sampled without replacement, at the given delta."""
+    """Epsilon spent by `steps` steps of DP-SGD on batches sampled without replacement, at the given delta.
+
+    Args:
+        q: the sampling ratio (batch size / data set size), in [0, 1].
+        noise_multiplier: the noise standard deviation relative to the l2 sensitivity (the clipping norm), >= 0.
+        steps: the number of steps (a non-negative integer).
+        orders: the Renyi orders over which the best epsilon is sought.
+        delta: the delta of the (epsilon, delta) guarantee, in (0, 1).
+
+    Returns:
+        epsilon, a float (inf without noise).
+    """
     rdp = analyze_renyi_sample_without_replacement(q, noise_multiplier, steps, tuple(np.atleast_1d(orders)))
     return convert_renyidp_to_dp(np.atleast_1d(orders), rdp, target_delta=delta)[0]
