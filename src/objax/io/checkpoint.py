@@ -27,6 +27,9 @@ class Checkpoint:
         keep_ckpts: how many checkpoints to keep (the newest, by index).
         makedir: create `logdir/ckpt` if needed.
         verbose: print the path of each restored checkpoint.
+
+    Raises:
+        ValueError: `keep_ckpts` is not an int >= 1.
     """
 
     DIR_NAME: str = 'ckpt'
@@ -46,7 +49,17 @@ class Checkpoint:
 
     @staticmethod
     def checkpoint_idx(filename: str) -> int:
-        """The index of a checkpoint file name, e.g. 'logdir/ckpt/0000000042.npz' -> 42."""
+        """The index of a checkpoint file name, e.g. 'logdir/ckpt/0000000042.npz' -> 42.
+
+        Args:
+            filename: a checkpoint's path or base name; the part of the base name before its first '.' is the index.
+
+        Returns:
+            The index, an int.
+
+        Raises:
+            ValueError: that part of the name is not all digits.
+        """
         stem = os.path.basename(filename).split('.')[0]
         if not stem.isdigit():
             raise ValueError(f'checkpoint_idx: {filename!r} is not a checkpoint file name (digits + extension)')
@@ -81,9 +94,11 @@ class Checkpoint:
             process while this one looks for them are skipped.
 
         Raises:
+            TypeError: `vc` is not a VarCollection.
             UnreadableFileError: the newest checkpoint is unreadable (without `fallback`), or all of them are.
             FileNotFoundError: checkpoint `idx` does not exist.
-            ValueError: the checkpoint does not fit `vc` (see load_var_collection); `vc` is unchanged.
+            ValueError: `idx` is not an int >= 0, or the checkpoint does not fit `vc` (see load_var_collection); `vc`
+                is unchanged.
         """
         check_vc(vc, 'Checkpoint.restore')
         if idx is not None:
@@ -135,6 +150,10 @@ class Checkpoint:
         Args:
             vc: the variables to save.
             idx: the checkpoint's index (an int >= 0), usually the epoch or step.
+
+        Raises:
+            TypeError: `vc` is not a VarCollection.
+            ValueError: `idx` is not an int >= 0.
         """
         check_vc(vc, 'Checkpoint.save')
         idx = _index(idx, 'Checkpoint.save(idx)')

@@ -19,7 +19,17 @@ def save_var_collection(file: FileOrPath, vc: VarCollection):
     """Writes the distinct variables of `vc` to `file` (a path, replaced atomically, or a binary file object).
 
     Layout: an array `names` and the values under '0', '1', ...; shared variables are written once under their
-    first name and a TrainRef is written as the TrainVar it refers to."""
+    first name and a TrainRef is written as the TrainVar it refers to.
+
+    Args:
+        file: a path (written to a hidden temporary file in the same directory, then renamed over the target, so a
+            crash never leaves a partial file) or a binary file object opened for writing (written in place).
+        vc: the variables to save.
+
+    Raises:
+        TypeError: `vc` is not a VarCollection.
+        OSError: the file or its temporary cannot be written (e.g. the directory does not exist).
+    """
     check_vc(vc, 'save_var_collection')
     names, values = stored_values(vc)
     arrays = {str(i): v for i, v in enumerate(values)}
@@ -49,6 +59,7 @@ def load_var_collection(file: FileOrPath, vc: VarCollection, renamer: Optional[C
         strict: refuse files with entries that match no variable.
 
     Raises:
+        TypeError: `vc` is not a VarCollection.
         FileNotFoundError: `file` does not exist.
         UnreadableFileError: (a ValueError) the file is empty, truncated, corrupted or not an Objax .npz file.
         ShapeMismatchError: (a ValueError and AssertionError) a stored shape differs from its variable's.

@@ -32,7 +32,18 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
 def save_safetensors(path: FileOrPath, vc: VarCollection):
     """Writes the distinct variables of `vc` as a safetensors file (a path, replaced atomically, or a binary file).
 
-    Tensors are named by their first name in `vc`; a TrainRef is written as the TrainVar it refers to."""
+    Tensors are named by their first name in `vc`; a TrainRef is written as the TrainVar it refers to.
+
+    Args:
+        path: a path (written to a hidden temporary file in the same directory, then renamed over the target) or a
+            binary file object opened for writing.
+        vc: the variables to save.
+
+    Raises:
+        TypeError: `vc` is not a VarCollection.
+        ValueError: a variable's dtype has no safetensors equivalent; the message names it and nothing is written.
+        OSError: the file or its temporary cannot be written.
+    """
     check_vc(vc, 'save_safetensors')
     names, values = stored_values(vc)
     try:
@@ -80,6 +91,7 @@ def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Call
         strict: refuse files with tensors that match no variable.
 
     Raises:
+        TypeError: `vc` is not a VarCollection.
         FileNotFoundError: `path` does not exist.
         UnreadableFileError: (a ValueError) the file is not a readable safetensors file.
         ShapeMismatchError: (a ValueError and AssertionError) a stored shape differs from its variable's.

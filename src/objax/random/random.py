@@ -31,7 +31,11 @@ def _check_seed(seed: int, where: str) -> None:
 
 
 class Generator(Module):
-    """A random key generator: each call returns a fresh key and advances its RandomState."""
+    """A random key generator: each call returns a fresh key and advances its RandomState.
+
+    Args:
+        seed: the seed of the stream; seeds of 2**32 and above keep their lowest 32 bits (with a warning).
+    """
 
     def __init__(self, seed: int = 0):
         _check_seed(seed, 'objax.random.Generator')
@@ -39,7 +43,11 @@ class Generator(Module):
         self._key = RandomState(seed)
 
     def seed(self, seed: int = 0):
-        """Restarts the stream from `seed`."""
+        """Restarts the stream from `seed`.
+
+        Args:
+            seed: the new seed; the same seed gives the same keys again.
+        """
         _check_seed(seed, 'objax.random.Generator.seed')
         self._key.seed(seed)
         self._seed = seed
@@ -113,7 +121,20 @@ def _truncated_normal(key: JaxArray, shape: Tuple[int, ...], lower, upper, stdde
 
 def normal(shape: Shape, *, mean: float = 0, stddev: float = 1,
            generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
-    """Samples of N(mean, stddev^2) with the given shape."""
+    """Samples of N(mean, stddev^2) with the given shape.
+
+    Args:
+        shape: the output shape, an int n for (n,) or a tuple of ints.
+        mean: the mean of the distribution.
+        stddev: its standard deviation.
+        generator: the generator whose next key is used (default DEFAULT_GENERATOR); it advances by one key.
+
+    Returns:
+        Floats of shape `shape` (float32 unless JAX's 64-bit mode is on).
+
+    Raises:
+        TypeError: `shape` is not an int or a tuple of ints.
+    """
     shape = _shape(shape)
     key = generator()
     if _default_float_is_32():
@@ -125,7 +146,18 @@ def normal(shape: Shape, *, mean: float = 0, stddev: float = 1,
 
 
 def uniform(shape: Shape, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
-    """Samples of U[0, 1) with the given shape."""
+    """Samples of U[0, 1) with the given shape.
+
+    Args:
+        shape: the output shape, an int n for (n,) or a tuple of ints.
+        generator: the generator whose next key is used (default DEFAULT_GENERATOR); it advances by one key.
+
+    Returns:
+        Floats of shape `shape` (float32 unless JAX's 64-bit mode is on).
+
+    Raises:
+        TypeError: `shape` is not an int or a tuple of ints.
+    """
     shape = _shape(shape)
     key = generator()
     if _default_float_is_32():
@@ -138,7 +170,22 @@ def uniform(shape: Shape, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
 
 def truncated_normal(shape: Shape, *, stddev: float = 1, lower: float = -2, upper: float = 2,
                      generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
-    """Samples of a standard normal truncated to [lower, upper], then scaled by stddev."""
+    """Samples of a standard normal truncated to [lower, upper], then scaled by stddev.
+
+    Args:
+        shape: the output shape, an int n for (n,) or a tuple of ints.
+        stddev: the factor applied after truncation (the bounds are in units of the standard normal).
+        lower: the lower bound of the standard normal samples.
+        upper: their upper bound.
+        generator: the generator whose next key is used (default DEFAULT_GENERATOR); it advances by one key.
+
+    Returns:
+        Floats of shape `shape`, in [lower * stddev, upper * stddev] for a positive stddev.
+
+    Raises:
+        TypeError: `shape` is not an int or a tuple of ints.
+        ValueError: `lower` is not smaller than `upper` (no key is consumed).
+    """
     shape = _shape(shape)
     if not lower < upper:
         raise ValueError(f'truncated_normal: lower ({lower}) must be smaller than upper ({upper})')
@@ -152,7 +199,21 @@ def truncated_normal(shape: Shape, *, stddev: float = 1, lower: float = -2, uppe
 
 
 def randint(shape: Shape, low: int, high: int, generator: Generator = DEFAULT_GENERATOR) -> JaxArray:
-    """Integers drawn uniformly from [low, high)."""
+    """Integers drawn uniformly from [low, high).
+
+    Args:
+        shape: the output shape, an int n for (n,) or a tuple of ints.
+        low: the smallest value (inclusive).
+        high: the bound (exclusive).
+        generator: the generator whose next key is used (default DEFAULT_GENERATOR); it advances by one key.
+
+    Returns:
+        Integers of shape `shape` (JAX's default int dtype, int32 unless 64-bit mode is on).
+
+    Raises:
+        TypeError: `shape` is not an int or a tuple of ints.
+        ValueError: `low` is not smaller than `high` (no key is consumed).
+    """
     shape = _shape(shape)
     if not low < high:
         raise ValueError(f'randint: low ({low}) must be smaller than high ({high})')

@@ -20,6 +20,18 @@ class ConvNet(Sequential):
     A 3x3 stem convolution, then `scales` stages of two 3x3 convolutions (leaky ReLU after each) followed by
     `pooling`; stage i works with min(filters_max, filters * 2**i) channels. A final 3x3 convolution to
     `nclass` channels is averaged over space. Extra keyword arguments are accepted and ignored (as in Objax).
+
+    Args:
+        nin: number of input channels.
+        nclass: number of classes (output logits).
+        scales: number of convolution + pooling stages (0 for none); each pooling divides H and W by 2 by default.
+        filters: channels of the stem and of the first stage, doubled at each following stage.
+        filters_max: upper bound on the channels of any stage.
+        pooling: function applied at the end of each stage to (N, C, H, W) arrays, by default 2x2 max pooling.
+
+    Raises:
+        ValueError: `nin`, `nclass`, `filters` or `filters_max` is not a positive integer, or `scales` is negative.
+        TypeError: `pooling` is not callable.
     """
 
     def __init__(self, nin: int, nclass: int, scales: int, filters: int, filters_max: int,

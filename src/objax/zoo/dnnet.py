@@ -12,6 +12,14 @@ class DNNet(Sequential):
 
     A Sequential `[Linear(s0, s1), activation, Linear(s1, s2), activation, ...]`: `activation` follows every
     Linear layer, the last one included (as in Objax 1.8), so a softmax activation gives probabilities.
+
+    Args:
+        layer_sizes: the widths [input, hidden..., output]; n sizes make n - 1 Linear layers.
+        activation: function applied after each Linear layer (e.g. objax.functional.relu).
+
+    Raises:
+        ValueError: a size is not a positive integer.
+        TypeError: `activation` is not callable.
     """
 
     def __init__(self, layer_sizes: Iterable[int], activation: Callable):

@@ -47,6 +47,19 @@ class ResNetV2Block(Module):
     Each convolution is preceded by normalization and activation. Bottleneck: 1x1 (nout/4), 3x3 (nout/4,
     strided), 1x1 (nout); otherwise 3x3 then 3x3 (strided). The shortcut is a strided 1x1 convolution of the
     first pre-activation when `use_projection`, else the input subsampled by `stride`.
+
+    Args:
+        nin: number of input channels.
+        nout: number of output channels (a multiple of 4 for a bottleneck block).
+        stride: stride of the strided convolution and of the shortcut (1 keeps H and W).
+        use_projection: whether the shortcut is a 1x1 convolution (required when nin != nout).
+        bottleneck: use the 1x1 / 3x3 / 1x1 bottleneck layout instead of two 3x3 convolutions.
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+
+    Raises:
+        ValueError: `nin` != `nout` without `use_projection`.
     """
 
     def __init__(self, nin: int, nout: int, stride: int, use_projection: bool, bottleneck: bool,
@@ -71,7 +84,15 @@ class ResNetV2Block(Module):
             self.layers = ((self.norm_0, self.conv_0), (self.norm_1, self.conv_1))
 
     def __call__(self, x: JaxArray, training: bool) -> JaxArray:
-        """x (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride))."""
+        """Applies the block.
+
+        Args:
+            x: input of shape (N, nin, H, W).
+            training: whether normalization layers use and update batch statistics.
+
+        Returns:
+            The output, shape (N, nout, ceil(H / stride), ceil(W / stride)).
+        """
         shortcut = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
         for i, (norm, conv) in enumerate(self.layers):
             x = self.activation_fn(norm(x, training=training))
@@ -82,7 +103,24 @@ class ResNetV2Block(Module):
 
 
 class ResNetV2BlockGroup(Sequential):
-    """`num_blocks` ResNetV2Blocks: the first maps nin -> nout (projecting if asked), the last applies `stride`."""
+    """`num_blocks` ResNetV2Blocks: the first maps nin -> nout (projecting if asked), the last applies `stride`.
+
+    Maps (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride)); call with `training=`.
+
+    Args:
+        nin: number of input channels of the first block.
+        nout: number of output channels of every block.
+        num_blocks: number of blocks.
+        stride: stride of the last block (the others use 1).
+        use_projection: whether the first block's shortcut is a 1x1 convolution (required when nin != nout).
+        bottleneck: use bottleneck blocks.
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+
+    Raises:
+        ValueError: `nin` != `nout` without `use_projection`.
+    """
 
     def __init__(self, nin: int, nout: int, num_blocks: int, stride: int, use_projection: bool, bottleneck: bool,
                  normalization_fn: Callable[..., Module] = BatchNorm2D,
@@ -98,6 +136,23 @@ class ResNetV2(Sequential):
     Group g has blocks_per_group[g] blocks with channels_per_group[g] output channels; its last block is
     strided by group_strides[g]; its first block projects the shortcut when group_use_projection[g].
     Call with `training=True` to use and update batch statistics.
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        blocks_per_group: number of blocks of each group; its length is the number of groups.
+        bottleneck: use bottleneck blocks (1x1 / 3x3 / 1x1) rather than basic ones (3x3 / 3x3).
+        channels_per_group: output channels of each group.
+        group_strides: stride of the last block of each group.
+        group_use_projection: whether the first block of each group projects its shortcut (required for a group
+            that changes the channel count).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+
+    Raises:
+        ValueError: `channels_per_group`, `group_strides` or `group_use_projection` does not have one entry per group,
+            or a group changes the channel count without projection.
     """
 
     def __init__(self, in_channels: int, num_classes: int, blocks_per_group: Sequence[int], bottleneck: bool = True,
@@ -128,7 +183,15 @@ _NARROW = (64, 128, 256, 512)
 
 
 class ResNet18(ResNetV2):
-    """ResNet-18 v2 (basic blocks 2-2-2-2, 64..512 channels): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-18 v2 (basic blocks 2-2-2-2, 64..512 channels): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -137,7 +200,15 @@ class ResNet18(ResNetV2):
 
 
 class ResNet34(ResNetV2):
-    """ResNet-34 v2 (basic blocks 3-4-6-3, 64..512 channels): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-34 v2 (basic blocks 3-4-6-3, 64..512 channels): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -146,7 +217,15 @@ class ResNet34(ResNetV2):
 
 
 class ResNet50(ResNetV2):
-    """ResNet-50 v2 (bottleneck blocks 3-4-6-3): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-50 v2 (bottleneck blocks 3-4-6-3): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -155,7 +234,15 @@ class ResNet50(ResNetV2):
 
 
 class ResNet101(ResNetV2):
-    """ResNet-101 v2 (bottleneck blocks 3-4-23-3): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-101 v2 (bottleneck blocks 3-4-23-3): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -164,7 +251,15 @@ class ResNet101(ResNetV2):
 
 
 class ResNet152(ResNetV2):
-    """ResNet-152 v2 (bottleneck blocks 3-8-36-3): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-152 v2 (bottleneck blocks 3-8-36-3): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -173,7 +268,15 @@ class ResNet152(ResNetV2):
 
 
 class ResNet200(ResNetV2):
-    """ResNet-200 v2 (bottleneck blocks 3-24-36-3): (N, C, H, W) -> (N, num_classes)."""
+    """ResNet-200 v2 (bottleneck blocks 3-24-36-3): (N, C, H, W) -> (N, num_classes).
+
+    Args:
+        in_channels: number of input channels C.
+        num_classes: number of classes (output logits).
+        normalization_fn: builds a normalization layer from a channel count (default BatchNorm2D); called with
+            `training=` like BatchNorm2D.
+        activation_fn: the activation applied after each normalization (default relu).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, normalization_fn: Callable[..., Module] = BatchNorm2D,
                  activation_fn: Callable[[JaxArray], JaxArray] = relu):
@@ -186,7 +289,17 @@ _KERAS_ARCHS = {'ResNet50': ResNet50, 'ResNet101': ResNet101, 'ResNet152': ResNe
 
 def load_pretrained_weights_from_keras(arch: str, include_top: bool = True, num_classes: int = 1000):
     """Objax 1.8 downloaded Keras ImageNet weights here; this build cannot download them, so it raises an
-    error explaining how to load weights from a local file instead."""
+    error explaining how to load weights from a local file instead.
+
+    Args:
+        arch: 'ResNet50', 'ResNet101' or 'ResNet152'.
+        include_top: whether the classifier head would be loaded too (only shapes the advice in the message).
+        num_classes: number of classes of the head (only shapes the advice in the message).
+
+    Raises:
+        ValueError: `arch` is not one of the names above.
+        RuntimeError: always otherwise; the message shows how to build the model and load a local .npz file.
+    """
     if arch not in _KERAS_ARCHS:
         raise ValueError(f'load_pretrained_weights_from_keras: arch must be one of {sorted(_KERAS_ARCHS)}, '
                          f'got {arch!r}')

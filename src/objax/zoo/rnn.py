@@ -20,6 +20,16 @@ class RNN(Module):
     The hidden state (batch, nstate) lives in the StateVar `state`, which `init_state(batch_size)` creates
     (as in Objax 1.8 there is none before, so `vars()` lists only the weights); it carries over between calls.
     A state of batch 1 is broadcast to the batch of the inputs.
+
+    Args:
+        nstate: size of the hidden state.
+        nin: number of input features per step.
+        nout: number of output features per step (the width of the Linear read-out).
+        activation: the nonlinearity of the state update (default tanh).
+        w_init: initializer called with a shape, e.g. (nin, nstate), for `w_xh` and `w_hh` (default kaiming_normal).
+
+    Raises:
+        ValueError: `nstate`, `nin` or `nout` is not a positive integer.
     """
 
     def __init__(self, nstate: int, nin: int, nout: int, activation: Callable = jn.tanh,
@@ -38,14 +48,32 @@ class RNN(Module):
         """Creates a new StateVar `state` holding zeros of shape (batch_size, nstate).
 
         Modules (transforms, optimizers) built before keep the previous state variable, as in Objax 1.8.
+
+        Args:
+            batch_size: the batch of the inputs the state will be used with (1 broadcasts to any batch).
+
+        Raises:
+            ValueError: `batch_size` is not a positive integer.
         """
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f'RNN.init_state: batch_size must be a positive integer, got {batch_size!r}')
         self.state = StateVar(jn.zeros((int(batch_size), self.nstate)))
 
     def __call__(self, inputs: JaxArray, only_return_final: bool = False) -> JaxArray:
-        """inputs (steps, batch, nin) -> outputs (steps * batch, nout) stacked step after step,
-        or only the last step's (batch, nout) when only_return_final."""
+        """Runs the network over a sequence, starting from `state` and leaving the last hidden state in it.
+
+        Args:
+            inputs: the sequence, shape (steps, batch, nin).
+            only_return_final: return only the output of the last step.
+
+        Returns:
+            The outputs of every step stacked step after step, shape (steps * batch, nout), or with
+            `only_return_final` the last step's, shape (batch, nout).
+
+        Raises:
+            ValueError: `inputs` is not (steps, batch, nin), `init_state` was never called, or the state's batch is
+                neither 1 nor the inputs' batch.
+        """
         if inputs.ndim != 3 or inputs.shape[2] != self.num_inputs:
             raise ValueError(f'RNN expects inputs of shape (steps, batch, {self.num_inputs}), '
                              f'got {tuple(inputs.shape)}')

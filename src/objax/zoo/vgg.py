@@ -27,14 +27,31 @@ _FEATURE_SIDE = 7
 
 
 def preprocess(x: JaxArray) -> JaxArray:
-    """RGB images (N, 3, H, W) on the 0..255 scale -> BGR minus the ImageNet channel means, VGG19's input."""
+    """RGB images on the 0..255 scale -> BGR minus the ImageNet channel means, VGG19's input.
+
+    Args:
+        x: RGB images of shape (N, 3, H, W), values in 0..255.
+
+    Returns:
+        BGR images of shape (N, 3, H, W), each channel minus its ImageNet mean.
+
+    Raises:
+        ValueError: `x` is not of shape (N, 3, H, W).
+    """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f'VGG19 preprocess expects RGB images of shape (N, 3, H, W), got {tuple(x.shape)}')
     return jn.stack([x[:, 2] - _BGR_MEAN[0], x[:, 1] - _BGR_MEAN[1], x[:, 0] - _BGR_MEAN[2]], axis=1)
 
 
 def max_pool_2d(x: JaxArray) -> JaxArray:
-    """2x2 max pooling of stride 2: (N, C, H, W) -> (N, C, H // 2, W // 2)."""
+    """2x2 max pooling of stride 2 (VALID), as between VGG19's stages.
+
+    Args:
+        x: array of shape (N, C, H, W).
+
+    Returns:
+        The maxima, shape (N, C, H // 2, W // 2).
+    """
     return functional.max_pool_2d(x, size=2, strides=2, padding=ConvPadding.VALID)
 
 
@@ -55,6 +72,15 @@ class VGG19(Sequential):
     The layers are Objax 1.8's, reachable by index or by name: conv1_1, relu1_1, ..., pool1, ..., conv5_4,
     relu5_4, pool5, flatten, fc6, relu6, fc7, relu7, fc8. No preprocessing and no softmax are applied.
     `VGG19(pretrained=True)` loads the weights of tensorflow-vgg's `vgg19.npy` from `path` (default VGG19_NPY).
+
+    Args:
+        pretrained: load the pretrained weights (otherwise the weights are freshly initialized).
+        path: the vgg19.npy file read when `pretrained`; None for VGG19_NPY (relative to the working directory).
+
+    Raises:
+        FileNotFoundError: with `pretrained`, no file at `path`.
+        pickle.UnpicklingError: with `pretrained`, the file holds more than numpy arrays and plain containers.
+        ValueError: with `pretrained`, the file is unreadable or a layer is missing or mis-shaped (see `load_npy`).
     """
 
     def __init__(self, pretrained: bool = False, path: Optional[Union[str, os.PathLike]] = None):
@@ -92,10 +118,13 @@ class VGG19(Sequential):
     def load_npy(self, path: Union[str, os.PathLike]):
         """Loads tensorflow-vgg's `vgg19.npy` (a pickled dict {layer: [weights, bias]}), all or nothing.
 
+        Args:
+            path: the vgg19.npy file. Only numpy arrays and plain containers are unpickled from it.
+
         Raises:
             FileNotFoundError: no file at `path`.
             pickle.UnpicklingError: the file holds anything but numpy arrays, dtypes, lists, tuples and dicts.
-            ValueError: a layer is missing or has the wrong shape.
+            ValueError: the file is not a readable .npy file, or a layer is missing or has the wrong shape.
         """
         if not os.path.exists(path):
             raise FileNotFoundError(
@@ -150,6 +179,11 @@ def convert_vgg19_npy_to_safetensors(npy_path: Union[str, os.PathLike], out_path
     Args:
         npy_path: tensorflow-vgg's vgg19.npy.
         out_path: the safetensors file to write.
+
+    Raises:
+        FileNotFoundError: no file at `npy_path`.
+        pickle.UnpicklingError: the file holds anything but numpy arrays, dtypes, lists, tuples and dicts.
+        ValueError: the file is not a readable .npy file or a layer is missing.
     """
     values = _npy_values(load_pickled_npy(npy_path), os.fspath(npy_path))
     index = {name: i for i, name in enumerate(_layer_names())}

@@ -26,10 +26,17 @@ def _conv(nin: int, nout: int, k: int, stride: int = 1) -> Conv2D:
 
 
 class WRNBlock(Module):
-    """Pre-activation residual block: (N, nin, H, W) -> (N, nout, H / stride, W / stride).
+    """Pre-activation residual block: (N, nin, H, W) -> (N, nout, ceil(H / stride), ceil(W / stride)).
 
     bn-relu-conv3x3(stride)-bn-relu-conv3x3; the shortcut is a strided 1x1 convolution of the first
     pre-activation when the shape changes (nin != nout or stride > 1), else the input itself.
+
+    Args:
+        nin: number of input channels.
+        nout: number of output channels.
+        stride: stride of the first convolution and of the shortcut.
+        bn: builds a normalization layer from a channel count, called with `training=` (default BatchNorm2D with
+            momentum 0.9 and eps 1e-5).
     """
 
     def __init__(self, nin: int, nout: int, stride: int = 1, bn: Callable = _BN):
@@ -43,6 +50,15 @@ class WRNBlock(Module):
         self.conv_2 = _conv(nout, nout, 3)
 
     def __call__(self, x: JaxArray, training: bool) -> JaxArray:
+        """Applies the block.
+
+        Args:
+            x: input of shape (N, nin, H, W).
+            training: whether normalization layers use and update batch statistics.
+
+        Returns:
+            The output, shape (N, nout, ceil(H / stride), ceil(W / stride)).
+        """
         o1 = relu(self.norm_1(x, training=training))
         y = self.conv_2(relu(self.norm_2(self.conv_1(o1), training=training)))
         return y + (self.proj_conv(o1) if self.proj_conv is not None else x)
@@ -53,11 +69,31 @@ class WideResNetGeneral(Sequential):
 
     A 16-channel 3x3 stem, then group g of max(1, blocks_per_group[g]) WRNBlocks with 16 * 2**g * width
     channels (groups after the first start with stride 2), then bn, relu, spatial mean and a Linear classifier.
+    Call with `training=True` to use and update batch statistics.
+
+    Args:
+        nin: number of input channels.
+        nclass: number of classes (output logits).
+        blocks_per_group: number of blocks of each group (values below 1 count as 1); its length is the number of
+            groups.
+        width: channel multiplier of every group (16 * 2**g * width channels, truncated to an int).
+        bn: builds a normalization layer from a channel count, called with `training=` (default BatchNorm2D with
+            momentum 0.9 and eps 1e-5).
+
+    Raises:
+        ValueError: `nin` is not a positive integer, `blocks_per_group` holds a non-integer, or `width` <= 0.
     """
 
     @staticmethod
     def mean_reduce(x: JaxArray) -> JaxArray:
-        """(N, C, H, W) -> (N, C): average over the spatial axes."""
+        """Averages over the spatial axes.
+
+        Args:
+            x: array of shape (N, C, H, W).
+
+        Returns:
+            The means, shape (N, C).
+        """
         return x.mean((2, 3))
 
     def __init__(self, nin: int, nclass: int, blocks_per_group: List[int], width: int, bn: Callable = _BN):
@@ -81,7 +117,21 @@ class WideResNetGeneral(Sequential):
 
 class WideResNet(WideResNetGeneral):
     """WRN-depth-width: three groups of (depth - 4) / 6 blocks (at least one each, as in Objax 1.8, so depth 4
-    gives one block per group); depth must be 6n + 4 (4, 10, 16, 22, 28...)."""
+    gives one block per group); depth must be 6n + 4 (4, 10, 16, 22, 28...).
+
+    Maps (N, nin, H, W) -> logits (N, nclass); call with `training=`.
+
+    Args:
+        nin: number of input channels.
+        nclass: number of classes (output logits).
+        depth: the network depth, 6n + 4 for n blocks per group.
+        width: channel multiplier (16, 32 and 64 channels times `width` in the three groups).
+        bn: builds a normalization layer from a channel count, called with `training=` (default BatchNorm2D with
+            momentum 0.9 and eps 1e-5).
+
+    Raises:
+        ValueError: `depth` is not 6n + 4, or an argument WideResNetGeneral rejects.
+    """
 
     def __init__(self, nin: int, nclass: int, depth: int = 28, width: int = 2, bn: Callable = _BN):
         if int(depth) != depth or depth < 4 or (depth - 4) % 6:
