@@ -60,7 +60,19 @@ def make_global_batch(x: Any, axis_name: str = 'device') -> Any:
     """Each leaf of the pytree `x`, this process's rows (n, ...), becomes one global jax.Array of shape
     (n * process_count(), ...) split over the devices of all processes, the processes' rows in process order
     (jax.make_array_from_process_local_data). Scalars become replicated arrays. n must be the same on every
-    process and a multiple of the number of local devices."""
+    process and a multiple of the number of local devices.
+
+    Args:
+        x: a pytree of arrays (numpy or jax) of shape (n, ...) each, or scalars; leaves that already are
+            global arrays are kept as they are.
+        axis_name: name of the mesh axis the rows are split over ('device', objax.Parallel's).
+
+    Returns:
+        A pytree of the same structure whose leaves are global jax.Arrays of shape (n * process_count(), ...).
+
+    Raises:
+        ValueError: a leaf's row count n is not a multiple of this process's device count.
+    """
     mesh = _replicate.mesh(axis_name)
     batched = NamedSharding(mesh, PartitionSpec(axis_name))
     replicated = _replicate.replicated(axis_name)
@@ -70,12 +82,29 @@ def make_global_batch(x: Any, axis_name: str = 'device') -> Any:
 
 def map_to_device(x: Any) -> Any:
     """Objax 1.8's name: lays out the pytree `x` split on its leading axis over the devices, this process's
-    rows going to this process's devices; the same as `make_global_batch(x)`."""
+    rows going to this process's devices; the same as `make_global_batch(x)`.
+
+    Args:
+        x: a pytree of arrays of shape (n, ...), or scalars, as for make_global_batch.
+
+    Returns:
+        A pytree of the same structure of global jax.Arrays of shape (n * process_count(), ...).
+
+    Raises:
+        ValueError: a leaf's row count n is not a multiple of this process's device count.
+    """
     return make_global_batch(x)
 
 
 def multi_host_barrier(name: str = 'objax_barrier'):
-    """Blocks until every process has reached a barrier of the same `name` (returns at once with one process)."""
+    """Blocks until every process has reached a barrier of the same `name` (returns at once with one process).
+
+    Args:
+        name: identifies the barrier; every process must use the same name at the same point.
+
+    Raises:
+        TypeError: name is not a str.
+    """
     if not isinstance(name, str):
         raise TypeError(f'multi_host_barrier(name): name must be a str, got {type(name).__name__}')
     if jax.process_count() > 1:
@@ -84,7 +113,14 @@ def multi_host_barrier(name: str = 'objax_barrier'):
 
 def gather_to_host(x: Any) -> Any:
     """Each leaf of the pytree `x` as a numpy array holding its whole (global) value, on every process.
-    Every process must call it (it communicates when a value is split over several processes)."""
+    Every process must call it (it communicates when a value is split over several processes).
+
+    Args:
+        x: a pytree of jax.Arrays (local or spanning processes), numpy arrays or numbers.
+
+    Returns:
+        A pytree of the same structure of numpy arrays, each of the leaf's global shape.
+    """
 
     def fetch(leaf):
         if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
