@@ -32,6 +32,17 @@ class Reducer(enum.Enum):
     MEAN = 'mean'
 
     def __call__(self, values: List[float]) -> float:
+        """Merges the values of one scalar tag.
+
+        Args:
+            values: the values added to the tag, numbers or arrays (of one shape for MEAN).
+
+        Returns:
+            The first value, the last value, or the numpy mean of all of them.
+
+        Raises:
+            ValueError: values is empty.
+        """
         if len(values) == 0:
             raise ValueError(f'Reducer.{self.name}: no values to reduce')
         if self is Reducer.FIRST:
@@ -45,18 +56,39 @@ class DelayedScalar:
     """A list of values for one scalar tag, reduced to one number when called."""
 
     def __init__(self, reduce: Union[Callable, Reducer]):
+        """Starts with an empty `values` list.
+
+        Args:
+            reduce: a Reducer, or any callable taking the list of values and returning one number.
+
+        Raises:
+            TypeError: reduce is not callable.
+        """
         if not callable(reduce):
             raise TypeError(f'DelayedScalar(reduce): expected a Reducer or a callable, got {type(reduce).__name__}')
         self.reduce = reduce
         self.values: List = []
 
     def __call__(self) -> float:
+        """The values collected so far, merged by `reduce`.
+
+        Returns:
+            What `reduce` returns for the list of values (one number for the built-in Reducers).
+
+        Raises:
+            ValueError: no values were added (built-in Reducers); a custom reduce raises what it raises.
+        """
         return self.reduce(self.values)
 
 
 @dataclasses.dataclass
 class Image:
-    """A PNG-encoded image and its (channels, height, width) shape."""
+    """A PNG-encoded image and its (channels, height, width) shape.
+
+    Args:
+        shape: (C, H, W) of the encoded image, C in 1, 3 or 4.
+        png: the bytes of the PNG file.
+    """
 
     shape: Tuple[int, int, int]
     png: bytes
@@ -64,7 +96,11 @@ class Image:
 
 @dataclasses.dataclass
 class Text:
-    """A text summary (TensorBoard renders it as Markdown)."""
+    """A text summary (TensorBoard renders it as Markdown).
+
+    Args:
+        text: the text to show.
+    """
 
     text: str
 
@@ -89,7 +125,19 @@ class Summary(dict):
     """A {tag: DelayedScalar | Image | Text} dictionary, filled during training and written by SummaryWriter."""
 
     def scalar(self, tag: str, value: float, reduce: Union[Callable, Reducer] = Reducer.MEAN):
-        """Appends `value` to scalar `tag`; the values are merged with `reduce` when written."""
+        """Appends `value` to scalar `tag`; the values are merged with `reduce` when written.
+
+        Args:
+            tag: name of the scalar in TensorBoard, e.g. 'losses/xe'.
+            value: a number or a one-element array (MEAN also averages arrays of one shape element-wise, but
+                only a single number can be written).
+            reduce: how the tag's values are merged, a Reducer or a callable on the list of values; it is
+                used only when the tag is new (the tag keeps its first reduce).
+
+        Raises:
+            ValueError: tag already holds an image or a text.
+            TypeError: the tag is new and reduce is not callable.
+        """
         if tag not in self:
             self[tag] = DelayedScalar(reduce)
         elif not isinstance(self[tag], DelayedScalar):
@@ -97,18 +145,42 @@ class Summary(dict):
         self[tag].values.append(value)
 
     def image(self, tag: str, image: np.ndarray):
-        """Sets image `tag` from a (C, H, W) array, float in [-1, 1] or uint8."""
+        """Sets image `tag` from a (C, H, W) array, float in [-1, 1] or uint8.
+
+        Args:
+            tag: name of the image in TensorBoard; an existing entry of that tag is replaced.
+            image: a numpy or jax array of shape (C, H, W), C in 1, 3 or 4; floats in [-1, 1] are mapped to
+                uint8 with objax.util.image.normalize_to_uint8.
+
+        Raises:
+            ValueError: image is not (C, H, W) with C in 1, 3 or 4, or its dtype is neither floating nor uint8.
+        """
         image = np.asarray(image)
         self[tag] = Image(tuple(image.shape), _to_png(image, tag))
 
     def text(self, tag: str, text: str):
-        """Sets text `tag`."""
+        """Sets text `tag`.
+
+        Args:
+            tag: name of the text in TensorBoard; an existing entry of that tag is replaced.
+            text: the text, rendered as Markdown.
+
+        Raises:
+            TypeError: text is not a str.
+        """
         if not isinstance(text, str):
             raise TypeError(f'Summary.text({tag!r}): expected a str, got {type(text).__name__}')
         self[tag] = Text(text)
 
     def __call__(self) -> Dict[str, float]:
-        """The reduced value of every scalar tag."""
+        """The reduced value of every scalar tag.
+
+        Returns:
+            A {tag: float} dict of the scalar tags (images and texts are left out).
+
+        Raises:
+            ValueError: a scalar tag has no values or reduces to more than one number.
+        """
         return {k: _to_float(v()) for k, v in self.items() if isinstance(v, DelayedScalar)}
 
 
@@ -261,6 +333,17 @@ class SummaryWriter:
     `close()` (or leaving a `with` block, or interpreter exit) writes everything still pending."""
 
     def __init__(self, logdir: str, queue_size: int = 5, write_interval: int = 5):
+        """Creates `logdir` if needed, opens a new event file in it and starts the writing thread.
+
+        Args:
+            logdir: directory of the event file (a str or path-like), created with its parents if missing.
+            queue_size: how many summaries may wait to be written before `write` blocks, an int >= 1.
+            write_interval: seconds between flushes of the event file to disk, a positive number.
+
+        Raises:
+            ValueError: queue_size is not an int >= 1, or write_interval is not a positive number.
+            OSError: logdir cannot be created.
+        """
         if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
             raise ValueError(f'SummaryWriter(queue_size): expected an int >= 1, got {queue_size!r}')
         if not isinstance(write_interval, numbers.Real) or write_interval <= 0:
@@ -284,8 +367,14 @@ class SummaryWriter:
         Every entry is checked here, on the caller's thread: a scalar that cannot become one number (a string, a
         vector kept by Reducer.LAST...) raises an error naming its tag and nothing is queued.
 
+        Args:
+            summary: a Summary (any dict of DelayedScalar, Image or Text by str tag); copied, so it may be
+                changed or cleared once write returns.
+            step: the training step the summary is shown at, an int.
+
         Raises:
-            TypeError, ValueError: a bad entry or step; the Summary is left as it was and nothing is written.
+            TypeError, ValueError: a bad entry or step, or the writer is closed; the Summary is left as it was
+                and nothing is written.
             RuntimeError: writing an earlier summary failed in the background (reported once; this summary is
                 queued all the same).
         """
@@ -302,7 +391,11 @@ class SummaryWriter:
         self._check('write', ' (this summary was queued)')
 
     def flush(self):
-        """Blocks until every queued summary is written and on disk."""
+        """Blocks until every queued summary is written and on disk.
+
+        Raises:
+            RuntimeError: writing a summary failed in the background (not reported before).
+        """
         if not self._state.closed:
             self._state.queue.put(_FLUSH)
             self._state.queue.join()

@@ -21,5 +21,12 @@ tanh = jax.lax.tanh
 
 
 def relu(x: JaxArray) -> JaxArray:
-    """max(x, 0), element-wise."""
+    """max(x, 0), element-wise.
+
+    Args:
+        x: array of any shape.
+
+    Returns:
+        Array of x's shape and dtype.
+    """
     return jax.nn.relu(x)

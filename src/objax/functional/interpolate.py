@@ -73,7 +73,19 @@ def interpolate(input: JaxArray, size: Union[int, Tuple[int, ...]] = None,
 
 def upsample_2d(x: JaxArray, scale: Union[Tuple[int, int], int],
                 method: Union[Interpolate, str] = Interpolate.BILINEAR) -> JaxArray:
-    """(N, C, H, W) -> (N, C, H * scale[0], W * scale[1]) with jax.image.resize's `method`."""
+    """(N, C, H, W) -> (N, C, H * scale[0], W * scale[1]) with jax.image.resize's `method`.
+
+    Args:
+        x: images of shape (N, C, H, W).
+        scale: upsampling factors (sh, sw), or one int for both.
+        method: interpolation method, an objax.constants.Interpolate or its name (any case).
+
+    Returns:
+        Images of shape (N, C, H * sh, W * sw).
+
+    Raises:
+        ValueError: x is not 4D, scale not positive ints, or an unknown method.
+    """
     method = to_interpolate(method)
     _check_nchw('upsample_2d', x)
     sh, sw = _positive_pair('upsample_2d', 'scale', scale)
@@ -82,7 +94,18 @@ def upsample_2d(x: JaxArray, scale: Union[Tuple[int, int], int],
 
 
 def upscale_nn(x: JaxArray, scale: int = 2) -> JaxArray:
-    """(N, C, H, W) -> (N, C, H * scale, W * scale), each pixel repeated in a scale x scale block."""
+    """(N, C, H, W) -> (N, C, H * scale, W * scale), each pixel repeated in a scale x scale block.
+
+    Args:
+        x: images of shape (N, C, H, W).
+        scale: upscaling factor of H and W, a positive int.
+
+    Returns:
+        Images of shape (N, C, H * scale, W * scale).
+
+    Raises:
+        ValueError: x is not 4D or scale is not a positive int.
+    """
     _check_nchw('upscale_nn', x)
     if not isinstance(scale, numbers.Integral) or isinstance(scale, bool) or scale < 1:
         raise ValueError(f'upscale_nn: scale must be a positive int, got {scale!r}')

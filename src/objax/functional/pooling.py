@@ -39,7 +39,22 @@ def _pool_args(fn: str, x: JaxArray, size, strides, padding):
 def average_pool_2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2,
                     strides: Union[Tuple[int, int], int, None] = None,
                     padding: Padding = ConvPadding.VALID) -> JaxArray:
-    """Mean over size windows of x (N, C, H, W); strides default to size. Padded zeros count in the mean."""
+    """Mean over size windows of x (N, C, H, W); strides default to size. Padded zeros count in the mean.
+
+    Args:
+        x: images of shape (N, C, H, W).
+        size: window (h, w), or one int for both.
+        strides: step between windows, an int or a pair; None uses size (non-overlapping windows).
+        padding: ConvPadding.VALID / 'valid' (no padding, the default), ConvPadding.SAME / 'same', an int (both
+            sides of H and W), a (low, high) pair or ((low, high), (low, high)).
+
+    Returns:
+        Shape (N, C, H', W'), with H' = (H + padding - h) // stride + 1 (ceil(H / stride) for SAME).
+
+    Raises:
+        ValueError: x is not 4D, size or strides not positive, a malformed padding, or a window larger than
+            the (padded) image.
+    """
     window, strides, pad = _pool_args('average_pool_2d', x, size, strides, padding)
     # numpy init values (not jnp): under jit a jnp constant is traced and the differentiable
     # monoid reducers are not recognised, which breaks grad.
@@ -50,7 +65,22 @@ def average_pool_2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2,
 def max_pool_2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2,
                 strides: Union[Tuple[int, int], int, None] = None,
                 padding: Padding = ConvPadding.VALID) -> JaxArray:
-    """Maximum over size windows of x (N, C, H, W); strides default to size. Padding never wins the max."""
+    """Maximum over size windows of x (N, C, H, W); strides default to size. Padding never wins the max.
+
+    Args:
+        x: images of shape (N, C, H, W).
+        size: window (h, w), or one int for both.
+        strides: step between windows, an int or a pair; None uses size (non-overlapping windows).
+        padding: ConvPadding.VALID / 'valid' (no padding, the default), ConvPadding.SAME / 'same', an int (both
+            sides of H and W), a (low, high) pair or ((low, high), (low, high)).
+
+    Returns:
+        Shape (N, C, H', W'), with H' = (H + padding - h) // stride + 1 (ceil(H / stride) for SAME).
+
+    Raises:
+        ValueError: x is not 4D, size or strides not positive, a malformed padding, or a window larger than
+            the (padded) image.
+    """
     window, strides, pad = _pool_args('max_pool_2d', x, size, strides, padding)
     x = jn.asarray(x)
     init = -jn.inf if jn.issubdtype(x.dtype, jn.floating) else jn.iinfo(x.dtype).min

@@ -93,7 +93,17 @@ def channel_to_space2d(x: JaxArray, size: Union[Tuple[int, int], int] = 2) -> Ja
 
 
 def flatten(x: JaxArray) -> JaxArray:
-    """(N, ...) -> (N, prod(...)): flattens all axes but the first."""
+    """(N, ...) -> (N, prod(...)): flattens all axes but the first.
+
+    Args:
+        x: array of shape (N, ...), at least one axis.
+
+    Returns:
+        Array of shape (N, prod(...)); (N, 1) for a 1D x.
+
+    Raises:
+        ValueError: x has no axis (a scalar).
+    """
     if getattr(x, 'ndim', 0) < 1:
         raise ValueError(f'flatten: x must have a batch axis, got shape {tuple(getattr(x, "shape", ()))}')
     return x.reshape((x.shape[0], -1))

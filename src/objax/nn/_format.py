@@ -44,7 +44,14 @@ def _function_name(f: Callable) -> str:
 
 
 def class_path(cls: type) -> str:
-    """The public path Objax 1.8 prints for a class: `objax.nn.Name` for nn layers, `module.Name` otherwise."""
+    """The public path Objax 1.8 prints for a class: `objax.nn.Name` for nn layers, `module.Name` otherwise.
+
+    Args:
+        cls: any class.
+
+    Returns:
+        The dotted path, e.g. 'objax.nn.Linear'.
+    """
     module = cls.__module__
     if module == 'objax.nn' or module.startswith('objax.nn.'):
         module = 'objax.nn'
@@ -53,6 +60,14 @@ def class_path(cls: type) -> str:
 
 def layer_repr(layer: Any, **arguments) -> str:
     """`objax.nn.Class(k1=v1, ...)` for a layer and its constructor arguments, in the order given: callables in
-    the function format, other values with repr()."""
+    the function format, other values with repr().
+
+    Args:
+        layer: the layer whose class names the repr.
+        **arguments: the constructor arguments to show, by name.
+
+    Returns:
+        The repr text, e.g. 'objax.nn.Linear(nin=2, nout=3, use_bias=True, w_init=xavier_normal(*, gain=1))'.
+    """
     text = (f'{k}={format_function(v) if callable(v) else repr(v)}' for k, v in arguments.items())
     return f'{class_path(type(layer))}({", ".join(text)})'

@@ -34,6 +34,18 @@ class BatchNorm(Module):
     statistics otherwise), then scales by gamma and shifts by beta; all variables have shape `dims`."""
 
     def __init__(self, dims: Iterable[int], redux: Iterable[int], momentum: float = 0.999, eps: float = 1e-6):
+        """Creates zero `running_mean`/`beta` and unit `running_var`/`gamma`, all of shape `dims`.
+
+        Args:
+            dims: shape of the variables, broadcastable to the inputs: one entry per input axis, 1 on the
+                reduced axes (e.g. (1, C, 1, 1) for NCHW images).
+            redux: the input axes to average over in training (e.g. (0, 2, 3)); checked against each input.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: dims not positive ints, momentum outside [0, 1] or eps negative.
+        """
         owner = type(self).__name__
         dims, redux = tuple(dims), tuple(redux)
         if self._channel_layout and not (isinstance(dims[1], numbers.Integral) and dims[1] > 0):
@@ -54,7 +66,20 @@ class BatchNorm(Module):
         self.gamma = TrainVar(jax.device_put(ones))
 
     def __call__(self, x: JaxArray, training: bool) -> JaxArray:
-        """Normalized x, same shape; training=True uses and records the batch statistics."""
+        """Normalized x, same shape; training=True uses and records the batch statistics.
+
+        Args:
+            x: input whose shape broadcasts with `dims` (same rank, equal sizes where dims is not 1).
+            training: True normalizes with the batch statistics over `redux` and updates the running ones;
+                False normalizes with the running statistics and changes nothing.
+
+        Returns:
+            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x.
+
+        Raises:
+            ValueError: x does not match `dims`, or (training) redux names invalid or repeated axes of x, or
+                a reduced axis is empty; the running statistics are then left unchanged.
+        """
         return self._normalize(x, training, update=True)
 
     def _batch_moments(self, x: JaxArray) -> Tuple[JaxArray, JaxArray]:
@@ -117,6 +142,16 @@ class BatchNorm0D(BatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin), (0,), momentum, eps)
 
 
@@ -126,6 +161,16 @@ class BatchNorm1D(BatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin, 1), (0, 2), momentum, eps)
 
 
@@ -135,4 +180,14 @@ class BatchNorm2D(BatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin, 1, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin, 1, 1), (0, 2, 3), momentum, eps)

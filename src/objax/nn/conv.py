@@ -65,6 +65,25 @@ class Conv2D(Module):
                  strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
                  groups: int = 1, padding: PaddingArg = ConvPadding.SAME, use_bias: bool = True,
                  w_init: Callable = kaiming_normal):
+        """Creates the kernel w with `w_init` and a zero bias b.
+
+        Args:
+            nin: number of input channels, a positive int divisible by groups.
+            nout: number of output channels, a positive int divisible by groups.
+            k: kernel size, an int (square) or a (k_h, k_w) pair of positive ints.
+            strides: step of the kernel, an int or a pair of positive ints.
+            dilations: spacing between kernel taps, an int or a pair of positive ints.
+            groups: number of channel groups; each group of nout // groups outputs sees nin // groups inputs.
+            padding: ConvPadding.SAME / 'same' (output H' = ceil(H / stride)), ConvPadding.VALID / 'valid' (no
+                padding), an int (both sides of both axes), a (low, high) pair or ((low, high), (low, high)).
+            use_bias: whether to create and add the bias b; False sets `b` to None.
+            w_init: called with the kernel shape (k_h, k_w, nin // groups, nout), returns its initial value.
+
+        Raises:
+            ValueError: nin, nout or groups not positive ints or not divisible; k, strides or dilations not
+                positive; an unknown padding name or a negative or malformed padding.
+            TypeError: padding of an unsupported type.
+        """
         owner = type(self).__name__
         for name, v in (('nin', nin), ('nout', nout), ('groups', groups)):
             if not _is_int(v) or v <= 0:
@@ -81,7 +100,17 @@ class Conv2D(Module):
         self.w_init = w_init
 
     def __call__(self, x: JaxArray) -> JaxArray:
-        """Convolves x (N, nin, H, W) and adds the bias: (N, nout, H', W')."""
+        """Convolves x (N, nin, H, W) and adds the bias: (N, nout, H', W').
+
+        Args:
+            x: images of shape (N, nin, H, W).
+
+        Returns:
+            The convolution, shape (N, nout, H', W'); H', W' follow from the padding, strides and dilations.
+
+        Raises:
+            ValueError: x is not 4-dimensional or has not nin channels on axis 1.
+        """
         w = self.w.value
         _check_image(x, w.shape[2] * self.groups, type(self).__name__)
         y = lax.conv_general_dilated(x, w, self.strides, self.padding, rhs_dilation=self.dilations,
@@ -107,6 +136,24 @@ class ConvTranspose2D(Conv2D):
     def __init__(self, nin: int, nout: int, k: Union[Tuple[int, int], int],
                  strides: Union[Tuple[int, int], int] = 1, dilations: Union[Tuple[int, int], int] = 1,
                  padding: PaddingArg = ConvPadding.SAME, use_bias: bool = True, w_init: Callable = kaiming_normal):
+        """Creates the kernel w with `w_init` and a zero bias b.
+
+        Args:
+            nin: number of input channels, a positive int.
+            nout: number of output channels, a positive int.
+            k: kernel size, an int (square) or a (k_h, k_w) pair of positive ints.
+            strides: upsampling factor, an int or a pair of positive ints.
+            dilations: spacing between kernel taps, an int or a pair of positive ints.
+            padding: ConvPadding.SAME / 'same' (output H' = H * stride), ConvPadding.VALID / 'valid', an int,
+                a (low, high) pair or ((low, high), (low, high)), as for Conv2D.
+            use_bias: whether to create and add the bias b; False sets `b` to None.
+            w_init: called with the kernel shape (k_h, k_w, nout, nin), returns its initial value.
+
+        Raises:
+            ValueError: nin or nout not positive ints; k, strides or dilations not positive; an unknown
+                padding name or a negative or malformed padding.
+            TypeError: padding of an unsupported type.
+        """
         for name, v in (('nin', nin), ('nout', nout)):
             if not _is_int(v) or v <= 0:
                 raise ValueError(f'{type(self).__name__}: {name} must be a positive int, got {v!r}')
@@ -116,7 +163,17 @@ class ConvTranspose2D(Conv2D):
         self.b = TrainVar(jn.zeros((nout, 1, 1))) if use_bias else None
 
     def __call__(self, x: JaxArray) -> JaxArray:
-        """Transposed convolution of x (N, nin, H, W) plus the bias: (N, nout, H', W')."""
+        """Transposed convolution of x (N, nin, H, W) plus the bias: (N, nout, H', W').
+
+        Args:
+            x: images of shape (N, nin, H, W).
+
+        Returns:
+            The transposed convolution, shape (N, nout, H', W') (H' = H * strides with SAME padding).
+
+        Raises:
+            ValueError: x is not 4-dimensional or has not nin channels on axis 1.
+        """
         w = self.w.value
         _check_image(x, w.shape[3], type(self).__name__)
         y = lax.conv_transpose(x, w, self.strides, self.padding, rhs_dilation=self.dilations,

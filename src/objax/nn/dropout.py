@@ -25,6 +25,16 @@ class Dropout(Module):
     `generator`, whose key is one of its vars()."""
 
     def __init__(self, keep: float, generator: random.Generator = random.DEFAULT_GENERATOR):
+        """Stores the keep probability and the random generator.
+
+        Args:
+            keep: probability of keeping an entry while training, a number >= 0 (>= 1 keeps all entries).
+            generator: source of the random masks; defaults to objax.random.DEFAULT_GENERATOR.
+
+        Raises:
+            ValueError: keep is a negative number or NaN.
+            TypeError: generator is not an objax.random.Generator.
+        """
         _check_keep(keep, 'keep')
         if not isinstance(generator, random.Generator):
             raise TypeError(f'Dropout: generator must be an objax.random.Generator, got {type(generator).__name__}')

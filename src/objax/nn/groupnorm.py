@@ -18,6 +18,18 @@ class GroupNorm(Module):
     per-channel gamma/beta of shape (1, nin, 1, ...). Inputs (N, nin, ...) with `rank` dimensions."""
 
     def __init__(self, nin: int, rank: int, groups: int = 32, eps: float = 1e-5):
+        """Creates unit gamma and zero beta of shape (1, nin, 1, ...) (`rank` dimensions).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int divisible by groups.
+            rank: number of input dimensions, batch and channel axes included (>= 2; 4 for NCHW images).
+            groups: number of channel groups, a positive int.
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin, rank or groups not positive ints, rank < 2, nin not divisible by groups, or eps
+                negative.
+        """
         owner = type(self).__name__
         for name, v in (('nin', nin), ('rank', rank), ('groups', groups)):
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v <= 0:
@@ -38,7 +50,19 @@ class GroupNorm(Module):
         self.beta = TrainVar(jn.zeros(shape))
 
     def __call__(self, x: JaxArray, training: bool = True) -> JaxArray:
-        """Normalized x, same shape (N, nin, ...); `training` is accepted for compatibility and unused."""
+        """Normalized x, same shape (N, nin, ...); `training` is accepted for compatibility and unused.
+
+        Args:
+            x: input of shape (N, nin, ...) with `rank` dimensions.
+            training: ignored (group norm has no running statistics).
+
+        Returns:
+            Each example's channel groups normalized to zero mean and unit variance, times gamma plus beta;
+            shape of x.
+
+        Raises:
+            ValueError: x has not `rank` dimensions or not nin channels on axis 1.
+        """
         shape = tuple(jn.shape(x))
         owner = type(self).__name__
         if len(shape) != self.rank:
@@ -69,6 +93,16 @@ class GroupNorm0D(GroupNorm):
     _fixed_rank = True
 
     def __init__(self, nin: int, groups: int = 32, eps: float = 1e-5):
+        """Creates unit gamma and zero beta of shape (1, nin).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int divisible by groups.
+            groups: number of channel groups, a positive int.
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin or groups not positive ints, nin not divisible by groups, or eps negative.
+        """
         super().__init__(nin, rank=2, groups=groups, eps=eps)
 
 
@@ -78,6 +112,16 @@ class GroupNorm1D(GroupNorm):
     _fixed_rank = True
 
     def __init__(self, nin: int, groups: int = 32, eps: float = 1e-5):
+        """Creates unit gamma and zero beta of shape (1, nin, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int divisible by groups.
+            groups: number of channel groups, a positive int.
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin or groups not positive ints, nin not divisible by groups, or eps negative.
+        """
         super().__init__(nin, rank=3, groups=groups, eps=eps)
 
 
@@ -87,4 +131,14 @@ class GroupNorm2D(GroupNorm):
     _fixed_rank = True
 
     def __init__(self, nin: int, groups: int = 32, eps: float = 1e-5):
+        """Creates unit gamma and zero beta of shape (1, nin, 1, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int divisible by groups.
+            groups: number of channel groups, a positive int.
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin or groups not positive ints, nin not divisible by groups, or eps negative.
+        """
         super().__init__(nin, rank=4, groups=groups, eps=eps)

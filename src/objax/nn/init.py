@@ -20,47 +20,133 @@ def _fans(shape: Tuple[int, ...]) -> Tuple[int, int]:
 
 
 def gain_leaky_relu(relu_slope: float = 0.1):
-    """Gain for a leaky ReLU of the given negative slope: sqrt(2 / (1 + slope^2))."""
+    """Gain for a leaky ReLU of the given negative slope: sqrt(2 / (1 + slope^2)).
+
+    Args:
+        relu_slope: slope of the leaky ReLU for negative inputs (0 gives plain ReLU's sqrt(2)).
+
+    Returns:
+        The gain, a Python float, to pass as `gain` to the initializers.
+    """
     return float(np.sqrt(2 / (1 + relu_slope ** 2)))
 
 
 def identity(shape: Tuple[int, ...], gain: float = 1) -> JaxArray:
-    """gain * identity matrix of a 2D shape."""
+    """gain * identity matrix of a 2D shape.
+
+    Args:
+        shape: a (rows, columns) pair; a non-square shape gives ones on the main diagonal only.
+        gain: the value on the diagonal.
+
+    Returns:
+        An array of the given shape.
+
+    Raises:
+        ValueError: shape is not 2D.
+    """
     if len(shape) != 2:
         raise ValueError(f'identity initializer needs a 2D shape, got {tuple(shape)}')
     return gain * jn.eye(*shape)
 
 
 def kaiming_normal_gain(shape: Tuple[int, ...]) -> float:
-    """Kaiming He's standard deviation sqrt(1 / fan_in)."""
+    """Kaiming He's standard deviation sqrt(1 / fan_in).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+
+    Returns:
+        The standard deviation, a Python float.
+
+        Raises:
+            ValueError: shape has no dimension.
+    """
     return float(np.sqrt(1 / _fans(shape)[0]))
 
 
 def kaiming_normal(shape: Tuple[int, ...], gain: float = 1) -> JaxArray:
-    """Normal samples of standard deviation gain * sqrt(1 / fan_in)."""
+    """Normal samples of standard deviation gain * sqrt(1 / fan_in).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+        gain: multiplies the standard deviation (see gain_leaky_relu).
+
+    Returns:
+        An array of the given shape, drawn from objax.random's default generator.
+
+        Raises:
+            ValueError: shape has no dimension.
+    """
     return random.normal(shape, stddev=gain * kaiming_normal_gain(shape))
 
 
 def kaiming_truncated_normal(shape: Tuple[int, ...], lower: float = -2, upper: float = 2,
                              gain: float = 1) -> JaxArray:
-    """Truncated normal samples whose standard deviation is gain * sqrt(1 / fan_in)."""
+    """Truncated normal samples whose standard deviation is gain * sqrt(1 / fan_in).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+        lower: lower bound, in standard deviations of the unit normal (see truncated_normal).
+        upper: upper bound (> lower), in standard deviations of the unit normal.
+        gain: multiplies the standard deviation.
+
+    Returns:
+        An array of the given shape, drawn from objax.random's default generator.
+
+    Raises:
+        ValueError: shape has no dimension, or lower >= upper.
+    """
     return truncated_normal(shape, lower=lower, upper=upper, stddev=gain * kaiming_normal_gain(shape))
 
 
 def xavier_normal_gain(shape: Tuple[int, ...]) -> float:
-    """Xavier Glorot's standard deviation sqrt(2 / (fan_in + fan_out))."""
+    """Xavier Glorot's standard deviation sqrt(2 / (fan_in + fan_out)).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+
+    Returns:
+        The standard deviation, a Python float.
+
+        Raises:
+            ValueError: shape has no dimension.
+    """
     fan_in, fan_out = _fans(shape)
     return float(np.sqrt(2 / (fan_in + fan_out)))
 
 
 def xavier_normal(shape: Tuple[int, ...], gain: float = 1) -> JaxArray:
-    """Normal samples of standard deviation gain * sqrt(2 / (fan_in + fan_out))."""
+    """Normal samples of standard deviation gain * sqrt(2 / (fan_in + fan_out)).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+        gain: multiplies the standard deviation.
+
+    Returns:
+        An array of the given shape, drawn from objax.random's default generator.
+
+        Raises:
+            ValueError: shape has no dimension.
+    """
     return random.normal(shape, stddev=gain * xavier_normal_gain(shape))
 
 
 def xavier_truncated_normal(shape: Tuple[int, ...], lower: float = -2, upper: float = 2,
                             gain: float = 1) -> JaxArray:
-    """Truncated normal samples whose standard deviation is gain * sqrt(2 / (fan_in + fan_out))."""
+    """Truncated normal samples whose standard deviation is gain * sqrt(2 / (fan_in + fan_out)).
+
+    Args:
+        shape: shape of the weight; its last axis is fan_out, the product of the others fan_in (HWIO).
+        lower: lower bound, in standard deviations of the unit normal (see truncated_normal).
+        upper: upper bound (> lower), in standard deviations of the unit normal.
+        gain: multiplies the standard deviation.
+
+    Returns:
+        An array of the given shape, drawn from objax.random's default generator.
+
+    Raises:
+        ValueError: shape has no dimension, or lower >= upper.
+    """
     return truncated_normal(shape, lower=lower, upper=upper, stddev=gain * xavier_normal_gain(shape))
 
 
@@ -113,7 +199,19 @@ def _times(x: float, pdf: float) -> float:
 
 def orthogonal(shape: Tuple[int, ...], gain: float = 1, axis: int = -1) -> JaxArray:
     """gain * a random (semi-)orthogonal tensor: viewed as a (shape[axis], rest) matrix, its rows (or columns,
-    whichever are fewer) are orthonormal."""
+    whichever are fewer) are orthonormal.
+
+    Args:
+        shape: shape of the result, at least 2 dimensions.
+        gain: multiplies the orthogonal tensor.
+        axis: the axis that indexes the matrix rows; the other axes, flattened, index its columns.
+
+    Returns:
+        An array of the given shape, drawn from objax.random's default generator.
+
+    Raises:
+        ValueError: shape has fewer than 2 dimensions, or axis is out of range.
+    """
     shape = tuple(shape)
     if len(shape) < 2:
         raise ValueError(f'orthogonal initializer needs at least 2 dimensions, got {shape}')

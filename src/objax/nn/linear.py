@@ -21,12 +21,30 @@ class Linear(Module):
     """
 
     def __init__(self, nin: int, nout: int, use_bias: bool = True, w_init: Callable = xavier_normal):
+        """Creates the weight w with `w_init` and a zero bias b.
+
+        Args:
+            nin: number of input features (last axis of x).
+            nout: number of output features.
+            use_bias: whether to create and add the bias b; False sets `b` to None.
+            w_init: called with the weight shape (nin, nout), returns its initial value.
+        """
         self.b = TrainVar(jn.zeros(nout)) if use_bias else None
         self.w = TrainVar(w_init((nin, nout)))
         self.w_init = w_init
 
     def __call__(self, x: JaxArray) -> JaxArray:
-        """x (..., nin) -> x . w + b (..., nout)."""
+        """x (..., nin) -> x . w + b (..., nout).
+
+        Args:
+            x: input of shape (..., nin).
+
+        Returns:
+            x . w + b, shape (..., nout).
+
+        Raises:
+            ValueError: the last axis of x is not nin.
+        """
         nin = self.w.value.shape[0]
         if x.shape[-1] != nin:
             raise ValueError(f'Linear expects inputs with {nin} features on the last axis, '

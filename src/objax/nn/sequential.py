@@ -50,7 +50,20 @@ class Sequential(ModuleList):
 
     def run_layer(self, layer: int, f: Callable, args: List, kwargs: Dict):
         """Runs layer number `layer` (the callable f) on args and the kwargs it accepts, and returns its output.
-        An error raised by the layer gets a note naming its position."""
+
+        Args:
+            layer: the position of f in the Sequential, used in the note added to its errors.
+            f: the layer, any callable.
+            args: its positional arguments.
+            kwargs: the keyword arguments of the Sequential call; only those f accepts by name are passed
+                (all of them when f takes **kwargs or has no introspectable signature).
+
+        Returns:
+            What f returned.
+
+        Raises:
+            Exception: whatever f raises, re-raised with a note naming the layer's position and type.
+        """
         accepted = self._accepted(f)
         if accepted is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}

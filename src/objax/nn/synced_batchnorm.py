@@ -38,7 +38,22 @@ class SyncedBatchNorm(BatchNorm):
     outside such a context it computes exactly what BatchNorm computes."""
 
     def __call__(self, x: JaxArray, training: bool, batch_norm_update: bool = True) -> JaxArray:
-        """Normalized x, same shape; batch_norm_update=False leaves the running statistics unchanged."""
+        """Normalized x, same shape; batch_norm_update=False leaves the running statistics unchanged.
+
+        Args:
+            x: this device's input, whose shape broadcasts with `dims` (same rank, equal sizes where dims is
+                not 1); every device must hold a shard of the same shape.
+            training: True normalizes with the batch statistics (averaged over all devices inside
+                objax.Parallel); False normalizes with the running statistics.
+            batch_norm_update: whether training updates the running statistics.
+
+        Returns:
+            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x.
+
+        Raises:
+            ValueError: x does not match `dims`, or (training) redux names invalid or repeated axes of x, or
+                a reduced axis is empty; the running statistics are then left unchanged.
+        """
         return self._normalize(x, training, update=batch_norm_update)
 
     def _batch_moments(self, x: JaxArray) -> Tuple[JaxArray, JaxArray]:
@@ -51,6 +66,16 @@ class SyncedBatchNorm0D(SyncedBatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin), (0,), momentum, eps)
 
 
@@ -60,6 +85,16 @@ class SyncedBatchNorm1D(SyncedBatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin, 1), (0, 2), momentum, eps)
 
 
@@ -69,4 +104,14 @@ class SyncedBatchNorm2D(SyncedBatchNorm):
     _channel_layout = True
 
     def __init__(self, nin: int, momentum: float = 0.999, eps: float = 1e-6):
+        """Creates the variables, of shape (1, nin, 1, 1).
+
+        Args:
+            nin: number of channels (axis 1 of the input), a positive int.
+            momentum: weight of the old running statistics in their update, in [0, 1].
+            eps: added to the variance before its inverse square root, >= 0.
+
+        Raises:
+            ValueError: nin not a positive int, momentum outside [0, 1] or eps negative.
+        """
         super().__init__((1, nin, 1, 1), (0, 2, 3), momentum, eps)

@@ -18,7 +18,21 @@ def _is_int(v) -> bool:
 def to_padding(padding: Union[ConvPadding, str, Sequence[Tuple[int, int]], Tuple[int, int], int],
                ndim: int) -> Union[str, Tuple[Tuple[int, int], ...]]:
     """Padding as 'SAME'/'VALID' or as `ndim` (low, high) pairs, from a ConvPadding, a string, an int
-    (same on both sides of every axis), a (low, high) pair (every axis) or a sequence of `ndim` pairs."""
+    (same on both sides of every axis), a (low, high) pair (every axis) or a sequence of `ndim` pairs.
+
+    Args:
+        padding: a ConvPadding, 'same'/'valid' in any case, a non-negative int, a (low, high) pair of ints, or
+            a sequence of `ndim` (low, high) pairs.
+        ndim: number of spatial axes (2 for images).
+
+    Returns:
+        The string 'SAME' or 'VALID', or a tuple of `ndim` (low, high) int pairs.
+
+    Raises:
+        ValueError: an unknown padding name, negative values, or a sequence of the wrong length or not made
+            of int pairs.
+        TypeError: padding is of none of the accepted types.
+    """
     if isinstance(padding, ConvPadding):
         return padding.value
     if isinstance(padding, str):
@@ -75,7 +89,17 @@ def to_tuple(v: Union[Tuple[numbers.Number, ...], numbers.Number, Iterable], n: 
 
 
 def to_interpolate(interpolate: Union[Interpolate, str]) -> str:
-    """The jax.image.resize method name of an Interpolate member or of its (case-insensitive) string."""
+    """The jax.image.resize method name of an Interpolate member or of its (case-insensitive) string.
+
+    Args:
+        interpolate: an objax.constants.Interpolate, or the name of one of its values (e.g. 'bilinear').
+
+    Returns:
+        The method name as jax.image.resize takes it, e.g. 'bilinear'.
+
+    Raises:
+        ValueError: an unknown method name, or a value that is neither an Interpolate nor a str.
+    """
     if isinstance(interpolate, Interpolate):
         return interpolate.value
     if isinstance(interpolate, str):

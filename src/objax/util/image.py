@@ -19,31 +19,77 @@ def _check_ndim(name: str, x, minimum: int):
 
 
 def nchw(x: Array) -> Array:
-    """Channels-last to channels-first: (..., H, W, C) -> (..., C, H, W), e.g. NHWC -> NCHW."""
+    """Channels-last to channels-first: (..., H, W, C) -> (..., C, H, W), e.g. NHWC -> NCHW.
+
+    Args:
+        x: a numpy or jax array of at least 3 dimensions, channels last.
+
+    Returns:
+        The transposed array (same type), shape (..., C, H, W).
+
+    Raises:
+        ValueError: x is not an array of at least 3 dimensions.
+    """
     _check_ndim('nchw', x, 3)
     lead = list(range(x.ndim - 3))
     return x.transpose(lead + [x.ndim - 1, x.ndim - 3, x.ndim - 2])
 
 
 def nhwc(x: Array) -> Array:
-    """Channels-first to channels-last: (..., C, H, W) -> (..., H, W, C), e.g. NCHW -> NHWC."""
+    """Channels-first to channels-last: (..., C, H, W) -> (..., H, W, C), e.g. NCHW -> NHWC.
+
+    Args:
+        x: a numpy or jax array of at least 3 dimensions, channels first.
+
+    Returns:
+        The transposed array (same type), shape (..., H, W, C).
+
+    Raises:
+        ValueError: x is not an array of at least 3 dimensions.
+    """
     _check_ndim('nhwc', x, 3)
     lead = list(range(x.ndim - 3))
     return x.transpose(lead + [x.ndim - 2, x.ndim - 1, x.ndim - 3])
 
 
 def normalize_to_uint8(x: Array) -> Array:
-    """Maps floats of [1/256 - 1, 1 - 1/256] to the uint8 values {0, ..., 255} (rounding and clipping)."""
+    """Maps floats of [1/256 - 1, 1 - 1/256] to the uint8 values {0, ..., 255} (rounding and clipping).
+
+    Args:
+        x: a numpy or jax float array of any shape, nominally in [-1, 1]; values outside are clipped.
+
+    Returns:
+        A uint8 array of x's shape: round(128 * (x + 1 - 1/256)) clipped to [0, 255].
+    """
     return (128 * (x + (1 - 1 / 256))).clip(0, 255).round().astype('uint8')
 
 
 def normalize_to_unit_float(x: Array) -> Array:
-    """Maps uint8 values {0, ..., 255} to float32 values of [1/256 - 1, 1 - 1/256] (x / 128 + 1/256 - 1)."""
+    """Maps uint8 values {0, ..., 255} to float32 values of [1/256 - 1, 1 - 1/256] (x / 128 + 1/256 - 1).
+
+    Args:
+        x: a numpy or jax array of any shape, typically uint8 pixels.
+
+    Returns:
+        A float32 array of x's shape, the inverse of normalize_to_uint8 on its values.
+    """
     return (x * (1 / 128) + (1 / 256 - 1)).astype('float32')
 
 
 def from_file(file: Union[str, IO[BinaryIO]]) -> np.ndarray:
-    """Reads an image file (a path or a binary file object) as RGB: a float32 array (3, H, W) in [-1, 1]."""
+    """Reads an image file (a path or a binary file object) as RGB: a float32 array (3, H, W) in [-1, 1].
+
+    Args:
+        file: a path, or a binary file object, of any image format Pillow reads (PNG, JPEG, ...); gray,
+            palette and RGBA images are converted to RGB.
+
+    Returns:
+        A float32 numpy array of shape (3, H, W), pixels mapped with normalize_to_unit_float.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        PIL.UnidentifiedImageError: the file is not an image Pillow can read.
+    """
     from PIL import Image
     with Image.open(file) as image:
         pixels = np.asarray(image.convert('RGB'))
@@ -80,7 +126,17 @@ def to_png(x: Array) -> bytes:
 
 
 def image_grid(image: np.ndarray) -> np.ndarray:
-    """Tiles a (rows, cols, C, H, W) array of images into one image of shape (C, rows * H, cols * W)."""
+    """Tiles a (rows, cols, C, H, W) array of images into one image of shape (C, rows * H, cols * W).
+
+    Args:
+        image: a numpy or jax array of shape (rows, cols, C, H, W); image[i, j] lands at row i, column j.
+
+    Returns:
+        An array of shape (C, rows * H, cols * W).
+
+    Raises:
+        ValueError: image is not 5-dimensional.
+    """
     if getattr(image, 'ndim', None) != 5:
         raise ValueError(f'image_grid(image): image must have shape (rows, cols, C, H, W), '
                          f'got shape {getattr(image, "shape", type(image).__name__)}')

@@ -64,7 +64,21 @@ def make_global_batch(x: Any, axis_name: str = 'device', mesh: Optional[Mesh] = 
 
     With `mesh` (e.g. the ('data', 'model') mesh of objax.sharding), the rows are split over its axis
     `axis_name` only and repeated over its other axes; n must then be a multiple of the number of distinct
-    row blocks this process's devices hold."""
+    row blocks this process's devices hold.
+
+    Args:
+        x: a pytree of arrays (numpy or jax) of shape (n, ...) each, or scalars; leaves that already are
+            global arrays are kept as they are.
+        axis_name: name of the mesh axis the rows are split over ('device', objax.Parallel's).
+        mesh: the mesh to lay the batch out on (default: objax.Parallel's 1-D mesh of all devices).
+
+    Returns:
+        A pytree of the same structure whose leaves are global jax.Arrays of shape (n * process_count(), ...).
+
+    Raises:
+        ValueError: the mesh has no axis `axis_name`, or a leaf's row count n is not a multiple of this
+            process's number of row blocks.
+    """
     if mesh is None:
         mesh = _replicate.mesh(axis_name)
         ndev_local = len(mesh.local_devices)
@@ -82,12 +96,29 @@ def make_global_batch(x: Any, axis_name: str = 'device', mesh: Optional[Mesh] = 
 
 def map_to_device(x: Any) -> Any:
     """Objax 1.8's name: lays out the pytree `x` split on its leading axis over the devices, this process's
-    rows going to this process's devices; the same as `make_global_batch(x)`."""
+    rows going to this process's devices; the same as `make_global_batch(x)`.
+
+    Args:
+        x: a pytree of arrays of shape (n, ...), or scalars, as for make_global_batch.
+
+    Returns:
+        A pytree of the same structure of global jax.Arrays of shape (n * process_count(), ...).
+
+    Raises:
+        ValueError: a leaf's row count n is not a multiple of this process's device count.
+    """
     return make_global_batch(x)
 
 
 def multi_host_barrier(name: str = 'objax_barrier'):
-    """Blocks until every process has reached a barrier of the same `name` (returns at once with one process)."""
+    """Blocks until every process has reached a barrier of the same `name` (returns at once with one process).
+
+    Args:
+        name: identifies the barrier; every process must use the same name at the same point.
+
+    Raises:
+        TypeError: name is not a str.
+    """
     if not isinstance(name, str):
         raise TypeError(f'multi_host_barrier(name): name must be a str, got {type(name).__name__}')
     if jax.process_count() > 1:
@@ -96,7 +127,14 @@ def multi_host_barrier(name: str = 'objax_barrier'):
 
 def gather_to_host(x: Any) -> Any:
     """Each leaf of the pytree `x` as a numpy array holding its whole (global) value, on every process.
-    Every process must call it (it communicates when a value is split over several processes)."""
+    Every process must call it (it communicates when a value is split over several processes).
+
+    Args:
+        x: a pytree of jax.Arrays (local or spanning processes), numpy arrays or numbers.
+
+    Returns:
+        A pytree of the same structure of numpy arrays, each of the leaf's global shape.
+    """
 
     def fetch(leaf):
         if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:

@@ -19,6 +19,11 @@ class Renamer:
     Args:
         rules: the dict, the sequence of pairs or the function.
         chain: an optional Renamer (any `str -> str` callable) applied to the result of these rules.
+
+    Raises:
+        TypeError: rules is none of the three forms (or a dict with non-str keys or values), or chain is not
+            callable.
+        re.error: a pattern string is not a valid regular expression.
     """
 
     def __init__(self, rules: Union[Dict[str, str], Sequence[Tuple[Pattern[str], str]], Callable[[str], str]],
@@ -41,7 +46,14 @@ class Renamer:
         self.chain = chain
 
     def __call__(self, s: str) -> str:
-        """Returns the renamed string: these rules first, then `chain`."""
+        """Returns the renamed string: these rules first, then `chain`.
+
+        Args:
+            s: the string to rename, e.g. a variable name such as '(Linear).w'.
+
+        Returns:
+            The renamed string.
+        """
         s = self._fn(s)
         if self.chain is not None:
             s = self.chain(s)

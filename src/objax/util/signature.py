@@ -18,12 +18,33 @@ def _parameters(f: Callable, caller: str):
 
 
 def positional_args_names(f: Callable) -> List[str]:
-    """Names of the parameters of f that can be given by position, in order."""
+    """Names of the parameters of f that can be given by position, in order.
+
+    Args:
+        f: any callable with an introspectable signature.
+
+    Returns:
+        The list of names (positional-only and positional-or-keyword parameters, not *args).
+
+    Raises:
+        ValueError: the signature of f cannot be read (e.g. some builtins).
+    """
     return [k for k, p in _parameters(f, 'positional_args_names').items() if p.kind in _POSITIONAL]
 
 
 def args_indexes(f: Callable, args: Iterable[str]) -> Iterable[int]:
-    """Positions of the named arguments `args` among f's positional parameters (a tuple of ints)."""
+    """Positions of the named arguments `args` among f's positional parameters (a tuple of ints).
+
+    Args:
+        f: any callable with an introspectable signature.
+        args: names of positional parameters of f, or a single name.
+
+    Returns:
+        A tuple of ints, one position per name, in the order of `args`.
+
+    Raises:
+        ValueError: a name is not a positional parameter of f, or f's signature cannot be read.
+    """
     if isinstance(args, str):
         args = (args,)
     positions = {name: i for i, name in enumerate(positional_args_names(f))}
@@ -35,7 +56,18 @@ def args_indexes(f: Callable, args: Iterable[str]) -> Iterable[int]:
 
 
 def local_kwargs(kwargs: dict, f: Callable) -> dict:
-    """The entries of kwargs that f accepts as keyword arguments (all of them if f takes **kwargs)."""
+    """The entries of kwargs that f accepts as keyword arguments (all of them if f takes **kwargs).
+
+    Args:
+        kwargs: keyword arguments, by name.
+        f: any callable with an introspectable signature.
+
+    Returns:
+        A new dict holding the entries of kwargs whose names f accepts by keyword.
+
+    Raises:
+        ValueError: the signature of f cannot be read.
+    """
     params = _parameters(f, 'local_kwargs')
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
@@ -73,7 +105,18 @@ def override_args_kwargs(f: Callable, args: Iterable, kwargs: dict, new_kwargs: 
 
 
 def re_sign(f: Callable) -> Callable:
-    """Decorator: `re_sign(f)(g)` behaves as g but shows f's signature (for inspect.signature and help)."""
+    """Decorator: `re_sign(f)(g)` behaves as g but shows f's signature (for inspect.signature and help).
+
+    Args:
+        f: the callable whose signature is shown.
+
+    Returns:
+        A decorator mapping g to a wrapper of g (with g's name and docstring) whose __signature__ is f's.
+
+    Raises:
+        TypeError, ValueError: (when the decorator is applied to g) f is not callable or its signature cannot
+            be read, as raised by inspect.signature.
+    """
 
     def decorate(g: Callable) -> Callable:
         @functools.wraps(g)

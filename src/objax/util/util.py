@@ -57,7 +57,14 @@ class EasyDict(dict):
 
 def class_name(x) -> str:
     """Name of x's class (or of x itself if it is a class), qualified by the shortest module path that exports
-    it, e.g. 'objax.nn.Linear'; builtins and classes of __main__ get their bare name."""
+    it, e.g. 'objax.nn.Linear'; builtins and classes of __main__ get their bare name.
+
+    Args:
+        x: any object or class.
+
+    Returns:
+        The qualified class name, a str.
+    """
     cls = x if isinstance(x, type) else type(x)
     module, qualname = cls.__module__, cls.__qualname__
     if module in ('builtins', '__main__'):
@@ -80,7 +87,18 @@ def dummy_context_mgr():
 
 
 def ilog2(x: float):
-    """Integer log2 rounded up: the smallest int n with 2**n >= x (x > 0), e.g. ilog2(8) == 3, ilog2(9) == 4."""
+    """Integer log2 rounded up: the smallest int n with 2**n >= x (x > 0), e.g. ilog2(8) == 3, ilog2(9) == 4.
+
+    Args:
+        x: a positive finite real number (ints of any size are exact).
+
+    Returns:
+        An int, negative for x < 1/2 (e.g. ilog2(0.25) == -2).
+
+    Raises:
+        TypeError: x is not a real number (bools are refused).
+        ValueError: x is not > 0, or is infinite.
+    """
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f'ilog2(x): x must be a real number, got {type(x).__name__}')
     if not x > 0:
