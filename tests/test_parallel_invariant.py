@@ -88,13 +88,18 @@ def test_optimizer_updates_after_pmean_are_device_independent():
     for opt in (objax.optimizer.Momentum(model.vars()), objax.optimizer.LARS(model.vars()),
                 objax.optimizer.Adam(model.vars())):
         vc = gv.vars() + opt.vars()
-        storage = objax._state.storage_of(vc)  # the distinct variables holding values (no TrainRefs)
 
-        def per_device(values, x, opt=opt, storage=storage):
-            with objax._state.Swap(storage, values):
-                grads, loss = gv(x)
-                opt(0.1, [pmean(g) for g in grads])
-                return [v._value for v in storage], pmean(loss[0])
+        def step(x, opt=opt):
+            grads, loss = gv(x)
+            opt(0.1, [pmean(g) for g in grads])
+            return pmean(loss[0])
+
+        pure = objax._state.Pure(step, vc)
+        storage = pure.variables  # the distinct variables holding values (no TrainRefs)
+
+        def per_device(values, x, pure=pure):
+            loss, changes = pure(values, x)
+            return [changes.get(i, v) for i, v in enumerate(values)], loss
 
         avals = [jax.ShapeDtypeStruct(v.value.shape, v.value.dtype) for v in storage]
         verdicts = _verdicts(per_device, avals, jax.ShapeDtypeStruct((2, 3), jn.float32),

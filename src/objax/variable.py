@@ -102,7 +102,7 @@ class BaseVar(ArrayOps, abc.ABC):
             raise AssignmentError(f'Cannot assign a {type(tensor).__name__} to {self._label()}: expected an array '
                                   f'(e.g. jax.numpy.asarray(value))')
         tensor = _as_array(tensor, self)
-        old = self._storage()._value
+        old = self._storage()._read()  # as f sees it (per device inside Parallel under replicate())
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                                   f'the variable shape {tuple(old.shape)}')
