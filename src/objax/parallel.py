@@ -14,11 +14,13 @@ its own part of the global batch (its local rows, same shape on every process): 
 processes' parts concatenated in process order. Scalars and variables must be equal on every process.
 A global array (e.g. from objax.util.make_global_batch) is taken as the whole batch.
 
-Variables are no longer stacked per device as in Objax 1.8: a variable keeps its shape, and its value is one
-jax.Array laid out replicated on the mesh (NamedSharding with PartitionSpec()). `with vc.replicate():` is
-optional; it lays the values out that way up front and brings them back to one device at the end, with
-unchanged values (each call already merged them with their `reduce`). Inside the block `v.value` is the
-whole value: Objax 1.8 code that indexed the per-device copies (`v.value[0]`) must drop the index.
+Outside a `replicate()` block (the recommended style) a variable keeps its shape: its value is one jax.Array
+laid out replicated on the mesh (NamedSharding with PartitionSpec()), and each call merges what f changed.
+Inside `with vc.replicate():` Parallel follows Objax 1.8 (decision B2): the variables of vc hold one copy per
+device stacked on a new leading axis (PartitionSpec(axis_name): one row per device), each device runs f on its
+own copy and keeps its own new value (nothing is merged per call), and the block's exit replaces each variable
+by its own `reduce` of the copies (see objax._replicate). Variables of f's collection that are not in the block
+are handled as outside it.
 
 On CPU a call first waits for the previous call of the same Parallel to finish: XLA's in-process CPU
 collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
@@ -67,8 +69,9 @@ class Parallel(Module):
     """`Parallel(f, vc, reduce, axis_name, static_argnums)(*args)` runs f on every device on a slice of the
     batch: array arguments (N, ...) are split into (N/ndev, ...) per device, scalars are broadcast. Returns
     `reduce` of each per-device output stacked as (ndev, ...) (default: concatenated back to (N, ...)).
-    Works with or without `with vc.replicate():` (kept for Objax 1.8 code); after a call the variables of vc
-    that f changed hold their merged values, replicated on all devices."""
+    Outside a `replicate()` block the variables of vc that f changed hold their merged values after each call
+    (each variable's `reduce` of the per-device values), replicated on all devices. Inside `with
+    vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy and the block's exit merges them."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
