@@ -65,9 +65,9 @@ def child(args) -> dict:
     params = jax.device_put([tuple(layer.vars().tensors()) for layer in layers], replicated)
 
     def jax_forward(params, x):
-        for w, b in params[:-1]:
+        for b, w in params[:-1]:  # Linear declares b before w (Objax 1.8 order)
             x = jax.nn.relu(jn.dot(x, w) + b)
-        w, b = params[-1]
+        b, w = params[-1]
         return jn.dot(x, w) + b
 
     @jax.jit
