@@ -216,7 +216,9 @@ def test_jit_inside_parallel_and_parallel_inside_jit():
         np.testing.assert_allclose(np.asarray(c), np.asarray(a), atol=1e-6)
 
 
-def test_replicate_block_keeps_values_and_returns_to_one_device():
+def test_replicate_block_stacks_per_device_and_returns_to_one_device():
+    """Inside `with vc.replicate():` values are stacked per device (decision B2, see test_parallel_replicate.py);
+    with pmean'd gradients the copies stay equal, and the block's exit gives the same values as calls outside it."""
     x, y = _data()
     model, ref = _mlp(), _mlp()
     step, _ = _train_op(model, objax.optimizer.Momentum)
@@ -226,7 +228,7 @@ def test_replicate_block_keeps_values_and_returns_to_one_device():
     before = [np.asarray(v) for v in arrays]
     with vc.replicate():
         assert all(len(v.value.sharding.device_set) == NDEV for v in vc)
-        assert [v.value.shape for v in vc] == [b.shape for b in before]  # replicated, not stacked
+        assert [v.value.shape for v in vc] == [(NDEV,) + b.shape for b in before]  # one copy per device
     assert all(a is b for a, b in zip(vc.tensors(), arrays))  # untouched variables get their own arrays back
     with vc.replicate():
         for _ in range(3):
@@ -265,7 +267,8 @@ def test_many_queued_calls_do_not_deadlock():
 
 
 def test_traced_once_across_calls_and_replicate_blocks():
-    """Variables merged by a call come back laid out as the next call expects: no retracing/recompiling."""
+    """Variables merged by a call come back laid out as the next call expects: no retracing/recompiling (one
+    program outside replicate() blocks, one inside)."""
     model = objax.nn.Sequential([objax.nn.Linear(3, 4), objax.nn.BatchNorm0D(4), objax.nn.Dropout(0.5)])
     gv = objax.GradValues(lambda v: (model(v, training=True) ** 2).mean(), model.vars())
     opt = objax.optimizer.Adam(model.vars())
@@ -286,7 +289,9 @@ def test_traced_once_across_calls_and_replicate_blocks():
         for _ in range(2):
             step(jn.asarray(x), 0.1)
     step(x, 0.1)
-    assert len(traces) == 1
+    with vc.replicate():  # per-device copies: a second program, traced once for all blocks
+        step(jn.asarray(x), 0.1)
+    assert len(traces) == 2
 
 
 def test_custom_axis_name_and_pytree_collectives():

@@ -186,20 +186,104 @@ def test_under_jit_and_training_step():
     np.testing.assert_allclose(model.b.value, b - 0.1 * gb, rtol=1e-5, atol=1e-6)
 
 
-def test_batch_axis_and_unbatched_arguments():
+def test_batch_axis_must_be_zeros():
+    """P1 (a): every argument is split on axis 0; any other batch_axis (None included) is refused at
+    construction."""
     model, loss = _linear_loss()
-    x, y = _data(seed=10)
-
-    def weighted(xt, y, weight):  # x given as (features, batch) and an unbatched scalar
-        return weight * loss(xt.T, y)
-
-    want, _ = PrivateGradValues(loss, model.vars(), 0.0, 0.4, 2, batch_axis=(0, 0))(x, y)
-    gv = PrivateGradValues(weighted, model.vars(), 0.0, 0.4, 2, batch_axis=(1, 0, None))
-    got, _ = gv(x.T, y, jn.float32(1.0))
-    for a, b in zip(want, got):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for bad in [(1,), (0, 1), (0, None), (None,), (-1,), (True,), (), 0]:
+        with pytest.raises(ValueError, match=r'batch_axis must (contain only zeros|be a tuple of zeros)'):
+            PrivateGradValues(loss, model.vars(), 0.0, 0.4, 2, batch_axis=bad)
+    gv = PrivateGradValues(loss, model.vars(), 0.0, 0.4, 2, batch_axis=[0, np.int64(0)])
+    assert gv.batch_axis == (0, 0)
     np.testing.assert_array_equal(gv.reshape_microbatch(jn.arange(12).reshape(6, 2)),
                                   np.arange(12).reshape(3, 2, 2))
+    with pytest.raises(ValueError, match='scalar'):
+        gv(jn.float32(1.0), jn.ones(2))
+    x, y = _data(seed=10)  # pytree arguments: every leaf split on axis 0
+    want, _ = gv(x, y)
+    got, _ = PrivateGradValues(lambda xy: loss(*xy), model.vars(), 0.0, 0.4, 2)((x, y))
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_zero_clip_gives_zero_gradients(accumulate):
+    """P1 (b): l2_norm_clip=0 is accepted; every microbatch gradient is scaled to zero (no NaN, also for a
+    microbatch whose gradient is already zero)."""
+    model, loss = _linear_loss()
+    x, y = _data(seed=11)
+    y = y.at[:2].set(model(x[:2]))  # the first microbatch has a zero gradient: 0/0 must not appear
+    gv = PrivateGradValues(loss, model.vars(), noise_multiplier=0.0, l2_norm_clip=0, microbatch=2,
+                           batch_axis=(0, 0), use_norm_accumulation=accumulate)
+    grads, outputs = gv(x, y)
+    assert [g.shape for g in grads] == [(2,), (3, 2)]
+    for g in grads:
+        np.testing.assert_array_equal(np.asarray(g), np.zeros(g.shape))
+    np.testing.assert_allclose(outputs[0], reference(model, x, y, 2, 1.0)[3], rtol=1e-5)
+
+
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_aux_outputs_are_pytrees_averaged_over_microbatches(accumulate):
+    """P1 (c): f returns (loss, aux...) with arbitrary pytrees; each leaf is averaged over microbatches, and
+    the gradients are the mean of the clipped microbatch gradients (numpy closed form)."""
+    model, base = _linear_loss()
+
+    def loss(x, y):
+        value = base(x, y)
+        return value, {'loss': value, 'stats': (x.sum(0), jn.max(y))}
+
+    x, y = _data(seed=12)
+    clip = 0.8
+    gv = PrivateGradValues(loss, model.vars(), noise_multiplier=0.0, l2_norm_clip=clip, microbatch=2,
+                           batch_axis=(0, 0), use_norm_accumulation=accumulate)
+    grads, outputs = gv(x, y)
+    gw, gb, norms, mean_loss = reference(model, x, y, 2, clip)
+    assert np.any(norms > clip)
+    np.testing.assert_allclose(grads[0], gb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[1], gw, rtol=1e-5, atol=1e-6)
+    assert isinstance(outputs, tuple) and len(outputs) == 2 and set(outputs[1]) == {'loss', 'stats'}
+    xs, ys = np.asarray(x).reshape(4, 2, 3), np.asarray(y).reshape(4, 2, 2)
+    np.testing.assert_allclose(outputs[0], mean_loss, rtol=1e-5)
+    np.testing.assert_allclose(outputs[1]['loss'], mean_loss, rtol=1e-5)
+    np.testing.assert_allclose(outputs[1]['stats'][0], xs.sum(1).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[1]['stats'][1], ys.max((1, 2)).mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_empty_batch_is_refused_and_changes_nothing(accumulate):
+    """Issue 11 item 2: 0 rows give a clear error, no NaN written into state, no ZeroDivisionError."""
+    model = objax.nn.Sequential([objax.nn.Linear(3, 4), objax.nn.BatchNorm0D(4)])
+    counter = objax.StateVar(jn.zeros(()))
+    keygen = objax.random.Generator(4)
+
+    def loss(x):
+        counter.value = counter.value + 1
+        return jn.mean(model(x, training=True) ** 2)
+
+    vc = model.vars() + objax.VarCollection({'counter': counter})
+    gv = PrivateGradValues(loss, vc, 1.0, 1.0, 1, keygen=keygen, use_norm_accumulation=accumulate)
+    everything = vc + keygen.vars()
+    before = [np.asarray(v) for v in everything.tensors()]
+    with pytest.raises(ValueError, match=r'empty batch \(0 rows\).*nothing was changed'):
+        gv(jn.zeros((0, 3)))
+    for v, b in zip(everything.tensors(), before):
+        np.testing.assert_array_equal(np.asarray(v), b)
+    grads, _ = gv(jn.ones((2, 3)))  # still usable, finite
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+@pytest.mark.parametrize('name,value', [('l2_norm_clip', float('inf')), ('l2_norm_clip', float('nan')),
+                                        ('l2_norm_clip', -0.5), ('noise_multiplier', float('inf')),
+                                        ('noise_multiplier', float('nan')), ('noise_multiplier', -1.0),
+                                        ('noise_multiplier', np.float32('inf'))])
+def test_non_finite_or_negative_hyper_parameters_refused(name, value):
+    """Issue 11 item 7: an infinite clip with no noise gave NaN gradients; such values fail at construction."""
+    model, loss = _linear_loss()
+    kwargs = {'noise_multiplier': 1.0, 'l2_norm_clip': 1.0, name: value}
+    with pytest.raises(ValueError, match=rf'{name} must be a finite number >= 0, got'):
+        PrivateGradValues(loss, model.vars(), microbatch=1, batch_axis=(0, 0), **kwargs)
+    with pytest.raises(TypeError, match=rf'{name} must be a number'):
+        PrivateGradValues(loss, model.vars(), microbatch=1, batch_axis=(0, 0), **{**kwargs, name: 'big'})
 
 
 def test_vars_and_bad_arguments():
@@ -217,8 +301,7 @@ def test_vars_and_bad_arguments():
     with pytest.raises(ValueError, match=r'got 1 arguments but batch_axis \(0, 0\)'):
         gv(x)
     np.testing.assert_array_equal(model.w.value, w)  # nothing changed
-    with pytest.raises(ValueError, match='l2_norm_clip'):
-        PrivateGradValues(loss, model.vars(), 1.0, 0.0, 2)
+    assert PrivateGradValues(loss, model.vars(), 1.0, 0.0, 2).l2_norm_clip == 0.0  # accepted (B3)
     with pytest.raises(ValueError, match='noise_multiplier'):
         PrivateGradValues(loss, model.vars(), -1.0, 1.0, 2)
     with pytest.raises(ValueError, match='microbatch'):

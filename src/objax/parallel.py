@@ -14,11 +14,13 @@ its own part of the global batch (its local rows, same shape on every process): 
 processes' parts concatenated in process order. Scalars and variables must be equal on every process.
 A global array (e.g. from objax.util.make_global_batch) is taken as the whole batch.
 
-Variables are no longer stacked per device as in Objax 1.8: a variable keeps its shape, and its value is one
-jax.Array laid out replicated on the mesh (NamedSharding with PartitionSpec()). `with vc.replicate():` is
-optional; it lays the values out that way up front and brings them back to one device at the end, with
-unchanged values (each call already merged them with their `reduce`). Inside the block `v.value` is the
-whole value: Objax 1.8 code that indexed the per-device copies (`v.value[0]`) must drop the index.
+Outside a `replicate()` block (the recommended style) a variable keeps its shape: its value is one jax.Array
+laid out replicated on the mesh (NamedSharding with PartitionSpec()), and each call merges what f changed.
+Inside `with vc.replicate():` Parallel follows Objax 1.8 (decision B2): the variables of vc hold one copy per
+device stacked on a new leading axis (PartitionSpec(axis_name): one row per device), each device runs f on its
+own copy and keeps its own new value (nothing is merged per call), and the block's exit replaces each variable
+by its own `reduce` of the copies (see objax._replicate). Variables of f's collection that are not in the block
+are handled as outside it.
 
 On CPU a call first waits for the previous call of the same Parallel to finish: XLA's in-process CPU
 collectives can deadlock when a few dozen collective programs are queued at once (seen with jax 0.10.2).
@@ -74,7 +76,9 @@ class Parallel(Module):
     variables' old buffers are donated to the call (reused for the new values); a value that anything else
     still references is copied for the call instead, so arrays user code holds stay valid. Calls from several
     threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
-    reading one freezes its value with an objax.VariableOutsideCollectionWarning."""
+    reading one freezes its value with an objax.VariableOutsideCollectionWarning.
+    Inside `with vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy of every variable
+    of the block and the block's exit merges them with each variable's `reduce`."""
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
@@ -98,6 +102,7 @@ class Parallel(Module):
         self._owner = _owner_label('Parallel', f)
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
         self._inflight = None  # one result of the previous call (CPU only), waited for before the next call
+        self._stacked_programs = None  # (Pure, {stacked positions: program}) for calls inside replicate()
         self._follows_module = follows_module
         self.donate = bool(donate)
         self._lock = threading.Lock()
@@ -190,6 +195,9 @@ class Parallel(Module):
         with self._lock:
             if self._generation != _structure.GENERATION:
                 self._refresh()
+            stacked = _replicate.stacked_positions(self._pure.variables)
+            if stacked:  # inside `with vc.replicate():`, Objax 1.8's per-device copies (decision B2)
+                return self._call_stacked(frozenset(stacked), placed_args)
             if self._inflight is not None:
                 pending, self._inflight = self._inflight, None
                 pending.block_until_ready()
@@ -299,6 +307,73 @@ class Parallel(Module):
             raise ValueError(f'{self._owner}: the reduce of variable "{name}" turned per-device values of shape '
                              f'{tuple(x.shape)} into shape {tuple(jn.shape(merged))}, expected {jn.shape(old)}')
         return merged.astype(old.dtype) if merged.dtype != old.dtype else merged
+
+    def _call_stacked(self, stacked: frozenset, placed_args):
+        """A call inside `with vc.replicate():`: variables at positions `stacked` hold one copy per device
+        (stacked on axis 0); each device runs f on its own copy and keeps its own new value. The other
+        variables are handled as outside a block (replicated in, changes merged with their reduce)."""
+        pure = self._pure
+        values = pure.values()
+        for i in stacked:
+            shape = jn.shape(values[i])
+            if not shape or shape[0] != self.ndevices:
+                var = self._storage[i]
+                raise ValueError(f'{self._owner}: variable "{self._pure._describe(var) or var._label()}" is '
+                                 f'stacked per device by `replicate()` but its value has shape {tuple(shape)}, '
+                                 f'expected ({self.ndevices}, ...) (one row per device); it was reassigned '
+                                 f'inside the block')
+        values = [_replicate.place(x, self._batched if i in stacked else self._replicated)
+                  for i, x in enumerate(values)]
+        cache = self._stacked_programs
+        if cache is None or cache[0] is not pure:
+            cache = self._stacked_programs = (pure, {})
+        call = cache[1].get(stacked)
+        if call is None:
+            argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
+            call = cache[1][stacked] = jax.jit(functools.partial(self._traced_stacked, stacked),
+                                               static_argnums=argnums)
+        if self._inflight is not None:
+            pending, self._inflight = self._inflight, None
+            pending.block_until_ready()
+        outputs, new_values = call(values, *placed_args)
+        pure.write(new_values)
+        self._last = None
+        if self._cpu:
+            self._inflight = _first_array(new_values, outputs)
+        return outputs
+
+    def _traced_stacked(self, stacked: frozenset, values, *args):
+        axis, ndev = self.axis_name, self.ndevices
+        split = {i for i in self._random if i not in stacked}  # keys outside the block: split per call
+        per_row = stacked | split
+        static = self._static_positions(len(args))
+        dynamic = [i for i in range(len(args)) if i not in static]
+        leaves, leaves_tree = jax.tree.flatten([args[i] for i in dynamic])
+        batched = [jn.ndim(x) > 0 for x in leaves]
+        with jax.threefry_partitionable(False):
+            inputs = [jax.random.split(x, ndev) if i in split else x for i, x in enumerate(values)]
+        pure = self._pure
+
+        def run(device_values, device_leaves):
+            device_values = [x[0] if i in per_row else x for i, x in enumerate(device_values)]
+            call_args = list(args)
+            for i, x in zip(dynamic, jax.tree.unflatten(leaves_tree, device_leaves)):
+                call_args[i] = x
+            results = pure(device_values, *call_args)
+            return jax.tree.map(lambda x: jn.expand_dims(x, 0), results)
+
+        spec = lambda b: PartitionSpec(axis) if b else PartitionSpec()  # noqa: E731
+        outputs, changes = jax.shard_map(run, mesh=self.mesh, out_specs=PartitionSpec(axis), check_vma=False,
+                                         in_specs=([spec(i in per_row) for i in range(len(values))],
+                                                   [spec(b) for b in batched]))(inputs, leaves)
+        new_values = {}
+        for i, x in changes.items():
+            if i in stacked:
+                new_values[i] = jax.lax.with_sharding_constraint(x, self._batched)
+            else:
+                new_values[i] = jax.lax.with_sharding_constraint(self._merge(i, x, True, values[i]),
+                                                                 self._replicated)
+        return jax.tree.map(self._reduce_output, outputs), new_values
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Parallel)` + the wrapped module's.
 

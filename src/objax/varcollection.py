@@ -95,7 +95,9 @@ class VarCollection(Dict[str, BaseVar]):
         return out
 
     def replicate(self):
-        """Context manager kept for Objax 1.8 code around Parallel calls; see objax.Parallel."""
+        """Context manager of Objax 1.8's Parallel style: inside it each value is stacked per device (one copy
+        per device) and objax.Parallel keeps each device's copy; on exit each variable becomes its own reduce of
+        its copies. See objax.Parallel and objax._replicate."""
         from objax import _replicate
         return _replicate.replicate(self)
 

@@ -104,7 +104,11 @@ class BaseVar(ArrayOps, abc.ABC):
             raise AssignmentError(f'Cannot assign a {type(tensor).__name__} to {self._label()}: expected an array '
                                   f'(e.g. jax.numpy.asarray(value))')
         tensor = _as_array(tensor, self)
-        old = self._storage()._stored()
+        # The shape f sees: inside a running transform, the value it gave the variable (one device's copy inside
+        # Parallel under replicate()), looked up without the outside-collection warning of a read.
+        storage = self._storage()
+        old = next((frame.values[id(storage)] for frame in reversed(_LOCAL.frames) if id(storage) in frame.values),
+                   storage._stored())
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                                   f'the variable shape {tuple(old.shape)}')

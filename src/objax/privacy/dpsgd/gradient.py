@@ -1,7 +1,8 @@
 """PrivateGradValues: DP-SGD gradients, clipped per microbatch and noised with a Gaussian."""
 
+import math
 import numbers
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jn
@@ -18,12 +19,50 @@ from objax.vectorize import Vectorize
 __all__ = ['PrivateGradValues']
 
 
-def _as_list(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+def _as_list(outputs) -> Union[list, tuple]:
+    """f's outputs as f returned them when a list or tuple (as GradValues returns them), else a 1-element list."""
+    return outputs if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _global_norm(grads: List[JaxArray]) -> JaxArray:
     return jn.sqrt(sum(jn.sum(jn.square(g)) for g in grads))
+
+
+def _clip_scale(grads: List[JaxArray], l2_norm_clip: float) -> JaxArray:
+    """min(1, l2_norm_clip / global norm of grads); exactly 0 when l2_norm_clip is 0 (no 0 / 0)."""
+    norm = _global_norm(grads)
+    if l2_norm_clip == 0:
+        return jn.zeros_like(norm)
+    return l2_norm_clip / jn.maximum(norm, l2_norm_clip)
+
+
+def _checked_hyper(name: str, value) -> float:
+    """`value` as a float after checking that it is a finite number >= 0."""
+    if isinstance(value, bool):
+        raise TypeError(f'PrivateGradValues: {name} must be a number, got {value!r}')
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f'PrivateGradValues: {name} must be a number, got {type(value).__name__}') from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f'PrivateGradValues: {name} must be a finite number >= 0, got {value!r}'
+                         + (' (an infinite or NaN value would make the gradients NaN)'
+                            if not math.isfinite(number) else ''))
+    return number
+
+
+def _checked_batch_axis(batch_axis) -> Tuple[int, ...]:
+    """batch_axis as a tuple of zeros: every argument is split into microbatches along axis 0."""
+    try:
+        axes = tuple(batch_axis)
+    except TypeError:
+        raise ValueError(f'PrivateGradValues: batch_axis must be a tuple of zeros, one per argument of f, '
+                         f'got {batch_axis!r}') from None
+    if not axes or any(isinstance(a, bool) or not isinstance(a, numbers.Integral) or a != 0 for a in axes):
+        raise ValueError(f'PrivateGradValues: batch_axis must contain only zeros, one per argument of f (every '
+                         f'argument is split into microbatches along axis 0; None is not allowed), '
+                         f'got {batch_axis!r}')
+    return tuple(0 for _ in axes)
 
 
 class PrivateGradValues(Module):
@@ -32,42 +71,35 @@ class PrivateGradValues(Module):
     s = noise_multiplier * l2_norm_clip / num_microbatches; outputs are f's outputs averaged over microbatches.
     A batch of N examples makes N / microbatch microbatches. With use_norm_accumulation, the clipping factors
     are computed one microbatch at a time first, then one backward pass gives the clipped sum (same result,
-    less memory, slower)."""
+    less memory, slower).
+
+    Args:
+        f: the loss, returning a scalar or `(loss, aux...)` where the aux outputs may be any pytrees.
+        vc: the variables to differentiate (f's TrainVars).
+        noise_multiplier: finite, >= 0.
+        l2_norm_clip: finite, >= 0 (0 clips every gradient to zero, as in Objax 1.8).
+        microbatch: examples per microbatch, a positive int dividing the batch size.
+        batch_axis: one 0 per argument of f: every argument is split into microbatches along axis 0.
+        keygen: the generator of the noise.
+        use_norm_accumulation: compute the clipping factors first, one microbatch at a time.
+
+    Raises:
+        ValueError: a NaN, infinite or negative noise_multiplier or l2_norm_clip, a microbatch that is not a
+            positive int, a batch_axis with anything but zeros.
+    """
 
     def __init__(self, f: Callable, vc: VarCollection, noise_multiplier: float, l2_norm_clip: float,
-                 microbatch: int, batch_axis: Tuple[Optional[int], ...] = (0,),
+                 microbatch: int, batch_axis: Tuple[int, ...] = (0,),
                  keygen: Generator = DEFAULT_GENERATOR, use_norm_accumulation: bool = False):
-        """Creates the DP-SGD gradient of `f` with respect to the TrainVars of `vc`.
-
-        Args:
-            f: the loss function (or Module); its first output is differentiated.
-            vc: the variables `f` uses; gradients are taken for its TrainVars.
-            noise_multiplier: the noise standard deviation relative to l2_norm_clip (>= 0).
-            l2_norm_clip: the largest global l2 norm of one microbatch's gradient (> 0).
-            microbatch: examples per clipped microbatch (a positive int dividing the batch size).
-            batch_axis: the batched axis of each argument of `f`, or None for an argument shared by all.
-            keygen: the random generator drawing the noise.
-            use_norm_accumulation: compute the clipping factors first, one microbatch at a time, then the
-                clipped sum in one backward pass (less memory, slower; same result).
-
-        Raises:
-            TypeError: f not callable, vc not a VarCollection or keygen not an objax.random.Generator.
-            ValueError: negative noise_multiplier, l2_norm_clip <= 0, microbatch not a positive int, or a
-                batch_axis batching no argument.
-        """
         if not callable(f):
             raise TypeError(f'PrivateGradValues(f, ...): f must be callable, got {type(f).__name__}')
         if not isinstance(vc, VarCollection):
             raise TypeError(f'PrivateGradValues(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
-        if not noise_multiplier >= 0:
-            raise ValueError(f'PrivateGradValues: noise_multiplier must be >= 0, got {noise_multiplier}')
-        if not l2_norm_clip > 0:
-            raise ValueError(f'PrivateGradValues: l2_norm_clip must be > 0, got {l2_norm_clip}')
+        _checked_hyper('noise_multiplier', noise_multiplier)
+        _checked_hyper('l2_norm_clip', l2_norm_clip)  # 0 is accepted, as in Objax 1.8: all gradients clipped to 0
         if isinstance(microbatch, bool) or not isinstance(microbatch, numbers.Integral) or microbatch < 1:
             raise ValueError(f'PrivateGradValues: microbatch must be a positive int, got {microbatch!r}')
-        batch_axis = tuple(batch_axis)
-        if all(a is None for a in batch_axis):
-            raise ValueError('PrivateGradValues: batch_axis must batch at least one argument (all entries are None)')
+        batch_axis = _checked_batch_axis(batch_axis)
         if not isinstance(keygen, Generator):
             raise TypeError(f'PrivateGradValues(keygen): keygen must be an objax.random.Generator, '
                             f'got {type(keygen).__name__}')
@@ -87,32 +119,25 @@ class PrivateGradValues(Module):
     def reshape_microbatch(self, x: JaxArray) -> JaxArray:
         """Splits the batch axis 0 into microbatches: shape (N, ...) -> (N / microbatch, microbatch, ...).
 
-        Args:
-            x: an array whose first axis is the batch, N a multiple of `microbatch`.
-
-        Returns:
-            The array of shape (N / microbatch, microbatch, ...).
+        Raises:
+            ValueError: x is a scalar, or N is not divisible by microbatch.
         """
-        return self._split(x, 0)
-
-    def _split(self, x: JaxArray, axis: int) -> JaxArray:
-        shape = jn.shape(x)
+        shape = tuple(jn.shape(x))
         if not shape:
-            raise ValueError('PrivateGradValues: a batched argument is a scalar; it needs a batch axis')
-        axis %= len(shape)
-        if shape[axis] % self.microbatch:
-            raise ValueError(f'PrivateGradValues: the batch size {shape[axis]} is not divisible by '
+            raise ValueError('PrivateGradValues: a batched argument is a scalar; it needs a batch axis 0')
+        if shape[0] % self.microbatch:
+            raise ValueError(f'PrivateGradValues: the batch size {shape[0]} is not divisible by '
                              f'microbatch={self.microbatch}')
-        return jn.reshape(x, shape[:axis] + (shape[axis] // self.microbatch, self.microbatch) + shape[axis + 1:])
+        return jn.reshape(x, (shape[0] // self.microbatch, self.microbatch) + shape[1:])
 
-    def _clipped_grad(self, *args) -> Tuple[List[JaxArray], List[JaxArray]]:
+    def _clipped_grad(self, *args) -> Tuple[List[JaxArray], list]:
         grads, outputs = self.gv(*args)
-        scale = 1 / jn.maximum(_global_norm(grads) / self.l2_norm_clip, 1)
+        scale = _clip_scale(grads, self.l2_norm_clip)
         return [g * scale for g in grads], outputs
 
     def _weighted_loss(self, scales: JaxArray, *args) -> list:
         outputs = self._per_microbatch(*args)
-        return [jn.mean(outputs[0] * scales)] + [jn.mean(o, axis=0) for o in outputs]
+        return [jn.mean(outputs[0] * scales), jax.tree.map(lambda o: jn.mean(o, axis=0), outputs)]
 
     def _clip_scales(self, num_microbatches: int, args) -> JaxArray:
         """Clipping factor of each microbatch, computed one microbatch at a time (jax.lax.map). Variables are left
@@ -121,55 +146,64 @@ class PrivateGradValues(Module):
         before = pure.values()
         random = [i for i, v in enumerate(pure.variables) if isinstance(v, RandomState)]
         keys = [pure.variables[i].split(num_microbatches) for i in random]  # the keys Vectorize gives the microbatches
-        batched = [i for i, a in enumerate(self.batch_axis) if a is not None]
-        mapped = [jn.moveaxis(args[i], self.batch_axis[i] % jn.ndim(args[i]), 0) for i in batched]
 
         def scale_of_one(xs):
-            key_values, mapped_args = xs
-            call_args, values = list(args), list(before)
-            for i, x in zip(batched, mapped_args):
-                call_args[i] = x
+            key_values, call_args = xs
+            values = list(before)
             for i, key in zip(random, key_values):
                 values[i] = key
             (grads, _), _ = pure(values, *call_args)  # state changes made inside the traced body are dropped
-            return 1 / jn.maximum(_global_norm(grads) / self.l2_norm_clip, 1)
+            return _clip_scale(grads, self.l2_norm_clip)
 
-        scales = jax.lax.map(scale_of_one, (keys, mapped))
+        scales = jax.lax.map(scale_of_one, (keys, tuple(args)))
         pure.write({i: before[i] for i in random})  # the random states as they were
         return scales
 
-    def __call__(self, *args) -> Tuple[List[JaxArray], List[JaxArray]]:
-        """Returns (noisy clipped gradients as a list aligned with vc's TrainVars, f's outputs as a list).
+    def __call__(self, *args) -> Tuple[List[JaxArray], list]:
+        """Returns (noisy clipped gradients, f's outputs averaged over microbatches).
 
         Args:
-            *args: the arguments of `f`, batched along their `batch_axis` (the same batch size N for all).
+            *args: f's arguments; every array leaf has the batch on axis 0, N rows with N a positive multiple
+                of microbatch (the same N for all).
+
+        Returns:
+            The gradients, a list aligned with vc's TrainVars (each of its variable's shape), and f's outputs
+            as f returned them (a tuple or list; a single value becomes a 1-element list), each leaf averaged
+            over the N / microbatch microbatches.
 
         Raises:
-            ValueError: the number of arguments differs from len(batch_axis), an argument lacks its batch axis,
-                the batch sizes differ or N is not a multiple of `microbatch`.
+            ValueError: wrong number of arguments, a scalar argument, an empty batch, batch sizes that differ or
+                are not divisible by microbatch. Nothing is changed.
         """
         if len(args) != len(self.batch_axis):
             raise ValueError(f'PrivateGradValues: got {len(args)} arguments but batch_axis {self.batch_axis} '
                              f'describes {len(self.batch_axis)}')
-        sizes = set()
-        for i, (x, a) in enumerate(zip(args, self.batch_axis)):
-            if a is not None:
-                if not -jn.ndim(x) <= a < jn.ndim(x):
-                    raise ValueError(f'PrivateGradValues: argument {i} has shape {jn.shape(x)}, which has no '
-                                     f'batch axis {a} (batch_axis={self.batch_axis})')
-                sizes.add(jn.shape(x)[a])
+        sizes = {}
+        for i, arg in enumerate(args):
+            for path, x in jax.tree_util.tree_flatten_with_path(arg)[0]:
+                label = f'argument {i}{jax.tree_util.keystr(path)}'
+                if not jn.shape(x):
+                    raise ValueError(f'PrivateGradValues: {label} is a scalar; every argument needs a batch on '
+                                     f'axis 0')
+                sizes.setdefault(jn.shape(x)[0], label)
+        if not sizes:
+            raise ValueError('PrivateGradValues: the arguments hold no arrays, so there is no batch to split')
         if len(sizes) > 1:
-            raise ValueError(f'PrivateGradValues: batched arguments disagree on the batch size: {sorted(sizes)}')
-        args = tuple(x if a is None else self._split(x, a) for x, a in zip(args, self.batch_axis))
-        num_microbatches = sizes.pop() // self.microbatch
+            raise ValueError(f'PrivateGradValues: batched arguments disagree on the batch size: '
+                             f'{", ".join(f"{label} has {n}" for n, label in sizes.items())}')
+        n = next(iter(sizes))
+        if n == 0:
+            raise ValueError('PrivateGradValues: empty batch (0 rows): there is no microbatch to clip and average; '
+                             'nothing was changed')
+        args = tuple(jax.tree.map(self.reshape_microbatch, x) for x in args)
+        num_microbatches = n // self.microbatch
         if self.use_norm_accumulation:
             scales = self._clip_scales(num_microbatches, args)
-            grads, outputs = self._weighted(scales, *args)
-            outputs = outputs[1:]
+            grads, (_, outputs) = self._weighted(scales, *args)
         else:
             grads, outputs = self._clipped(*args)
             grads = [g.mean(0) for g in grads]
-            outputs = [o.mean(0) for o in outputs]
+            outputs = jax.tree.map(lambda o: o.mean(0), outputs)
         stddev = self.noise_multiplier * self.l2_norm_clip / num_microbatches
         grads = [g + normal(g.shape, stddev=stddev, generator=self.keygen).astype(g.dtype) for g in grads]
         return grads, outputs
