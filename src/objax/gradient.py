@@ -105,7 +105,17 @@ class _DerivativeBase(Module):
 class GradValues(_DerivativeBase):
     """`GradValues(f, vc)(*args)` returns `(grads, outputs)`: the gradients of f's first output w.r.t. the
     inputs in `input_argnums` then vc's TrainVars (a list), and f's outputs as f returned them (a tuple or a
-    list; a single output that is neither becomes a one-element list)."""
+    list; a single output that is neither becomes a one-element list).
+
+    Args:
+        f: the module or function to differentiate; its first output (or f's only output) is differentiated.
+        variables: the collection whose TrainVars are differentiated (its other variables are left alone);
+            None: none, only inputs.
+        input_argnums: positions of the positional arguments of f to differentiate too (before the TrainVars).
+
+    Raises:
+        TypeError: `f` is not callable or `variables` is not a VarCollection.
+    """
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
@@ -115,11 +125,35 @@ class GradValues(_DerivativeBase):
     __signature__ = _SignatureReturning(lambda returns: Tuple[List[JaxArray], returns])
 
     def __call__(self, *args, **kwargs) -> Tuple[List, List]:
+        """Runs f, keeping the values it leaves in the variables, and differentiates its first output.
+
+        Args:
+            *args: f's positional arguments.
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            (gradients, outputs): one gradient per input of `input_argnums` then per TrainVar, each of the shape
+            of what it differentiates; and f's outputs (a tuple or list as f returned it, else `[output]`).
+
+        Raises:
+            ValueError: `input_argnums` names a position beyond the positional arguments given.
+            TypeError: f's first output is not a scalar.
+        """
         return self._evaluate(args, kwargs)
 
 
 class Grad(_DerivativeBase):
-    """`Grad(f, vc)(*args)` returns the gradients of f's first output (inputs first, then TrainVars)."""
+    """`Grad(f, vc)(*args)` returns the gradients of f's first output (inputs first, then TrainVars).
+
+    Args:
+        f: the module or function to differentiate; its first output (or its only one) must be a scalar.
+        variables: the collection whose TrainVars are differentiated (its other variables are left alone);
+            None: none, only inputs.
+        input_argnums: positions of the positional arguments of f to differentiate too (before the TrainVars).
+
+    Raises:
+        TypeError: `f` is not callable or `variables` is not a VarCollection.
+    """
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
@@ -129,18 +163,54 @@ class Grad(_DerivativeBase):
     __signature__ = _SignatureReturning(lambda returns: List[JaxArray])
 
     def __call__(self, *args, **kwargs) -> List:
+        """Runs f, keeping the values it leaves in the variables, and differentiates its first output.
+
+        Args:
+            *args: f's positional arguments.
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            One gradient per input of `input_argnums` then per TrainVar, each of the shape of what it
+            differentiates.
+
+        Raises:
+            ValueError: `input_argnums` names a position beyond the positional arguments given.
+            TypeError: f's first output is not a scalar.
+        """
         return self._evaluate(args, kwargs)[0]
 
 
 class Jacobian(_DerivativeBase):
     """`Jacobian(f, vc)(*args)`: for each input in `input_argnums` then each TrainVar of vc, the Jacobian of
-    f's (first) output, of shape output.shape + input.shape."""
+    f's (first) output, of shape output.shape + input.shape.
+
+    Args:
+        f: the module or function to differentiate; its first output (or f's only output) is differentiated.
+        variables: the collection whose TrainVars are differentiated (its other variables are left alone);
+            None: none, only inputs.
+        input_argnums: positions of the positional arguments of f to differentiate too (before the TrainVars).
+
+    Raises:
+        TypeError: `f` is not callable or `variables` is not a VarCollection.
+    """
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(jax.jacrev, f, variables, input_argnums)
 
     def __call__(self, *args, **kwargs) -> List:
+        """Runs f, keeping the values it leaves in the variables, and differentiates its first output.
+
+        Args:
+            *args: f's positional arguments.
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            One Jacobian per input of `input_argnums` then per TrainVar, of shape output.shape + its shape.
+
+        Raises:
+            ValueError: `input_argnums` names a position beyond the positional arguments given.
+        """
         return self._evaluate(args, kwargs)[0]
 
 
@@ -150,12 +220,37 @@ def _hessian(fun, argnums, has_aux):
 
 class Hessian(_DerivativeBase):
     """`Hessian(f, vc)(*args)`: second derivatives of f's scalar output; entry `[i][j]` pairs the i-th and
-    j-th differentiated quantities (inputs of `input_argnums` first, then TrainVars)."""
+    j-th differentiated quantities (inputs of `input_argnums` first, then TrainVars).
+
+    Args:
+        f: the module or function to differentiate; its first output (or its only one) should be a scalar
+            (otherwise every entry gains that output's shape in front).
+        variables: the collection whose TrainVars are differentiated (its other variables are left alone);
+            None: none, only inputs.
+        input_argnums: positions of the positional arguments of f to differentiate too (before the TrainVars).
+
+    Raises:
+        TypeError: `f` is not callable or `variables` is not a VarCollection.
+    """
 
     def __init__(self, f: Union[Module, Callable], variables: Optional[VarCollection],
                  input_argnums: Optional[Tuple[int, ...]] = None):
         super().__init__(_hessian, f, variables, input_argnums)
 
     def __call__(self, *args, **kwargs) -> List[List]:
+        """Runs f, keeping the values it leaves in the variables, and takes the second derivatives of its first
+        output.
+
+        Args:
+            *args: f's positional arguments.
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            A square list of lists: `[i][j]` has shape q_i.shape + q_j.shape, where q lists the inputs of
+            `input_argnums` then the TrainVars.
+
+        Raises:
+            ValueError: `input_argnums` names a position beyond the positional arguments given.
+        """
         raw, _ = self._evaluate(args, kwargs, flatten=False)
         return [list(row[0]) + list(row[1]) for row in list(raw[0]) + list(raw[1])]

@@ -27,7 +27,20 @@ class Jit(Module):
     With `donate` (the default), the buffers of the variables' old values are donated to the compiled call,
     which writes the new values in place (no second copy of the state in memory). An old value that anything
     else still references (e.g. `old = model.vars().tensors()` kept by user code) is never invalidated: that
-    variable's value is copied for the call instead."""
+    variable's value is copied for the call instead.
+
+    Args:
+        f: the module or function to compile.
+        vc: the variables f reads or writes; required when f is a plain function. None: `f.vars()`, following f.
+        static_argnums: positions of f's arguments that are compile-time constants (hashable; each distinct
+            value compiles anew).
+        static_argnames: names of f's keyword arguments that are compile-time constants.
+        donate: donate the old values' buffers to the compiled call (see above).
+
+    Raises:
+        TypeError: `f` is not callable or `vc` is not a VarCollection.
+        ValueError: `f` is a plain function and `vc` is None.
+    """
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  static_argnums: Optional[Tuple[int, ...]] = None,
@@ -83,7 +96,19 @@ class Jit(Module):
         self._generation = generation
 
     def __call__(self, *args, **kwargs):
-        """Runs the compiled function on the current variable values and stores the new ones."""
+        """Runs the compiled function on the current variable values and stores the new ones.
+
+        Args:
+            *args: f's positional arguments (arrays, or hashable values at the static positions).
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            What f returns.
+
+        Raises:
+            objax.VariableOutsideCollectionError: f writes a variable that is not in the collection; nothing
+                was changed.
+        """
         with self._lock:
             if self._generation != _structure.GENERATION:
                 self._refresh()

@@ -55,6 +55,15 @@ class Module:
 
         Attributes are walked in insertion order; a module held in the attribute `__wrapped__` is named without
         the attribute name (`scope(Class)(Wrapped)...`), as in Objax 1.8.
+
+        Args:
+            scope: prefix of every name.
+
+        Returns:
+            A new VarCollection {name: variable}.
+
+        Raises:
+            ValueError: the module graph has a cycle (a module contains itself).
         """
         vc = VarCollection()
         with _Collecting(self, scope):
@@ -62,6 +71,15 @@ class Module:
         return vc
 
     def __call__(self, *args, **kwargs):
+        """Subclasses define what calling the module computes; this default refuses.
+
+        Args:
+            *args: the subclass's positional arguments.
+            **kwargs: the subclass's keyword arguments.
+
+        Raises:
+            TypeError: the subclass defines no `__call__`.
+        """
         raise TypeError(f'{type(self).__name__} is a Module without a __call__ method')
 
     # Structure changes (see objax._structure): compiled transforms notice them and stop using old programs.
@@ -85,7 +103,17 @@ class ModuleList(Module, list):
     """A list whose variables and modules are seen by vars() (a plain list's are not)."""
 
     def vars(self, scope: str = '') -> VarCollection:
-        """Variables of the list items, named `scope(ModuleList)[i]...` (other attributes are not collected)."""
+        """Variables of the list items, named `scope(ModuleList)[i]...` (other attributes are not collected).
+
+        Args:
+            scope: prefix of every name.
+
+        Returns:
+            A new VarCollection {name: variable}.
+
+        Raises:
+            ValueError: the module graph has a cycle (the list contains itself).
+        """
         vc = VarCollection()
         with _Collecting(self, scope):
             prefix = f'{scope}({type(self).__name__})'
@@ -123,27 +151,57 @@ class ModuleList(Module, list):
         return list.__imul__(self, n)
 
     def append(self, value):
-        """Adds an item at the end."""
+        """Adds an item at the end.
+
+        Args:
+            value: the item (a module, a variable or any other value).
+        """
         self._changed()
         list.append(self, value)
 
     def extend(self, values):
-        """Adds the items of `values` at the end."""
+        """Adds the items of `values` at the end.
+
+        Args:
+            values: an iterable of items.
+        """
         self._changed()
         list.extend(self, values)
 
     def insert(self, index, value):
-        """Inserts an item before position `index`."""
+        """Inserts an item before position `index`.
+
+        Args:
+            index: the position, as for list.insert.
+            value: the item.
+        """
         self._changed()
         list.insert(self, index, value)
 
     def pop(self, index=-1):
-        """Removes and returns the item at `index`."""
+        """Removes and returns the item at `index`.
+
+        Args:
+            index: the position (default: the last item).
+
+        Returns:
+            The removed item.
+
+        Raises:
+            IndexError: the list is empty or `index` is out of range.
+        """
         self._changed()
         return list.pop(self, index)
 
     def remove(self, value):
-        """Removes the first item equal to `value`."""
+        """Removes the first item equal to `value`.
+
+        Args:
+            value: the item to remove.
+
+        Raises:
+            ValueError: no item equals `value`.
+        """
         self._changed()
         list.remove(self, value)
 
@@ -170,7 +228,15 @@ class ModuleList(Module, list):
 
 
 class Function(Module):
-    """Turns a function that uses the variables `vc` into a Module (so that transforms can take it)."""
+    """Turns a function that uses the variables `vc` into a Module (so that transforms can take it).
+
+    Args:
+        f: the function; calling the Function calls it with the same arguments.
+        vc: the variables f reads or writes. `vars()` names them `{f.__name__}` + their name in vc.
+
+    Raises:
+        TypeError: `f` is not callable or `vc` is not a VarCollection.
+    """
 
     def __init__(self, f: Callable, vc: VarCollection):
         if not callable(f):
@@ -181,21 +247,52 @@ class Function(Module):
         self.vc = _function_collection(f, vc)
 
     def __call__(self, *args, **kwargs):
+        """Calls f.
+
+        Args:
+            *args: f's positional arguments.
+            **kwargs: f's keyword arguments.
+
+        Returns:
+            What f returns.
+        """
         return self.__wrapped__(*args, **kwargs)
 
     def vars(self, scope: str = '') -> VarCollection:
         """The collection given at construction with each name prefixed by `{f.__name__}` (when f has a
-        `__name__`), then by `scope`."""
+        `__name__`), then by `scope`.
+
+        Args:
+            scope: prefix of every name.
+
+        Returns:
+            A new VarCollection {name: variable}.
+        """
         return _prefixed(self.vc, scope) if scope else VarCollection(self.vc)
 
     @staticmethod
     def with_vars(vc: VarCollection):
-        """Decorator: `@Function.with_vars(model.vars())` makes the decorated function a Function."""
+        """Decorator: `@Function.with_vars(model.vars())` makes the decorated function a Function.
+
+        Args:
+            vc: the variables the decorated function uses.
+
+        Returns:
+            A decorator turning a function f into `Function(f, vc)`.
+        """
         return lambda f: Function(f, vc)
 
     @staticmethod
     def auto_vars(f: Callable) -> 'Function':
-        """A Function whose collection is found by inspecting which variables/modules `f` refers to."""
+        """A Function whose collection is found by inspecting which variables/modules `f` refers to.
+
+        Args:
+            f: the function; the variables and modules it reaches by name (globals, closure cells, a bound
+                method's `self`) are collected.
+
+        Returns:
+            `Function(f, vc)` with the collection found.
+        """
         from objax._introspect import find_used_variables
         return Function(f, find_used_variables(f))
 
@@ -204,7 +301,15 @@ class Function(Module):
 
 
 class ForceArgs(Module):
-    """Wraps a module so that some keyword arguments are always given specific values."""
+    """Wraps a module so that some keyword arguments are always given specific values.
+
+    Args:
+        module: the module (or callable) to wrap; its variables are named as if it were not wrapped.
+        **kwargs: the forced arguments, name=value.
+
+    Raises:
+        TypeError: `module` is not callable.
+    """
 
     class ANY:
         """Matches any value in `ForceArgs.undo`."""
@@ -223,7 +328,14 @@ class ForceArgs(Module):
         return self.__wrapped__(*args, **{**kwargs, **self.forced_kwargs})
 
     def vars(self, scope: str = '') -> VarCollection:
-        """The variables of the wrapped module, named as if it were not wrapped."""
+        """The variables of the wrapped module, named as if it were not wrapped.
+
+        Args:
+            scope: prefix of every name.
+
+        Returns:
+            A new VarCollection {name: variable} (empty when the wrapped callable is not a Module).
+        """
         if isinstance(self.__wrapped__, Module):
             return self.__wrapped__.vars(scope)
         return VarCollection()
@@ -233,7 +345,12 @@ class ForceArgs(Module):
         """Removes forced arguments in `module`'s tree, in place: all of them, or those matching kwargs
         (`name=value`, or `name=ForceArgs.ANY` for any value), including those of `module` itself when it is a
         ForceArgs (it then stays a ForceArgs, possibly forcing nothing). Wrappers held in attributes or
-        ModuleLists that are left with nothing to force are replaced by the module they wrap."""
+        ModuleLists that are left with nothing to force are replaced by the module they wrap.
+
+        Args:
+            module: the root of the module tree to change.
+            **kwargs: which forced arguments to remove (none given: all of them).
+        """
 
         def strip(wrapper: 'ForceArgs'):
             _drop_forced(wrapper, kwargs)

@@ -30,7 +30,16 @@ class VarCollection(Dict[str, BaseVar]):
                 yield v
 
     def update(self, other: Union['VarCollection', Iterable[Tuple[str, BaseVar]]] = (), **kwargs):
-        """Adds entries; refuses (changing nothing) if a name is already bound to a different variable."""
+        """Adds entries; refuses (changing nothing) if a name is already bound to a different variable.
+
+        Args:
+            other: a dictionary {name: variable} or an iterable of (name, variable) pairs.
+            **kwargs: more entries, name=variable.
+
+        Raises:
+            TypeError: a value is not a variable.
+            ValueError: a name is already bound to a different variable (re-binding the same one is fine).
+        """
         items = list(other.items() if isinstance(other, dict) else other) + list(kwargs.items())
         conflicts, bad = [], []
         for k, v in items:
@@ -54,13 +63,25 @@ class VarCollection(Dict[str, BaseVar]):
         return out
 
     def tensors(self, is_a: _Types = None) -> List[JaxArray]:
-        """The values of the distinct variables (optionally only instances of `is_a`)."""
+        """The values of the distinct variables, in iteration order.
+
+        Args:
+            is_a: a variable class (or tuple of classes): keep only its instances; None keeps all.
+
+        Returns:
+            One array per distinct variable kept, each of its variable's shape.
+        """
         return [v.value for v in self if is_a is None or isinstance(v, is_a)]
 
     def assign(self, tensors: List[JaxArray]):
         """Assigns one tensor per distinct variable; all of them are checked (shape, array type) before any write.
 
+        Args:
+            tensors: one array per distinct variable, in iteration order (as `tensors()` returns them), each of
+                its variable's shape.
+
         Raises:
+            ValueError: the number of tensors differs from the number of distinct variables; nothing changes.
             AssignmentError: (a ValueError and an AssertionError) naming every refused variable; nothing changes.
         """
         variables = list(self)
@@ -81,7 +102,15 @@ class VarCollection(Dict[str, BaseVar]):
             v.assign(t, check=False)
 
     def subset(self, is_a: _Types = None, is_not: _Types = None) -> 'VarCollection':
-        """The entries whose variable is an instance of `is_a` and not of `is_not`."""
+        """The entries whose variable is an instance of `is_a` and not of `is_not`.
+
+        Args:
+            is_a: a variable class (or tuple of classes) to keep; None keeps all.
+            is_not: a variable class (or tuple of classes) to leave out; None leaves out none.
+
+        Returns:
+            A new VarCollection holding the same variables under the same names.
+        """
         out = VarCollection()
         for k, v in self.items():
             if (is_a is None or isinstance(v, is_a)) and (is_not is None or not isinstance(v, is_not)):
@@ -89,7 +118,17 @@ class VarCollection(Dict[str, BaseVar]):
         return out
 
     def rename(self, renamer: Callable[[str], str]) -> 'VarCollection':
-        """A new collection with every name passed through `renamer` (e.g. an objax.util.Renamer)."""
+        """A new collection with every name passed through `renamer` (e.g. an objax.util.Renamer).
+
+        Args:
+            renamer: maps an old name to a new one.
+
+        Returns:
+            A new VarCollection holding the same variables under the new names.
+
+        Raises:
+            ValueError: two entries holding different variables are renamed to the same name.
+        """
         out = VarCollection()
         out.update((renamer(k), v) for k, v in self.items())
         return out
@@ -113,7 +152,11 @@ class VarCollection(Dict[str, BaseVar]):
         return '\n'.join(lines)
 
     def print(self, max_width: int = 100):
-        """Prints one line per entry (name, size, shape) and the total, as Objax does."""
+        """Prints one line per entry (name, size, shape) and the total, as Objax does.
+
+        Args:
+            max_width: the widest the name column may get (it fits the longest name, at least 20).
+        """
         print(self.__str__(max_width))
 
     def __setitem__(self, key: str, value: BaseVar):

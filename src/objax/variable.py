@@ -25,7 +25,14 @@ class AssignmentError(ValueError, AssertionError):
 
 
 def reduce_mean(x: JaxArray) -> JaxArray:
-    """Averages the copies of a value stacked on axis 0 (default merge for per-device/per-example values)."""
+    """Averages the copies of a value stacked on axis 0 (default merge for per-device/per-example values).
+
+    Args:
+        x: the copies, shape (n, *value_shape).
+
+    Returns:
+        Their mean, shape value_shape.
+    """
     return x.mean(0)
 
 
@@ -51,7 +58,13 @@ def _strong(x: JaxArray) -> JaxArray:
 
 
 class BaseVar(ArrayOps, abc.ABC):
-    """Abstract base of all variables. `reduce` merges copies of the value stacked on axis 0."""
+    """Abstract base of all variables.
+
+    Args:
+        reduce: merges copies of the value stacked on axis 0, shape (n, *shape), into one value; called by
+            `reduce()` when Vectorize or Parallel stores the values their function gave the copies. None: the
+            variable is never merged.
+    """
 
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
@@ -74,14 +87,23 @@ class BaseVar(ArrayOps, abc.ABC):
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must be an array of the variable's shape.
 
+        Args:
+            tensor: the new value (an array, or a variable whose value is taken).
+            check: refuse a value of another shape, or a Python list/tuple (the dtype is not checked).
+
         Raises:
             AssignmentError: (a ValueError and an AssertionError) with `check`, for another shape or a list.
+            TypeError: `tensor` cannot be converted to an array.
         """
         self.value = tensor
 
     def reduce(self, tensors: JaxArray):
         """Replaces the value by `reduce(tensors)` unchecked (shape and dtype may change), merging per-device
-        or per-example copies stacked on axis 0; does nothing when the variable has no reduce function."""
+        or per-example copies stacked on axis 0; does nothing when the variable has no reduce function.
+
+        Args:
+            tensors: the copies, shape (n, *value_shape).
+        """
         if self._reduce is not None:
             self.assign(self._reduce(tensors), check=False)
 
@@ -158,12 +180,32 @@ class _OwnValue:
             self._value = tensor
 
     def assign(self, tensor: JaxArray, check: bool = True):
-        """Sets the value; with `check` the new value must have the variable's shape and dtype."""
+        """Sets the value; with `check` the new value must be an array of the variable's shape.
+
+        Args:
+            tensor: the new value (an array, or a variable whose value is taken).
+            check: refuse a value of another shape, or a Python list/tuple (the dtype is not checked).
+
+        Raises:
+            AssignmentError: (a ValueError and an AssertionError) with `check`, for another shape or a list.
+            TypeError: `tensor` cannot be converted to an array.
+            VariableOutsideCollectionError: called inside a compiled transform (Jit, Parallel) whose collection
+                does not hold this variable.
+        """
         self._write(self._check_assign(tensor) if check else _as_array(tensor, self))
 
 
 class TrainVar(_OwnValue, BaseVar):
-    """A trainable variable: gradient transforms differentiate it. Its `.value` is read-only; use `assign`."""
+    """A trainable variable: gradient transforms differentiate it. Its `.value` is read-only; use `assign`
+    (setting `.value` raises ValueError).
+
+    Args:
+        tensor: the initial value (an array of any shape; Python numbers are converted, without weak type).
+        reduce: merges copies stacked on axis 0, shape (n, *shape), into one value; None never merges.
+
+    Raises:
+        TypeError: `tensor` cannot be converted to an array.
+    """
 
     def _refuse(self, tensor: JaxArray):
         raise ValueError(f'{self._label()}.value is read-only: TrainVars are changed through their gradients. '
@@ -173,11 +215,26 @@ class TrainVar(_OwnValue, BaseVar):
 
 
 class BaseState(BaseVar):
-    """Abstract base of the non-trainable variables (gradient transforms ignore them)."""
+    """Abstract base of the non-trainable variables (gradient transforms ignore them).
+
+    Args:
+        reduce: merges copies of the value stacked on axis 0, shape (n, *shape), into one value; None never
+            merges.
+    """
 
 
 class StateVar(_OwnValue, BaseState):
-    """A non-trainable variable whose value can be written directly (running statistics, counters...)."""
+    """A non-trainable variable whose value can be written directly (running statistics, counters...).
+
+    Setting `.value` is unchecked (the shape may change); `assign` checks it.
+
+    Args:
+        tensor: the initial value (an array of any shape; Python numbers are converted, without weak type).
+        reduce: merges copies stacked on axis 0, shape (n, *shape), into one value; None never merges.
+
+    Raises:
+        TypeError: `tensor` cannot be converted to an array.
+    """
 
     def _set_value(self, tensor: JaxArray):
         # Unchecked, as in Objax 1.8: StateVar(jn.array(0)).value += 0.5 holds 0.5.
@@ -187,7 +244,14 @@ class StateVar(_OwnValue, BaseState):
 
 
 class TrainRef(BaseState):
-    """A state variable that reads and writes the TrainVar it refers to (used by optimizers)."""
+    """A state variable that reads and writes the TrainVar it refers to (used by optimizers).
+
+    Args:
+        ref: the TrainVar whose value this reference reads and writes.
+
+    Raises:
+        TypeError: `ref` is not a TrainVar.
+    """
 
     def __init__(self, ref: TrainVar):
         if not isinstance(ref, TrainVar):
@@ -204,7 +268,15 @@ class TrainRef(BaseState):
         self.ref.assign(tensor)
 
     def assign(self, tensor: JaxArray, check: bool = True):
-        """Writes the referenced TrainVar."""
+        """Writes the referenced TrainVar (as its `assign`).
+
+        Args:
+            tensor: the new value, shape of the TrainVar.
+            check: refuse a value of another shape, or a Python list/tuple.
+
+        Raises:
+            AssignmentError: (a ValueError and an AssertionError) with `check`, for another shape or a list.
+        """
         self.ref.assign(tensor, check)
 
     def _storage(self) -> BaseVar:
@@ -218,21 +290,42 @@ class TrainRef(BaseState):
 
 
 class RandomState(StateVar):
-    """A random key (classic threefry, as Objax 1.x) that advances each time it is split."""
+    """A random key (classic threefry, as Objax 1.x) that advances each time it is split.
+
+    Its value is a uint32 key of shape (2,). Copies are never merged (`reduce` does nothing).
+
+    Args:
+        seed: the key is `jax.random.PRNGKey(seed)`.
+    """
 
     def __init__(self, seed: int):
         super().__init__(jax.random.PRNGKey(seed), _reduce_first)
 
     def seed(self, seed: int):
-        """Resets the key to `PRNGKey(seed)`."""
+        """Resets the key to `PRNGKey(seed)`.
+
+        Args:
+            seed: the new seed.
+        """
         self.assign(jax.random.PRNGKey(seed))
 
     def reduce(self, tensors: JaxArray):
         """Does nothing: as in Objax 1.8, a random key is never merged from copies (transforms give each copy
-        its own key and advance this state themselves)."""
+        its own key and advance this state themselves).
+
+        Args:
+            tensors: the copies, shape (n, 2); ignored.
+        """
 
     def split(self, n: int) -> JaxArray:
-        """Returns n new keys, shape (n, 2), and advances this state."""
+        """Draws new keys and advances this state.
+
+        Args:
+            n: how many keys.
+
+        Returns:
+            n keys, shape (n, 2), uint32.
+        """
         with jax.threefry_partitionable(False):
             keys = jax.random.split(self.value, n + 1)
         self._write(keys[0])

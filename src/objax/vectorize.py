@@ -23,7 +23,19 @@ class ArgumentCountError(ValueError, AssertionError):
 class Vectorize(Module):
     """`Vectorize(f, vc, batch_axis)(*args)` maps f over axis `batch_axis[i]` of argument i (None: not
     batched). Variables are shared; each RandomState gives every example its own key; variables that f
-    changes are merged back with their `reduce` (mean by default)."""
+    changes are merged back with their `reduce` (mean by default).
+
+    Args:
+        f: the module or function to run on one example.
+        vc: the variables f reads or writes; required when f is a plain function. None: `f.vars()`, following f.
+        batch_axis: one entry per positional argument of f: the axis holding the batch, or None for an argument
+            that every example shares. At least one entry must be an int.
+
+    Raises:
+        TypeError: `f` is not callable, `vc` is not a VarCollection, or `batch_axis` is not a tuple of ints/None.
+        ValueError: `f` is a plain function and `vc` is None, or every entry of `batch_axis` is None.
+        ArgumentCountError: f declares more positional parameters than `batch_axis` has entries.
+    """
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
@@ -44,6 +56,19 @@ class Vectorize(Module):
         self._generation = _structure.GENERATION
 
     def __call__(self, *args):
+        """Runs f on every example of the batch and merges the variables it changed.
+
+        Args:
+            *args: f's positional arguments (arrays or pytrees of arrays), batched as `batch_axis` says; all
+                batched arguments have the same batch size n.
+
+        Returns:
+            f's outputs, each stacked on a new leading axis: shape (n, *output_shape).
+
+        Raises:
+            ArgumentCountError: the number of arguments differs from the number of `batch_axis` entries.
+            ValueError: a batched argument lacks its batch axis, the batch sizes disagree, or the batch is empty.
+        """
         n = _batch_size(args, self.batch_axis)  # validates the arguments before any variable changes
         if self._follows_module and self._generation != _structure.GENERATION:
             self._use(self.__wrapped__.vars())
