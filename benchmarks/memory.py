@@ -13,15 +13,19 @@ their peaks do not mix (the weights are drawn with numpy from the same seed in e
 Two measures per variant:
 
 1. XLA's compiled memory analysis of the executable that runs the step (for objax, the exact jax.jit object
-   objax.Jit calls, lowered with the same arguments it passes: the variables' values, x, y).
+   objax.Jit calls, read from its private attributes `_call_donating`/`_call`, lowered with the arguments
+   objax.Jit passes to it: the variables' values `_pure.values()`, x, y).
    peak = argument + output + temp - alias: every input buffer, every output buffer, and XLA's scratch are
    live at once at worst, except that an output written into a donated input (alias) shares its buffer.
    (XLA's own `peak_memory_in_bytes`, which on some backends counts less, is printed in the last column.)
-2. The process's memory while running --steps steps: the peak resident set (ru_maxrss, host memory: the
-   whole process, including Python, JAX, compilation, and the weights), and the step's growth over the
-   resident set measured just before the first call (model and batch already built, nothing compiled).
+2. The process's memory while running --steps steps (the first one compiles): the peak resident set
+   (ru_maxrss, host memory: the whole process, including Python, JAX, compilation, and the weights), and
+   its growth over the resident set just before the first call (model and batch built, nothing compiled).
+   On Linux the peak is reset (/proc/self/clear_refs) just before the first call, so it covers the steps
+   only, not the construction; where that is impossible the table says so and the peak covers the run.
    On an accelerator the host RSS says little about the step; the device allocator's peak_bytes_in_use
-   (jax.devices()[0].memory_stats(), where the backend has it) is printed as well.
+   (jax.devices()[0].memory_stats(), where the backend has it; not resettable, so it covers the whole run,
+   construction included) is printed as well.
 
 Ratios are to `jax donate`. MB = 2**20 bytes.
 Usage: python benchmarks/memory.py [--size 128] [--steps 3] [--batch 32] [--opt sgd|momentum]
@@ -150,6 +154,16 @@ def _rss_peak() -> int:
     return peak if sys.platform == 'darwin' else peak * 1024
 
 
+def _reset_peak() -> bool:
+    """Resets this process's peak resident set (ru_maxrss / VmHWM) to its current size; False if impossible."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
 def _device_stats() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     return {k: stats[k] for k in ('bytes_in_use', 'peak_bytes_in_use') if k in stats}
@@ -167,6 +181,7 @@ def worker(variant: str, size_mb: float, steps: int, batch: int, opt: str) -> di
     step, analysis = build(params, opt, donate=variant in ('objax', 'jax donate'))
     del params
     rss_before, device_before = _rss_now(), _device_stats()
+    peak_reset = _reset_peak()
     for _ in range(steps):
         loss = step(x, y)
     loss = float(loss)
@@ -179,7 +194,7 @@ def worker(variant: str, size_mb: float, steps: int, batch: int, opt: str) -> di
                 argument=stats.argument_size_in_bytes, output=stats.output_size_in_bytes,
                 alias=stats.alias_size_in_bytes, temp=stats.temp_size_in_bytes,
                 xla_peak=getattr(stats, 'peak_memory_in_bytes', None),
-                rss_before=rss_before, rss_peak=rss_peak,
+                rss_before=rss_before, rss_peak=rss_peak, peak_reset=peak_reset,
                 device_before=device_before.get('bytes_in_use'),
                 device_peak=device_after.get('peak_bytes_in_use'))
 
@@ -221,6 +236,8 @@ def report(results: list) -> None:
         print(line)
     print('XLA peak = args + out + temp - alias (MB). RSS peak: ru_maxrss of the variant\'s process; RSS step: '
           'its growth over the resident set just before the first step.')
+    if not all(r['peak_reset'] for r in results):
+        print('The peak RSS could not be reset after construction: it covers the whole run, construction included.')
 
 
 def main():
