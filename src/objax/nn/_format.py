@@ -1,21 +1,17 @@
 """Text of the reprs of nn layers: the Objax 1.8 function format and the `objax.nn.` class prefix.
 
-The rules are the ones of the shared repr formatter of the core (objax/_repr.py); this private copy lets the
-layers use them until the two are unified.
+The rules are those of the core's shared repr formatter (objax/_repr.py), which this module calls.
 """
 
-import functools
-import inspect
 from typing import Any, Callable
+
+from objax import _repr
 
 __all__ = ['format_function', 'class_path', 'layer_repr']
 
 
 def format_function(f: Callable) -> str:
-    """The Objax 1.8 text of a callable: `name`, or `name(*, k1=v1, ...)` when some parameters have defaults.
-
-    A functools.partial shows its underlying function's name with the partial's effective defaults; a callable
-    without `__name__` (an object) shows its class name. Default values are rendered with str().
+    """The Objax 1.8 text of a callable (the core's shared function format, objax._repr.function_repr).
 
     Args:
         f: any callable.
@@ -23,28 +19,11 @@ def format_function(f: Callable) -> str:
     Returns:
         For example 'xavier_normal(*, gain=1)', 'relu' or 'GradValues'.
     """
-    if isinstance(f, functools.partial):
-        name = _function_name(f.func)
-    elif hasattr(f, '__name__'):
-        name = f.__name__
-    else:
-        return type(f).__name__
-    try:
-        parameters = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError):  # builtins without an introspectable signature
-        return name
-    defaults = [f'{p.name}={p.default}' for p in parameters if p.default is not inspect.Parameter.empty]
-    return f'{name}(*, {", ".join(defaults)})' if defaults else name
-
-
-def _function_name(f: Callable) -> str:
-    while isinstance(f, functools.partial):
-        f = f.func
-    return getattr(f, '__name__', type(f).__name__)
+    return _repr.function_repr(f)
 
 
 def class_path(cls: type) -> str:
-    """The public path Objax 1.8 prints for a class: `objax.nn.Name` for nn layers, `module.Name` otherwise.
+    """The public path Objax 1.8 prints for a class (objax._repr.class_path): `objax.nn.Name` for nn layers.
 
     Args:
         cls: any class.
@@ -52,10 +31,7 @@ def class_path(cls: type) -> str:
     Returns:
         The dotted path, e.g. 'objax.nn.Linear'.
     """
-    module = cls.__module__
-    if module == 'objax.nn' or module.startswith('objax.nn.'):
-        module = 'objax.nn'
-    return f'{module}.{cls.__name__}'
+    return _repr.class_path(cls)
 
 
 def layer_repr(layer: Any, **arguments) -> str:

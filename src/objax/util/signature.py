@@ -4,6 +4,8 @@ import functools
 import inspect
 from typing import Callable, Iterable, List, Tuple
 
+from objax import _repr
+
 __all__ = ['args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names', 're_sign',
            'repr_function']
 
@@ -142,15 +144,4 @@ def repr_function(f: Callable) -> str:
     Returns:
         The text, e.g. 'leaky_relu(*, negative_slope=0.01)'.
     """
-    target = f
-    while isinstance(target, functools.partial):
-        target = target.func
-    name = getattr(target, '__name__', None)
-    if not isinstance(name, str):
-        return type(target).__name__
-    try:
-        params = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError):
-        params = ()
-    defaults = ', '.join(f'{p.name}={p.default}' for p in params if p.default is not inspect.Parameter.empty)
-    return f'{name}(*, {defaults})' if defaults else name
+    return _repr.function_repr(f)
