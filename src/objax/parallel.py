@@ -78,7 +78,20 @@ class Parallel(Module):
     threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
     reading one freezes its value with an objax.VariableOutsideCollectionWarning.
     Inside `with vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy of every variable
-    of the block and the block's exit merges them with each variable's `reduce`."""
+    of the block and the block's exit merges them with each variable's `reduce`.
+
+    Args:
+        f: the module or function to run on every device.
+        vc: the variables f uses (default: f.vars() when f is a Module).
+        reduce: merges each output stacked per device, shape (ndev, ...) (default: concatenate on axis 0).
+        axis_name: name of the device axis, for collectives such as objax.functional.parallel.pmean.
+        static_argnums: positions of the arguments that are compiled in (hashable Python values).
+        donate: donate the variables' old buffers to each call (copies are made of values held elsewhere).
+
+    Raises:
+        TypeError: f is not callable, reduce is not callable or axis_name is not a non-empty string.
+        ValueError: f is a function and vc is missing.
+    """
 
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  reduce: Callable[[JaxArray], JaxArray] = jn.concatenate, axis_name: str = 'device',
@@ -136,7 +149,18 @@ class Parallel(Module):
 
     def device_reshape(self, x: JaxArray) -> JaxArray:
         """Splits the batch of x, (N, ...) -> (ndev, N/ndev, ...) over this process's devices; a scalar
-        becomes (ndev,)."""
+        becomes (ndev,).
+
+        Args:
+            x: an array whose first axis N is a multiple of the number of local devices ndev.
+
+        Returns:
+            x reshaped to (ndev, N/ndev, ...), or a scalar repeated ndev times.
+
+        Raises:
+            TypeError: x is not an array.
+            ValueError: N is not a multiple of the number of local devices.
+        """
         ndev = self._local_ndevices
         if not hasattr(x, 'ndim'):
             raise TypeError(f'Parallel.device_reshape expects an array, got {type(x).__name__}')

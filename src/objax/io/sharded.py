@@ -49,7 +49,17 @@ class ShardedCheckpoint:
     """Saves `logdir/sharded/<idx>/` with orbax-checkpoint, keeping the newest `keep_ckpts`; restores the newest.
 
     A save is written to a temporary directory that orbax renames once every process has finished, so an
-    interrupted save is never picked by `restore`."""
+    interrupted save is never picked by `restore`.
+
+    Args:
+        logdir: the run's directory; checkpoints go to `logdir/sharded/<idx>/`.
+        keep_ckpts: how many of the newest checkpoints to keep (an int >= 1).
+        makedir: create the directory if it does not exist (else the first use raises FileNotFoundError).
+        verbose: print a line for each save and restore.
+
+    Raises:
+        ValueError: keep_ckpts is not an int >= 1.
+    """
 
     DIR_NAME: str = 'sharded'
 
@@ -83,6 +93,10 @@ class ShardedCheckpoint:
     def save(self, vc: VarCollection, idx: int) -> str:
         """Writes checkpoint `idx` (every process its own shards), then deletes all but the newest `keep_ckpts`.
 
+        Args:
+            vc: the variables to save, under their names in vc (a TrainRef is saved as its TrainVar).
+            idx: the checkpoint's index (an int >= 0, e.g. the epoch or step).
+
         Returns:
             The checkpoint's directory.
 
@@ -106,6 +120,10 @@ class ShardedCheckpoint:
 
     def restore(self, vc: VarCollection, idx: Optional[int] = None) -> Tuple[int, str]:
         """Loads checkpoint `idx` (default: the newest) into `vc`, each value laid out as its variable is now.
+
+        Args:
+            vc: the variables to load, matched by name; their current layouts (mesh, PartitionSpec) are kept.
+            idx: the checkpoint to load; None loads the newest.
 
         Returns:
             (idx, directory), or (0, '') when there is no checkpoint.

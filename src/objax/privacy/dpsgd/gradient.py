@@ -2,7 +2,7 @@
 
 import math
 import numbers
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Tuple, Union
 
 import jax
 import jax.numpy as jn
@@ -118,6 +118,12 @@ class PrivateGradValues(Module):
 
     def reshape_microbatch(self, x: JaxArray) -> JaxArray:
         """Splits the batch axis 0 into microbatches: shape (N, ...) -> (N / microbatch, microbatch, ...).
+
+        Args:
+            x: an array whose first axis N is a multiple of microbatch.
+
+        Returns:
+            x reshaped to (N / microbatch, microbatch, ...).
 
         Raises:
             ValueError: x is a scalar, or N is not divisible by microbatch.
