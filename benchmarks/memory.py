@@ -77,7 +77,10 @@ class MLP(objax.Module):
         self.layers = objax.ModuleList()
         while params:  # consumes the list: the layers become the only owners of the arrays
             w, b = params.pop(0)
-            layer = objax.nn.Linear(*w.shape, w_init=lambda shape, w=w: w)
+            # Assigned after construction: a layer keeps its w_init (for its repr), so an initializer that
+            # returned `w` would keep a second reference to the weights (and make donation copy them).
+            layer = objax.nn.Linear(*w.shape, w_init=lambda shape: jn.zeros(shape, jn.float32))
+            layer.w.assign(w)
             layer.b.assign(b)
             self.layers.append(layer)
             del w, b, layer
