@@ -32,3 +32,17 @@ def mark_seen(module) -> None:
 
 def is_seen(module) -> bool:
     return _SEEN.get(id(module)) is module
+
+
+def refresh(transform) -> None:
+    """Brings a compiled transform (Jit, Parallel) up to the current structure: one built from a module alone
+    collects the module's variables again and starts over if they changed; one given an explicit collection
+    starts over with it (new programs; variables outside it are warned about once per variable, as before)."""
+    generation = GENERATION
+    if transform._follows_module:
+        vc = transform.__wrapped__.vars()
+        if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in transform.vc.items()]:
+            transform._use(vc)
+    else:
+        transform._use(transform.vc, transform._pure._warned)
+    transform._generation = generation

@@ -84,17 +84,6 @@ class Jit(Module):
         return jax.jit(fun, static_argnums=argnums, static_argnames=self._static_argnames,
                        donate_argnums=(0,) if donate else ())
 
-    def _refresh(self):
-        """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
-        generation = _structure.GENERATION
-        if self._follows_module:
-            vc = self.__wrapped__.vars()
-            if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
-                self._use(vc)
-        else:
-            self._use(self.vc, self._pure._warned)
-        self._generation = generation
-
     def __call__(self, *args, **kwargs):
         """Runs the compiled function on the current variable values and stores the new ones.
 
@@ -111,7 +100,7 @@ class Jit(Module):
         """
         with self._lock:
             if self._generation != _structure.GENERATION:
-                self._refresh()
+                _structure.refresh(self)
             if self._layout_version != sharding._VERSION[0]:
                 self._use(self.vc, self._pure._warned)  # objax.sharding laid variables out anew
             pure = self._pure

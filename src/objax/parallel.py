@@ -136,17 +136,6 @@ class Parallel(Module):
         self._call_donating = jax.jit(functools.partial(self._traced, donate=True), static_argnums=argnums,
                                       donate_argnums=(0,)) if self.donate else None
 
-    def _refresh(self):
-        """After a structure change: collect f's variables again (or, with an explicit collection, retrace)."""
-        generation = _structure.GENERATION
-        if self._follows_module:
-            vc = self.__wrapped__.vars()
-            if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
-                self._use(vc)
-        else:
-            self._use(self.vc, self._pure._warned)
-        self._generation = generation
-
     def device_reshape(self, x: JaxArray) -> JaxArray:
         """Splits the batch of x, (N, ...) -> (ndev, N/ndev, ...) over this process's devices; a scalar
         becomes (ndev,).
@@ -218,7 +207,7 @@ class Parallel(Module):
         placed_args = self._place_args(args, static)  # validates the batch before anything is touched
         with self._lock:
             if self._generation != _structure.GENERATION:
-                self._refresh()
+                _structure.refresh(self)
             stacked = _replicate.stacked_positions(self._pure.variables)
             if stacked:  # inside `with vc.replicate():`, Objax 1.8's per-device copies (decision B2)
                 return self._call_stacked(frozenset(stacked), placed_args)
