@@ -16,7 +16,6 @@ import numpy as np
 from objax import _threefry
 from objax.module import Module
 from objax.typing import JaxArray
-from objax.varcollection import VarCollection
 from objax.variable import RandomState
 
 __all__ = ['Generator', 'DEFAULT_GENERATOR', 'normal', 'randint', 'truncated_normal', 'uniform']
