@@ -2,11 +2,7 @@
 the objax.util multi-host helpers in a single process."""
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -18,85 +14,26 @@ from objax.util import (gather_to_host, get_local_devices, make_global_batch, ma
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _multihost_worker as worker  # noqa: E402
+from _workers import free_port, port_is_free, run_workers  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(__file__), '_multihost_worker.py')
 NPROC, TIMEOUT_S = 2, 240
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
-
-
-def _stop(procs):
-    """Kills every worker still running (whole process group) and reaps it."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _tail(path: str) -> str:
-    with open(path, errors='replace') as f:
-        return f.read()[-3000:]
-
-
 def _run_workers(tmp_path, port: int) -> str:
-    """Runs the workers to completion; returns '' when all succeeded, else what went wrong (with their logs).
-    Every worker is killed and reaped before it returns, whatever happened."""
-    env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-    env['PYTHONPATH'] = os.pathsep.join([os.path.join(os.path.dirname(__file__), '..', 'src'),
-                                         env.get('PYTHONPATH', '')])
-    logs = [str(tmp_path / f'log{i}.txt') for i in range(NPROC)]
-    procs = []
-    try:
-        for i in range(NPROC):
-            with open(logs[i], 'w') as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, WORKER, str(i), str(NPROC), str(port), str(tmp_path / f'out{i}.npz')],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + TIMEOUT_S
-        while any(p.poll() is None for p in procs):  # a worker that fails ends the run at once
-            failed = [(p.returncode, log) for p, log in zip(procs, logs) if p.poll() not in (None, 0)]
-            if failed:
-                return f'worker exited with {failed[0][0]}:\n{_tail(failed[0][1])}'
-            if time.monotonic() > deadline:
-                return f'workers timed out after {TIMEOUT_S}s:\n' + '\n'.join(_tail(log) for log in logs)
-            time.sleep(0.2)
-        bad = [(p.returncode, log) for p, log in zip(procs, logs) if p.returncode]
-        return f'worker exited with {bad[0][0]}:\n{_tail(bad[0][1])}' if bad else ''
-    finally:
-        _stop(procs)
+    return run_workers(WORKER, NPROC, port, tmp_path, lambda i: str(tmp_path / f'out{i}.npz'), TIMEOUT_S)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3 * TIMEOUT_S + 60)
 def test_two_processes_train_like_one(tmp_path):
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         error = _run_workers(tmp_path, port)
         if 'Failed to add port' not in error:  # retry only when another program took the port meanwhile
             break
     assert not error, error
-    assert _port_is_free(port), f'port {port} still taken after the workers ended'
+    assert port_is_free(port), f'port {port} still taken after the workers ended'
     outs = [str(tmp_path / f'out{i}.npz') for i in range(NPROC)]
 
     results = [np.load(o) for o in outs]

@@ -3,11 +3,7 @@
 one process, on 4 devices and on 1 device."""
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -18,54 +14,21 @@ from objax.sharding import fsdp, make_mesh, shard
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _sharded_worker as worker  # noqa: E402
+from _workers import free_port, run_workers  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(__file__), '_sharded_worker.py')
 NPROC, TIMEOUT_S = 2, 240
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _run_workers(outdir, port: int) -> str:
-    """Runs the workers to completion; '' when all succeeded, else what went wrong with their logs. Every
-    worker is killed (its process group) and reaped before it returns."""
-    env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-    env['PYTHONPATH'] = os.pathsep.join([os.path.join(os.path.dirname(__file__), '..', 'src'),
-                                         env.get('PYTHONPATH', '')])
-    logs = [str(outdir / f'log{i}.txt') for i in range(NPROC)]
-    procs = []
-    try:
-        for i in range(NPROC):
-            with open(logs[i], 'w') as log:
-                procs.append(subprocess.Popen([sys.executable, WORKER, str(i), str(NPROC), str(port), str(outdir)],
-                                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + TIMEOUT_S
-        while any(p.poll() is None for p in procs):
-            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        bad = [i for i, p in enumerate(procs) if p.poll() != 0]
-        return '' if not bad else '\n'.join(f'worker {i} (exit {procs[i].poll()}):\n' + open(logs[i]).read()[-3000:]
-                                            for i in bad)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            p.wait(timeout=30)
+    return run_workers(WORKER, NPROC, port, outdir, lambda i: str(outdir), TIMEOUT_S)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3 * TIMEOUT_S + 60)
 def test_two_processes_fsdp_and_sharded_checkpoint(tmp_path):
     for _ in range(3):
-        error = _run_workers(tmp_path, _free_port())
+        error = _run_workers(tmp_path, free_port())
         if 'Failed to add port' not in error:  # retry only when another program took the port meanwhile
             break
     assert not error, error
