@@ -58,8 +58,8 @@ def kaiming_normal_gain(shape: Tuple[int, ...]) -> float:
     Returns:
         The standard deviation, a Python float.
 
-        Raises:
-            ValueError: shape has no dimension.
+    Raises:
+        ValueError: shape has no dimension.
     """
     return float(np.sqrt(1 / _fans(shape)[0]))
 
@@ -74,8 +74,8 @@ def kaiming_normal(shape: Tuple[int, ...], gain: float = 1) -> JaxArray:
     Returns:
         An array of the given shape, drawn from objax.random's default generator.
 
-        Raises:
-            ValueError: shape has no dimension.
+    Raises:
+        ValueError: shape has no dimension.
     """
     return random.normal(shape, stddev=gain * kaiming_normal_gain(shape))
 
@@ -108,8 +108,8 @@ def xavier_normal_gain(shape: Tuple[int, ...]) -> float:
     Returns:
         The standard deviation, a Python float.
 
-        Raises:
-            ValueError: shape has no dimension.
+    Raises:
+        ValueError: shape has no dimension.
     """
     fan_in, fan_out = _fans(shape)
     return float(np.sqrt(2 / (fan_in + fan_out)))
@@ -125,8 +125,8 @@ def xavier_normal(shape: Tuple[int, ...], gain: float = 1) -> JaxArray:
     Returns:
         An array of the given shape, drawn from objax.random's default generator.
 
-        Raises:
-            ValueError: shape has no dimension.
+    Raises:
+        ValueError: shape has no dimension.
     """
     return random.normal(shape, stddev=gain * xavier_normal_gain(shape))
 
