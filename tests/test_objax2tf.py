@@ -3,6 +3,7 @@ tf.saved_model round trip (reloaded in a separate process that never imports obj
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,10 +13,12 @@ import pytest
 
 tf = pytest.importorskip('tensorflow', reason='TensorFlow is not installed: pip install -e ".[tf]" runs these tests')
 
+import jax  # noqa: E402
 import jax.numpy as jn  # noqa: E402
 
 import objax  # noqa: E402
 from objax.util import Objax2Tf  # noqa: E402
+from objax.util import _tf_call  # noqa: E402
 from objax.util.objax2tf import _polymorphic_shape  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -150,6 +153,99 @@ def test_polymorphic_shape_and_bad_input():
         Objax2Tf(lambda v: v)
 
 
+class _Lookup(objax.Module):
+    """Integer and float inputs, a tuple of a float and an integer output."""
+
+    def __init__(self):
+        self.w = objax.TrainVar(jn.arange(12.0).reshape(4, 3) / 10)
+
+    def __call__(self, x, idx):
+        return (self.w.value[idx] * x).sum(-1), idx + 1
+
+
+def test_integer_inputs_tuple_outputs_and_input_gradients():
+    """An int64 index (int32 for JAX without x64), a (float, int) output tuple, gradients for the float input and
+    the variable (none for the integer input), eagerly and with an unknown batch size."""
+    module, rng = _Lookup(), np.random.default_rng(2)
+    exported = Objax2Tf(module)
+    x, idx = rng.normal(size=(5, 3)).astype(np.float32), np.array([0, 3, 1, 2, 3])
+    xt, it = tf.constant(x), tf.constant(idx)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        y, j = exported(xt, it)
+        loss = tf.reduce_sum(y ** 2)
+    np.testing.assert_allclose(y.numpy(), (np.asarray(module.w.value)[idx] * x).sum(-1), **TOL)
+    np.testing.assert_array_equal(j.numpy(), idx + 1)
+    gx, gw, gi = tape.gradient(loss, [xt, exported.objax_variables[0], it])
+    rw, rx = jax.grad(lambda w, v: (((w[idx] * v).sum(-1)) ** 2).sum(), (0, 1))(module.w.value, x)
+    np.testing.assert_allclose(gx.numpy(), np.asarray(rx), **TOL)
+    np.testing.assert_allclose(gw.numpy(), np.asarray(rw), **TOL)
+    assert gi is None
+    concrete = exported.__call__.get_concrete_function(tf.TensorSpec((None, 3)), tf.TensorSpec((None,), tf.int64))
+    for n in (2, 5):
+        y2, j2 = concrete(xt[:n], it[:n])
+        np.testing.assert_allclose(y2.numpy(), y.numpy()[:n], **TOL)
+        np.testing.assert_array_equal(j2.numpy(), idx[:n] + 1)
+
+
+def test_select_version():
+    """The newest StableHLO version both sides know, compared numerically; no common one is a clear error naming
+    both sides' versions and what to install."""
+    assert _tf_call.select_version('1.25.3', '0.9.0', '1.13.7', '0.9.0') == '1.13.7'
+    assert _tf_call.select_version('1.9.0', '0.9.0', '1.13.7', '0.9.0') == '1.9.0'  # not a string comparison
+    assert _tf_call.select_version('1.13.7', '1.0.0', '1.13.7', '0.9.0') == '1.13.7'
+    assert _tf_call.parse_version('1.13.7') > _tf_call.parse_version('1.9.10')
+    with pytest.raises(_tf_call.VersionMismatchError) as info:  # TensorFlow too old for this JAX
+        _tf_call.select_version('2.4.0', '1.20.0', '1.13.7', '0.9.0', 'JAX 9.9.9', 'TensorFlow 2.21.0')
+    message = str(info.value)
+    for part in ('JAX 9.9.9', 'TensorFlow 2.21.0', '1.20.0 to 2.4.0', '0.9.0 to 1.13.7',
+                 'TensorFlow that reads StableHLO 1.20.0 or newer'):
+        assert part in message, (part, message)
+    with pytest.raises(_tf_call.VersionMismatchError, match=r'JAX 0\.1.*1\.0\.0.*TensorFlow 9.*1\.5\.0 to 1\.9\.0.*'
+                                                            r'JAX \(and jaxlib\) that writes StableHLO 1\.5\.0'):
+        _tf_call.select_version('1.0.0', '0.9.0', '1.9.0', '1.5.0', 'JAX 0.1', 'TensorFlow 9')
+    assert issubclass(_tf_call.VersionMismatchError, RuntimeError)
+    _tf_call.check_calling_convention(10, 10)
+    with pytest.raises(_tf_call.VersionMismatchError, match=r'JAX 9.*version 11.*TensorFlow 2\.21.*up to 10'):
+        _tf_call.check_calling_convention(11, 10, 'JAX 9', 'TensorFlow 2.21')
+
+
+def test_serialized_module_is_at_the_selected_version(models):
+    """The XlaCallModule op holds a portable artifact of the version select_version picks for the installed JAX
+    and TensorFlow, which TensorFlow's own StableHLO deserializer reads; its calling convention TF runs."""
+    from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo
+    _, exported, kwargs, inputs = models['cnn']
+    versions = _tf_call.installed_versions()
+    target = _tf_call.select_version(versions.jax_current, versions.jax_minimum, tf_stablehlo.get_current_version(),
+                                     tf_stablehlo.get_minimum_version())
+    concrete = exported.__call__.get_concrete_function(tf.TensorSpec((None,) + inputs[0].shape[1:]), **kwargs)
+    ops = _xla_call_modules(concrete)
+    assert len(ops) == 1
+    module = ops[0].get_attr('module')
+    assert module.startswith(b'ML\xefR') and f'StableHLO_v{target}\x00'.encode() in module[:32]
+    assert tf_stablehlo.deserialize_portable_artifact_str(module).startswith(b'ML\xefR')  # TF's reader takes it
+    from jax.extend import mlir
+    from jax.extend.mlir import ir
+    with ir.Context():
+        text = str(mlir.deserialize_portable_artifact(module))
+    assert 'stablehlo.convolution' in text and 'func.func public @main' in text
+    assert ops[0].get_attr('version') <= versions.tf_calling_convention
+
+
+def test_version_mismatch_is_a_clear_error(models, monkeypatch):
+    """A TensorFlow that cannot read what JAX writes gets VersionMismatchError at tracing, not a kernel error."""
+    cnn, _, kwargs, (x, _) = models['cnn']
+    real = _tf_call.installed_versions()
+    too_old = real._replace(tf_name='TensorFlow 1.0.0', tf_current='0.5.0', tf_minimum='0.1.0')
+    monkeypatch.setattr(_tf_call, 'installed_versions', lambda: too_old)
+    with pytest.raises(_tf_call.VersionMismatchError, match=re.escape(real.jax_name) + '.*TensorFlow 1.0.0') as info:
+        Objax2Tf(cnn)(x, **kwargs)
+    assert f'{real.jax_minimum} to {real.jax_current}' in str(info.value)
+    monkeypatch.setattr(_tf_call, 'installed_versions', lambda: real._replace(tf_calling_convention=1))
+    with pytest.raises(_tf_call.VersionMismatchError, match='calling convention version .* up to 1'):
+        Objax2Tf(cnn)(x, **kwargs)
+
+
 _RELOAD = textwrap.dedent('''
     import json, sys
     import numpy as np
@@ -216,16 +312,19 @@ def test_saving_without_signature_keeps_the_traced_call(models, tmp_path):
 
 
 
-def _xla_call_module_platforms(concrete) -> list:
-    """The platforms listed by the XlaCallModule ops of a concrete function (searching nested functions)."""
+def _xla_call_modules(concrete) -> list:
+    """The XlaCallModule ops of a concrete function (searching nested functions)."""
     graphs, found = [concrete.graph], []
     while graphs:
         graph = graphs.pop()
-        for op in graph.get_operations():
-            if op.type == 'XlaCallModule':
-                found.append([p.decode() for p in op.get_attr('platforms')])
+        found.extend(op for op in graph.get_operations() if op.type == 'XlaCallModule')
         graphs.extend(f.graph for f in getattr(graph, '_functions', {}).values() if hasattr(f, 'graph'))
     return found
+
+
+def _xla_call_module_platforms(concrete) -> list:
+    """The platforms listed by the XlaCallModule ops of a concrete function."""
+    return [[p.decode() for p in op.get_attr('platforms')] for op in _xla_call_modules(concrete)]
 
 
 def test_platforms(models, tmp_path):
