@@ -1,11 +1,12 @@
-"""Checkpoints in Objax 1.8's layout load into model + optimizer + EMA (issue 10, done-when bullet 2).
+"""Checkpoints in Objax 1.8's layout load into model + optimizer + EMA, so an Objax 1.8 training run resumes here.
 
 Each file is written here with numpy alone, the way Objax 1.8's `save_var_collection` writes it: an array
 `names` and the values under '0', '1', ..., one entry per distinct variable under its first name in
 `model.vars() + opt.vars() + ema.vars()` (TrainRefs are the TrainVar they point to, so optimizer and EMA
-`train_vars`/`refs` are never stored). The names, their order and the shapes are written out by hand from
-objax18_behaviour.md (L3: `b` before `w`, `gamma` before `beta`; O1: EMA `step`, `refs`, zero `m`; Z1/Z2: DNNet
-and the ResNetV2 stem; K: `._key`) and from Objax 1.8's layouts, never generated from our own `vars()`.
+`train_vars`/`refs` are never stored). The names, their order and the shapes are written out by hand from Objax
+1.8's behaviour (creation order: `b` before `w`, `gamma` before `beta`; the EMA's `step`, `refs` and zero-initialised
+`m`; DNNet's final activation and the ResNetV2 stem; Dropout's generator key named `._key`) and from Objax 1.8's
+layouts, never generated from our own `vars()`.
 """
 
 import io
@@ -52,7 +53,8 @@ def _slots(owner, slot, entries):
 
 
 def _ema(model_entries):
-    """O1: step first; m holds the non-trainable, non-random variables first, then the TrainVars, in order."""
+    """Objax 1.8's EMA: step first; m holds the non-trainable, non-random variables first, then the TrainVars, in
+    order."""
     states = [e for e in model_entries if _is_state(e[0])]
     return ([('(ExponentialMovingAverage).step', (), U32)] +
             _slots('ExponentialMovingAverage', 'm', states + _train(model_entries)))
@@ -172,7 +174,7 @@ def test_wide_resnet_adam_debiased_ema():
 
 
 def _resnet18_entries(nin, nclass):
-    """ResNet18 as Objax 1.8 (Z2): stem conv [0], pad [1], pool [2], groups [3]-[6] of two basic blocks
+    """ResNet18 as Objax 1.8 lays it out: stem conv [0], pad [1], pool [2], groups [3]-[6] of two basic blocks
     (proj_conv on the first block of groups 2-4, then norm_0, conv_0, norm_1, conv_1), no conv bias."""
     entries = _conv('(ResNet18)[0]', 7, nin, 64, bias=False)
     c = 64
@@ -237,7 +239,8 @@ def test_dnnet_momentum_ema():
 
 
 def test_model_alone_loads_from_a_training_checkpoint():
-    """B3: entries of the optimizer and EMA are ignored when loading the model alone (strict refuses them)."""
+    """As in Objax 1.8, entries of the optimizer and EMA are ignored when loading the model alone (strict refuses
+    them)."""
     model = DNNet((6, 8, 3), objax.functional.relu)
     model_entries = _linear('(DNNet)[0]', 6, 8) + _linear('(DNNet)[2]', 8, 3)
     f, values = _write(model_entries + _slots('Momentum', 'm', model_entries) + _ema(model_entries), seed=7)

@@ -1,5 +1,8 @@
-"""Objax 1.8 behaviour of the core (objax18_behaviour.md V2-V5, N1, N3, N4, T2, T4, T6, J; issue 11 items 2,
-11, 12 for Vectorize and variables): each test checks the spec's own example."""
+"""Objax 1.8 behaviour of the core: `reduce`, checked `assign`, `round` and item assignment of variables; the
+names given by Function, `find_used_variables` and `vars()`; ForceArgs; the signatures and outputs of Grad and
+GradValues; Vectorize's arity checks and Parallel's pytree arguments. Also: empty batches, bad arguments with clear
+errors and pytree arguments for Vectorize, and variables that never hold weak-typed values. Each test checks the
+spec's own example."""
 
 import jax
 import jax.numpy as jn
@@ -9,7 +12,7 @@ import pytest
 import objax
 
 
-# V2 -------------------------------------------------------------------------------------------------------------
+# reduce() stores reduce_fn(values) unchecked: the shape and dtype may change ------------------------------------
 
 def test_reduce_is_unchecked_and_may_change_shape():
     v = objax.TrainVar(jn.array([[1., 2., 3.], [4., 5., 6.]]))
@@ -38,7 +41,7 @@ def test_reduce_does_nothing_without_reduce_function():
     np.testing.assert_array_equal(key.value, before)
 
 
-# V3 -------------------------------------------------------------------------------------------------------------
+# A failed checked assign is an AssertionError (and still a ValueError) ------------------------------------------
 
 def test_failed_checked_assign_is_an_assertion_error():
     v = objax.TrainVar(jn.zeros(2))
@@ -76,7 +79,7 @@ def test_collection_assign_refusal_is_an_assertion_error():
     np.testing.assert_array_equal(a.value, [0., 0.])  # all or nothing
 
 
-# V4 -------------------------------------------------------------------------------------------------------------
+# round() on a variable ------------------------------------------------------------------------------------------
 
 def test_round():
     x = jn.array([1.2, 2.4, 3.7, -4.5])
@@ -87,7 +90,7 @@ def test_round():
     assert float(round(objax.StateVar(jn.array(2.345)), 1)) == pytest.approx(2.3)
 
 
-# V5 -------------------------------------------------------------------------------------------------------------
+# vc[name] = other_var refuses to rebind a name to a different variable ------------------------------------------
 
 def test_setitem_refuses_to_rebind_a_name():
     a = objax.TrainVar(jn.zeros(1))
@@ -100,7 +103,7 @@ def test_setitem_refuses_to_rebind_a_name():
     assert list(vc) == [a, vc['b']]
 
 
-# issue 11 item 12: no weak types ----------------------------------------------------------------------------------
+# No weak types: variables hold strong-typed values, so jitted steps compile once --------------------------------
 
 def test_variables_never_hold_weak_typed_values():
     v = objax.TrainVar(0.0)
@@ -130,7 +133,7 @@ def test_scalar_trainvar_optimizer_step_compiles_once():
     assert not w.value.weak_type
 
 
-# N1 -------------------------------------------------------------------------------------------------------------
+# Function prefixes variable names with {function name} ----------------------------------------------------------
 
 class ComplexModule(objax.Module):
     def __init__(self):
@@ -159,7 +162,7 @@ def test_function_prefixes_names_with_function_name():
     assert inspect.signature(f) == inspect.signature(my_func)
 
 
-# N3 -------------------------------------------------------------------------------------------------------------
+# ForceArgs: forced positional arguments, and undo on the root ---------------------------------------------------
 
 class TwoArgs(objax.Module):
     def __init__(self):
@@ -197,7 +200,7 @@ def test_force_args_undo_on_root():
     assert wrapped.forced_kwargs == {'some_arg1': -1.0}
 
 
-# N4 -------------------------------------------------------------------------------------------------------------
+# vars() names of wrapped modules and of transforms --------------------------------------------------------------
 
 def test_wrapped_attribute_is_named_without_attribute_name():
     class Wrapper(objax.Module):
@@ -264,7 +267,7 @@ def test_private_grad_values_names():
     assert gv.vars()[key_names[0]] is keygen.vars()[list(keygen.vars().keys())[0]]
 
 
-# T2 -------------------------------------------------------------------------------------------------------------
+# Signatures of Grad and GradValues ------------------------------------------------------------------------------
 
 def test_grad_signatures():
     import inspect
@@ -285,7 +288,7 @@ def test_grad_signatures():
         assert list(inspect.signature(cls).parameters)[:3] == ['f', 'variables', 'input_argnums']
 
 
-# J --------------------------------------------------------------------------------------------------------------
+# GradValues returns f's outputs as f returned them --------------------------------------------------------------
 
 def test_grad_values_returns_outputs_as_f_returned_them():
     w = objax.TrainVar(jn.array([1., 2.]))
@@ -299,7 +302,7 @@ def test_grad_values_returns_outputs_as_f_returned_them():
     np.testing.assert_allclose(grads[0], [2., 4.])
 
 
-# T4 and issue 11 items 2 and 11: Vectorize arguments ----------------------------------------------------------------
+# Vectorize arguments: arity checks, empty batches, clear errors for bad arguments, pytrees ----------------------
 
 def _linear_and_state():
     f = objax.nn.Linear(3, 2)
@@ -386,7 +389,7 @@ def test_vectorize_pytree_arguments_with_a_random_state():
     np.testing.assert_allclose(as_dict({'x': x1, 's': x2}), f(x1) * x2[:, None], rtol=1e-6)
 
 
-# T6 -------------------------------------------------------------------------------------------------------------
+# Parallel takes pytree arguments of arrays with different shapes ------------------------------------------------
 
 def test_parallel_list_argument_of_arrays_with_different_shapes():
     f = objax.nn.Linear(3, 2)
@@ -404,7 +407,7 @@ def test_parallel_list_argument_of_arrays_with_different_shapes():
     np.testing.assert_allclose(tup, f(x1) * x2[:, None], rtol=1e-5)
 
 
-# N2 -------------------------------------------------------------------------------------------------------------
+# find_used_variables names variables after the Python expressions that reach them -------------------------------
 
 SEQ = objax.nn.Sequential([objax.nn.Conv2D(1, 2, 3), objax.nn.BatchNorm2D(2)])
 GLOBAL_COUNTER = objax.StateVar(jn.zeros(()))
@@ -428,7 +431,7 @@ def test_find_used_variables_names_after_python_expressions():
 
     m, closure = make_closure()
     vc = find_used_variables(closure)
-    assert list(vc.keys()) == ['m.' + k for k in m.vars().keys()]  # the order of m.vars() (spec L3: b before w)
+    assert list(vc.keys()) == ['m.' + k for k in m.vars().keys()]  # the order of m.vars() (1.8's creation order: b, w)
     assert {'m.(Sequential)[0](Conv2D).w', 'm.(Sequential)[0](Conv2D).b', 'm.(Sequential)[1](BatchNorm2D).running_mean',
             'm.(Sequential)[1](BatchNorm2D).running_var', 'm.(Sequential)[1](BatchNorm2D).beta',
             'm.(Sequential)[1](BatchNorm2D).gamma'} == set(vc.keys())

@@ -1,4 +1,5 @@
-"""Objax 1.8 module paths (objax18_behaviour.md V1): each old path imports and exposes the very same objects."""
+"""Objax 1.8 module paths (`objax.variable`, `objax.nn.layers`, ...): each old path imports and exposes the very
+same objects."""
 
 import importlib
 

@@ -1,4 +1,4 @@
-"""Objax 1.8 reprs of the core classes and the shared function format (objax18_behaviour.md R1)."""
+"""Objax 1.8 reprs of the core classes (`objax.Class(constructor arguments)`) and the shared function format."""
 
 import functools
 

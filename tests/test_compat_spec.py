@@ -1,15 +1,37 @@
-"""objax18_behaviour.md: the concrete examples not already checked by another test file.
+"""Objax 1.8's behaviour (shared/spec/objax18_behaviour.md): the concrete examples not already checked elsewhere.
 
-Audit of where each item's own example is checked (P1 and B2 belong to other work): V1 test_compat_names; V2-V5
-test_compat_core; N1-N4 test_compat_core; R1 test_compat_repr, test_nn_*::test_repr*, test_optimizer_checks,
-test_optimizer_ema, test_random_threefry, test_nn_batchnorm (+ Generator.seed here); T1 test_core_pure; T2, T4, T6,
-J test_compat_core; L1 test_nn_dropout; L2 test_nn_sequential; L3 test_nn_linear, test_nn_conv, test_nn_groupnorm,
-test_compat_checkpoints; N3 also undo in a Sequential, N4 names literally here; F1 test_functional_interpolate; F3
-test_functional_rearrange; I1 test_nn_init; O1 test_optimizer_ema; IO1 test_io_npz (+ several names / TrainRef
-here); IO2 test_io_npz; IO4 test_io_checkpoint; U1, U2 test_util; U3 here; Z1, Z2, F test_zoo_objax18; Z3 test_zoo
-(+ H here); E test_zoo_vgg; G test_util; K test_nn_dropout, test_compat_checkpoints; B1 test_core_transforms,
-test_core_pure (+ the documentation's empty-collection example here); B3 test_compat_core, test_nn_dropout,
-test_nn_batchnorm, test_io_npz, test_compat_checkpoints (+ Checkpoint.restore here).
+Audit of where each behaviour's own example is checked (PrivateGradValues, and Parallel inside `vc.replicate()`,
+belong to other work):
+- Objax 1.8's module paths (`objax.variable.VarCollection`, ...): test_compat_names.
+- Variables' unchecked `reduce`, checked `assign` as an AssertionError, `round`, and VarCollection refusing to
+  rebind a name: test_compat_core.
+- Variable names of functions, transforms and nested or wrapped modules (Function's `{name}` prefix,
+  find_used_variables, `__wrapped__`, Jit/Vectorize/Parallel) and ForceArgs: test_compat_core; ForceArgs.undo in a
+  Sequential and the transforms' names written out literally: here.
+- Reprs (`objax.Class(arguments)` and the function format): test_compat_repr, test_nn_*::test_repr*,
+  test_optimizer_checks, test_optimizer_ema, test_random_threefry, test_nn_batchnorm; the Generator's seed shown:
+  here.
+- Variable writes inside gradient transforms: test_core_pure.
+- Signatures of Grad and GradValues, Vectorize's arity checks, Parallel's list arguments, and GradValues returning
+  f's outputs as f returned them: test_compat_core.
+- Dropout(keep=0): test_nn_dropout. Sequential's return value: test_nn_sequential.
+- Creation order of variables (bias before weight, gamma before beta): test_nn_linear, test_nn_conv,
+  test_nn_groupnorm, test_compat_checkpoints.
+- interpolate's scale_factor rule: test_functional_interpolate. Element order of the space/batch/channel
+  rearrangements: test_functional_rearrange.
+- Truncated-normal initialisers scaled by the std of the actual bounds: test_nn_init.
+- ExponentialMovingAverage's state and averages: test_optimizer_ema.
+- The renamer maps the names stored in the file: test_io_npz; several names and TrainRefs: here.
+- A shape mismatch on restore is an AssertionError: test_io_npz. Checkpoint's SAVE_FN and LOAD_FN receive the
+  path: test_io_checkpoint.
+- override_args_kwargs and Renamer: test_util; to_tuple of any length: here.
+- DNNet's final activation, the ResNetV2 family and WideResNet's depths: test_zoo_objax18. RNN's `state` only from
+  init_state: test_zoo; a new StateVar each call: here. VGG19: test_zoo_vgg. to_png: test_util.
+- Dropout's generator key named `._key`: test_nn_dropout, test_compat_checkpoints.
+- A compiled function that reads a variable missing from its collection (frozen in, with a warning):
+  test_core_transforms, test_core_pure; the documentation's empty-collection example: here.
+- Strictness that would reject what Objax 1.8 accepted is dropped: test_compat_core, test_nn_dropout,
+  test_nn_batchnorm, test_io_npz, test_compat_checkpoints; Checkpoint.restore: here.
 """
 
 import io

@@ -1,5 +1,5 @@
-"""The pure-function primitive (objax._state.Pure), variable writes inside gradient transforms (spec T1) and
-writes to variables outside a compiled function's collection."""
+"""The pure-function primitive (objax._state.Pure), variable writes inside gradient transforms (kept after the
+call, TrainVars included, as in Objax 1.8) and writes to variables outside a compiled function's collection."""
 
 import jax
 import jax.numpy as jn
@@ -78,7 +78,7 @@ def test_pure_inside_a_transform_sees_and_writes_the_transform_values():
     np.testing.assert_array_equal(w.value, [2., 4.])
 
 
-# ------------------------------------------------------------------------------ T1: writes inside gradients
+# ------------------------------------------------------------------------ writes inside gradient transforms
 def _make():
     w = objax.TrainVar(jn.zeros(2))
     b = objax.TrainVar(jn.zeros(1))

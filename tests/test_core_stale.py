@@ -123,4 +123,4 @@ def test_building_new_modules_does_not_recompile_existing_transforms():
     net.b = objax.TrainVar(jn.ones(2))
     with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.b'):
         jf(X)
-    assert len(traces) == count + 1  # a structure change retraces (explicit collection: B1 applies)
+    assert len(traces) == count + 1  # a structure change retraces (b, outside the collection, is frozen in)

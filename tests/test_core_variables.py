@@ -28,7 +28,7 @@ def test_assign_checks_shape_only(cls):
     np.testing.assert_array_equal(v.value, np.zeros((2, 3)))  # unchanged after the refusal
     v.assign(jn.ones((2, 3)))
     np.testing.assert_array_equal(v.value, np.ones((2, 3)))
-    v.assign(jn.full((2, 3), 7, dtype=jn.int32))  # Objax 1.8 checks the shape only (decision B3)
+    v.assign(jn.full((2, 3), 7, dtype=jn.int32))  # Objax 1.8 checks the shape only, not the dtype
     assert v.dtype == jn.int32
     v.assign(jn.ones((3, 2)), check=False)  # explicit opt-out
     assert v.shape == (3, 2)

@@ -146,3 +146,63 @@ def test_printed_numbers_tolerance():
     assert not _printed.lines_match('( 0.19307713 -0.52678305]', guide, tolerance=1e-6)
     assert _printed.tolerance_for('0.10.2') == 0 and _printed.tolerance_for('0.12.1') == _printed.TOLERANCE
     assert _printed.lines_match('[ 0.58254874 -1.4342073 ]', '[ 0.5825488 -1.4342074]', tolerance=1e-6)
+
+
+# Planning labels: the item codes of the project's Objax 1.8 behaviour list and the tracker's issue numbers mean
+# nothing to a reader of the code or the docs, so comments, docstrings and pages say what the behaviour is instead.
+_CODE = r'(?:B[1-3]|V[1-5]|N[1-4]|R1|T[1-6]|L[13]|F[13]|I1|O1|IO[1-4]|U[1-3]|P1|Z[1-3])'  # L2 is also a norm
+_LABELS = [re.compile(p) for p in (
+    r'\b(?:[Dd]ecision|[Ss]pec|[Ii]tem)s? (?:items? )?[A-Z]{1,2}[0-9]\b',  # decision B2, Spec I1, spec item E1
+    r'\b[Ss]pec items? [A-Z]\b|\bitems? [A-Z]\d?(?:, [A-Z]\d?)+\b',  # spec item E, items Z1, Z2, F
+    r'\b[Ii]ssues? #?[0-9]+\b',  # issue 11, Issue 12, issue 11.13
+    r'\b[Dd]one-when\b',  # done-when bullet 2 (not "done when", which is English)
+    r'objax18_behaviour\.md,? (?:items? )?[A-Z]{1,2}[0-9]?\b',  # objax18_behaviour.md R1
+    r'^\s*# [A-Z]{1,2}[0-9]?(?:[ ,/-]+[A-Z]{1,2}[0-9]?)* -{3,}',  # a section divider named by a code: # V2 -----
+    r'^\s*# -{3,} [A-Z]{1,2}[0-9]?:',  # the same, title last: # ----- T1: writes inside gradients
+    rf'\({_CODE}(?:\s*[,/]\s*(?:{_CODE}|[A-Z]))*\)',  # a bare code in parentheses: (B3), (O1, N4), (Z3/H)
+    rf'(?:^|[\s(;"]){_CODE}(?:/[A-Z][0-9]?)?(?: \([a-z]\))?: ',  # a code as a lead-in: """B3: ..., P1 (a): ...
+    rf'\*\*{_CODE}\. ',  # a code heading a paragraph: **B1. Reading a variable ...**
+    rf'\b{_CODE}(?:\s*[-,/]\s*{_CODE})+\b(?!.* = )',  # a list of codes: V2-V5, N1, N3 (not B1, B2 = betas)
+    rf'\b(?:{_CODE}|[E-K]) (?:applies|test_[a-z])',  # B1 applies; an audit entry: J test_compat_core
+    r'\([Ii]ssue:',  # (issue: model-building toolkit)
+)]
+_LABEL_SUFFIXES = {'.py', '.md', '.txt', '.toml', '.yml', '.yaml', '.cfg'}
+
+
+def planning_labels(path):
+    """The lines of `path` that name a planning label, as 'path:line: text'."""
+    found = []
+    for number, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
+        if any(p.search(line) for p in _LABELS):
+            found.append(f'{path}:{number}: {line.strip()}')
+    return found
+
+
+def _label_files():
+    this = Path(__file__).resolve()  # its patterns and planted examples above are labels on purpose
+    for top in (ROOT / 'src' / 'objax', ROOT / 'tests', ROOT / 'docs', ROOT / 'benchmarks', ROOT / 'examples'):
+        yield from sorted(p for p in top.rglob('*') if p.suffix in _LABEL_SUFFIXES and p.is_file() and p != this)
+    yield ROOT / 'README.md'
+
+
+def test_no_planning_labels(tmp_path):
+    """No comment, docstring or page refers to a spec item or a tracker issue by its code; say what it is."""
+    d, s, i = 'decision', 'Spec', 'issue'  # built from pieces so that this file does not flag itself
+    planted = [f'# Strictness is dropped ({d} B3).', f'    # {s} L3: the bias first.', f'"""Empty batches ({i} 11.',
+               f'# V2 {"-" * 20}', f'# {"-" * 20} T1: writes inside gradients', '    """O1: step first."""',
+               f'"""P1 (a): split on axis 0."""', '# accepted (B3)', '# names (O1, N4)', f'"""{s} Z3/H: no state."""',
+               f'"""As in 1.8 ({i} 10, done-when bullet 2)."""', '"""(objax18_behaviour.md R1)."""',
+               f'"""VGG19 ({s.lower()} item E): names."""', '**B1. Reading a variable missing.**',
+               '"""The core (V2-V5, N1, N3)."""', 'Audit: J test_compat_core; L1 test_nn_dropout.',
+               '# retraces (explicit collection: B1 applies)', f'"""Trains a CNN ({i}: model toolkit)."""']
+    genuine = ["help='weight decay (L2 penalty on weights)'", '# the L2 norm (L2) of the gradient',
+               '"""(also done when the object is garbage collected)."""', 'class ResNetV2Block(Module):',
+               'B1, B2, EPS = 0.9, 0.999, 1e-8', 'lr = LR * (1 - B2 ** t) / (1 - B1 ** t)',
+               "(np.array(['a']), TypeError, 'got an array of dtype <U1')", "- A spec can be given: P(None, 'model').",
+               'x = PartitionSpec(None, "model")  # spec of w', "f'Keras {arch}V2 weights layer by layer'"]
+    sample = tmp_path / 'sample.py'
+    sample.write_text('\n'.join(planted + genuine) + '\n')
+    assert planning_labels(sample) == [f'{sample}:{n}: {line.strip()}' for n, line in enumerate(planted, 1)]
+
+    offending = [line for path in _label_files() for line in planning_labels(path)]
+    assert not offending, 'planning labels (say what the behaviour is instead):\n' + '\n'.join(offending)

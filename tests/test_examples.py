@@ -141,7 +141,7 @@ def _compile_stats(stdout: str):
 
 
 def test_second_run_reads_the_persistent_compilation_cache(tmp_path, run):
-    """Issue 12: a second run of an example spends less than half the first run's compile time."""
+    """Persistent compilation cache: a second run of an example spends less than half the first run's compile time."""
     cache = tmp_path / 'cache'
     args = ('--epochs', 1, '--filters', 4)
     off = run('classify_digits.py', '--logdir', tmp_path / 'off', *args, '--no-compile-cache',

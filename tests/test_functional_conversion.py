@@ -36,7 +36,7 @@ def test_to_tuple():
     assert to_tuple(0.5, 3) == (0.5, 0.5, 0.5)
     assert to_tuple((1, 2), 2) == (1, 2)
     assert to_tuple([4, 5, 6], 3) == (4, 5, 6)
-    # objax18_behaviour.md U3: tuples unchanged and other iterables as tuples, whatever their length.
+    # As in Objax 1.8: tuples unchanged and other iterables as tuples, whatever their length.
     assert to_tuple((1, 2), 3) == (1, 2)
     assert to_tuple([1, 2], 3) == (1, 2)
     assert to_tuple(1.5, 3) == (1.5, 1.5, 1.5)

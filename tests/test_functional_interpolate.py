@@ -43,7 +43,8 @@ def test_interpolate_axes_rules():
                                           ({'size': 2}, (1, 3, 2, 3, 10, 2)),
                                           ({'size': (2, 2, 2)}, (1, 3, 2, 2, 2, 2))])
 def test_interpolate_spec_examples(kwargs, shape):
-    # Spec F1, for an input of shape (1, 3, 2, 3, 10, 30); values checked against jax.image.resize directly.
+    # Objax 1.8's rule (an int scale_factor scales every axis but the first; a tuple, or a size, the last axes),
+    # for an input of shape (1, 3, 2, 3, 10, 30); values checked against jax.image.resize directly.
     x = jn.asarray(np.random.RandomState(3).randn(1, 3, 2, 3, 10, 30).astype(np.float32))
     y = interpolate(x, mode='nearest', **kwargs)
     assert y.shape == shape

@@ -1,4 +1,5 @@
-"""Space/batch/channel rearrangements against numpy loops written from the spec's formulas (F3), and flatten."""
+"""Space/batch/channel rearrangements against numpy loops written from Objax 1.8's element-order formulas
+(channel-major for channels, image-major for batches), and flatten."""
 
 import jax.numpy as jn
 import numpy as np
@@ -58,7 +59,7 @@ def test_batch_to_space_loop():
 
 
 def test_spec_examples():
-    # Spec F3: with these shapes every rearrangement keeps the flat element order.
+    # Objax 1.8's element order: with these shapes every rearrangement keeps the flat element order.
     np.testing.assert_array_equal(np.asarray(space_to_channel2d(jn.arange(8).reshape(1, 2, 2, 2), 2)).ravel(),
                                   np.arange(8))
     np.testing.assert_array_equal(np.asarray(space_to_batch2d(jn.arange(8).reshape(2, 1, 2, 2), 2)).ravel(),

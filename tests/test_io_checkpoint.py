@@ -138,7 +138,7 @@ def test_model_mismatch_is_not_skipped_by_fallback(tmp_path):
 
 
 def test_load_and_save_fn_get_the_checkpoint_path(tmp_path):
-    """objax18_behaviour.md IO4: SAVE_FN(path, vc) and LOAD_FN(path, vc) receive logdir/ckpt/%010d.npz."""
+    """As in Objax 1.8, SAVE_FN(path, vc) and LOAD_FN(path, vc) receive the path logdir/ckpt/%010d.npz."""
     calls = []
 
     class PathBased(Checkpoint):
@@ -215,5 +215,5 @@ def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
     assert ckpt.restore(vc) == (1, os.path.join(logdir, 'ckpt', '0000000001.npz'))
     assert values(vc) == (1.0, 1)
     assert os.path.exists(temp)  # the killed save left its (large) temporary file behind
-    ckpt.save(make_vc(3), 3)  # the next save works, and removes the temporary of the dead process (issue 11.13)
+    ckpt.save(make_vc(3), 3)  # the next save works, and removes the temporary of the dead process (no leftovers)
     assert sorted(os.listdir(tmp_path / 'ckpt')) == ['0000000003.npz']

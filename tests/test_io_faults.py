@@ -1,4 +1,4 @@
-"""objax.io under faults (issue 11): saves that must not lose data, corrupt files, races, memory, leftovers."""
+"""objax.io under faults: saves that must not lose data, corrupt files, races, memory, leftovers."""
 
 import glob
 import io

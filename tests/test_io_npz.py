@@ -115,7 +115,7 @@ def test_shared_variable_saved_once_and_trainref_as_its_trainvar(tmp_path):
 
 
 def test_renamer_applies_to_stored_names(tmp_path):
-    """objax18_behaviour.md IO1: the renamer maps the names stored in the file to the collection's names."""
+    """As in Objax 1.8, the renamer maps the names stored in the file to the collection's names."""
 
     class Pair(objax.Module):
         def __init__(self, seed):
@@ -152,7 +152,7 @@ def test_renamer_applies_to_stored_names(tmp_path):
 
 
 def test_renamer_spec_example(tmp_path):
-    """objax18_behaviour.md IO1, verbatim: '(MyConv2D).w/b' in the file load into b's '(Conv2D).w/b'."""
+    """The spec's renamer example, verbatim: '(MyConv2D).w/b' in the file load into b's '(Conv2D).w/b'."""
     a, b = objax.nn.Conv2D(2, 4, 3), objax.nn.Conv2D(2, 4, 3)
     a.b.assign(jn.arange(4, dtype=jn.float32).reshape(a.b.value.shape))
     path = str(tmp_path / 'a.npz')
@@ -165,7 +165,7 @@ def test_renamer_spec_example(tmp_path):
 
 
 def test_entries_matching_no_variable_are_ignored_unless_strict(tmp_path):
-    """B3: a model loads from a model + optimizer checkpoint; strict=True refuses the extra entries."""
+    """As in Objax 1.8, a model loads from a model + optimizer checkpoint; strict=True refuses the extra entries."""
     net = Net(4)
     opt = objax.optimizer.Momentum(net.vars())
     for m in opt.vars().subset(objax.StateVar):
@@ -185,7 +185,7 @@ def test_entries_matching_no_variable_are_ignored_unless_strict(tmp_path):
 
 
 def test_shape_mismatch_is_an_assertion_error(tmp_path):
-    """objax18_behaviour.md IO2: catchable as AssertionError (Objax 1.8) and as ValueError."""
+    """A shape mismatch on restore is catchable as AssertionError (Objax 1.8) and as ValueError."""
     wide = objax.zoo.wide_resnet.WideResNet(3, 10, depth=10, width=2)
     path = str(tmp_path / 'wide.npz')
     save_var_collection(path, wide.vars())

@@ -199,7 +199,7 @@ def test_errors(tmp_path):
     ([1.0, 'x'], Reducer.MEAN, TypeError, 'got a list'),
     ([[1.0], [2.0, 3.0]], Reducer.MEAN, TypeError, 'got a list')])
 def test_bad_scalar_is_refused_by_write_and_nothing_is_lost(tmp_path, value, reduce, error, match):
-    """Issue 11.4: validated on the caller's thread; the caller keeps the Summary, the valid tags are written."""
+    """A bad value is refused on the caller's thread; the caller keeps the Summary, the valid tags are written."""
     with SummaryWriter(str(tmp_path)) as writer:
         s = Summary()
         s.scalar('loss', 1.0)

@@ -98,7 +98,7 @@ def test_errors_name_the_numbers_and_change_nothing():
 
 
 def test_any_redux_at_construction_checked_at_call():
-    # Objax 1.8 builds a BatchNorm with any redux (spec B3/R1); the axes are checked against the input.
+    # Objax 1.8 builds (and prints) a BatchNorm with any redux; the axes are checked against the input.
     bn = BatchNorm((3, 4, 5), (1, 7))
     assert repr(bn) == 'objax.nn.BatchNorm(dims=(3, 4, 5), redux=(1, 7), momentum=0.999, eps=1e-06)'
     before = [np.asarray(v) for v in bn.vars().tensors()]
@@ -120,7 +120,7 @@ def test_any_redux_at_construction_checked_at_call():
                                        (BatchNorm2D, (2, 3, 0, 4)), (SyncedBatchNorm0D, (0, 3)),
                                        (SyncedBatchNorm2D, (0, 3, 2, 2))])
 def test_empty_batch_in_training_raises_and_keeps_running_statistics(cls, shape):
-    # Issue 11 item 2: the batch mean of 0 rows is NaN and would poison running_mean/var for good.
+    # An empty batch is refused: the batch mean of 0 rows is NaN and would poison running_mean/var for good.
     bn = cls(3, momentum=0.5)
     bn(jn.asarray(RNG.normal(size=tuple(s or 4 for s in shape)).astype(np.float32)), training=True)
     before = [np.asarray(v) for v in bn.vars().tensors()]

@@ -116,7 +116,7 @@ def test_conv2d_options_and_init():
     layer = Conv2D(6, 9, (2, 3), groups=3, use_bias=False, w_init=init)
     assert shapes == [(2, 3, 2, 9)] and layer.b is None
     assert list(layer.vars().keys()) == ['(Conv2D).w']
-    # Objax 1.8's creation order (spec L3): the bias first.
+    # Objax 1.8's creation order: the bias first (it decides gradient, slot and checkpoint order).
     assert list(Conv2D(1, 2, 1).vars().keys()) == ['(Conv2D).b', '(Conv2D).w']
     assert list(ConvTranspose2D(1, 2, 1).vars().keys()) == ['(ConvTranspose2D).b', '(ConvTranspose2D).w']
     assert list(ConvTranspose2D(1, 2, 1, use_bias=False).vars().keys()) == ['(ConvTranspose2D).w']

@@ -45,7 +45,7 @@ def test_dropout_keep_overrides_and_keys_advance():
 
 
 def test_keep_zero_and_keep_above_one():
-    # Spec L1 / B3: Dropout(0.0) is accepted and drops everything while training.
+    # As in Objax 1.8, Dropout(0.0) is accepted and drops everything while training.
     x = jn.asarray([[1, 2, 3, 4, 5, 6.]])
     layer = Dropout(0.0, generator=objax.random.Generator(5))
     y = layer(x, training=True)

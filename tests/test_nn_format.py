@@ -1,4 +1,4 @@
-"""The function format of nn reprs (spec R1): name, defaults as `name(*, k=v)`, partials, callable objects."""
+"""The function format of nn reprs (Objax 1.8's): name, defaults as `name(*, k=v)`, partials, callable objects."""
 
 import functools
 

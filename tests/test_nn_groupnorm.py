@@ -28,7 +28,7 @@ def test_matches_numpy(cls, shape, groups):
     gn = cls(shape[1], groups=groups, eps=1e-3)
     assert isinstance(gn, GroupNorm) and gn.rank == len(shape)
     param_shape = (1, shape[1]) + (1,) * (len(shape) - 2)
-    # Objax 1.8's creation order (spec L3): gamma, then beta.
+    # Objax 1.8's creation order: gamma, then beta (it decides gradient, slot and checkpoint order).
     assert list(gn.vars().keys()) == [f'({cls.__name__}).gamma', f'({cls.__name__}).beta']
     assert gn.gamma.shape == gn.beta.shape == param_shape
     gn.gamma.assign(jn.asarray(RNG.uniform(0.5, 2, param_shape).astype(np.float32)))

@@ -62,7 +62,7 @@ def test_truncated_normal_statistics_and_bounds():
 
 @pytest.mark.parametrize('lower,upper,expected', [(-2, 2, 0.87963), (-0.1, 0.1, 0.057697), (-100, 100, 1.0)])
 def test_truncated_std_of_the_actual_bounds(lower, upper, expected):
-    # Spec I1: s(a, b) is the standard deviation of a unit normal truncated to [a, b].
+    # Objax 1.8 divides by s(a, b), the standard deviation of a unit normal truncated to the actual [a, b].
     assert init._truncated_std(lower, upper) == pytest.approx(expected, abs=5e-6)
     assert init._truncated_std(lower, upper) == pytest.approx(scipy.stats.truncnorm(lower, upper).std(), rel=1e-12)
 
@@ -73,7 +73,7 @@ def test_truncated_std_matches_scipy(lower, upper):
 
 
 def test_truncated_normal_spec_examples():
-    # Spec I1: narrow bounds +-0.1 with stddev 1: std ~ 1 and |x| <= 0.1 / 0.057697 = 1.733.
+    # Scaled by the std of the actual bounds: +-0.1 with stddev 1 gives std ~ 1 and |x| <= 0.1 / 0.057697 = 1.733.
     objax.random.DEFAULT_GENERATOR.seed(6)
     x = np.asarray(init.truncated_normal((32, 10000), lower=-0.1, upper=0.1, stddev=1))
     assert x.shape == (32, 10000)

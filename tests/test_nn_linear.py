@@ -20,7 +20,8 @@ def test_matches_numpy():
 
 
 def test_bias_before_weight_in_vars_gradients_and_optimizer_slots():
-    # Spec L3: vars() lists (Linear).b then (Linear).w; that order decides the gradient list and the slots.
+    # Objax 1.8's creation order: vars() lists (Linear).b then (Linear).w; that order decides the gradient list
+    # and the slots.
     model = Linear(5, 5)
     assert list(model.vars().keys()) == ['(Linear).b', '(Linear).w']
     assert list(Linear(5, 5, use_bias=False).vars().keys()) == ['(Linear).w']

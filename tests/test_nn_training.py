@@ -1,4 +1,4 @@
-"""A small CNN with BatchNorm, Dropout and Adam trains under Jit on synthetic data (issue: model-building toolkit)."""
+"""A small CNN with BatchNorm, Dropout and Adam trains under Jit on synthetic data."""
 
 import jax.numpy as jn
 import numpy as np

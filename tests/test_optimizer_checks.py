@@ -43,7 +43,7 @@ def _assert_unchanged(before, *modules):
         np.testing.assert_array_equal(a, b)
 
 
-# All or nothing (issue 11 item 3) -------------------------------------------------------------------------
+# All or nothing: a step that fails changes no variable ----------------------------------------------------
 
 @pytest.mark.parametrize('w_first', [True, False])
 @pytest.mark.parametrize('jit', [False, True])
@@ -109,7 +109,7 @@ def test_optax_updates_of_the_wrong_shape_change_nothing(w_first):
         _assert_unchanged(before, opt)
 
 
-# Hyper-parameters (issue 11 item 7) ------------------------------------------------------------------------
+# Hyper-parameters given as numbers are checked -------------------------------------------------------------
 
 CONSTRUCTION_ERRORS = [
     (Momentum, dict(momentum=NAN), 'Momentum: momentum must be a finite number, got nan'),
@@ -177,7 +177,7 @@ def test_momentum_call_override_checked():
 
 @pytest.mark.parametrize('name', list(MAKERS))
 def test_values_objax_accepted_still_work(name):
-    """lr=0 (a frozen step) and boundary hyper-parameters that work are accepted (decision B3)."""
+    """lr=0 (a frozen step) and boundary hyper-parameters that work are accepted, as Objax 1.8 accepted them."""
     vc = _vc(True)
     opt = MAKERS[name](vc)
     params = [np.asarray(v.value) for v in vc]
@@ -207,7 +207,7 @@ def test_traced_hyper_parameters_are_not_checked():
     assert np.all(np.isnan(np.asarray(list(vc)[0].value)))
 
 
-# dtypes and compilation (issue 11 item 12) -------------------------------------------------------------------
+# dtypes and compilation: a step keeps every dtype, so a jitted step compiles once ----------------------------
 
 def _typed(x):
     x = x.value
@@ -246,8 +246,9 @@ def test_jitted_step_compiles_once_and_keeps_dtypes(name):
 
 
 def test_scalar_trainvar_step_compiles_once():
-    """TrainVar(0.0): a Python float makes a weak-typed array, which the core stores strong-typed (issue 11
-    item 12), and the optimizers write strong-typed values, so one compilation serves every step."""
+    """TrainVar(0.0): a Python float makes a weak-typed array, which the core stores strong-typed
+    (variables never hold weak-typed values), and the optimizers write strong-typed values, so one compilation
+    serves every step."""
     compilations = {}
     for name in list(MAKERS) + ['EMA']:
         v = objax.TrainVar(0.0)
@@ -266,7 +267,7 @@ def test_scalar_trainvar_step_compiles_once():
     assert compilations == {name: (1, False) for name in compilations}
 
 
-# reprs (spec R1) ----------------------------------------------------------------------------------------------
+# reprs: Objax 1.8's objax.optimizer.Class(hyper-parameters) ---------------------------------------------------
 
 def test_reprs():
     vc = _vc(True)

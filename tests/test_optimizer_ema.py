@@ -1,5 +1,5 @@
-"""ExponentialMovingAverage and ExponentialMovingAverageModule: the spec's examples (O1, N4), optax.ema and
-closed forms."""
+"""ExponentialMovingAverage and ExponentialMovingAverageModule: the spec's examples (Objax 1.8's EMA state,
+averages and variable names), optax.ema and closed forms."""
 
 import jax.numpy as jn
 import numpy as np
@@ -204,7 +204,7 @@ def test_ema_module(jit):
 
 
 def test_ema_module_names():
-    """Spec N4: the wrapped module (attribute `__wrapped__`) is named without its attribute name."""
+    """As in Objax 1.8, the wrapped module (attribute `__wrapped__`) is named without its attribute name."""
     seq = objax.nn.Sequential([objax.nn.Linear(2, 3), objax.functional.relu])
     names = set(ExponentialMovingAverageModule(seq).vars().keys())
     assert {'(ExponentialMovingAverageModule)(Sequential)[0](Linear).b',

@@ -1,5 +1,5 @@
-"""objax.Parallel inside `with vc.replicate():` (decision B2, Objax 1.8's semantics) on 8 CPU devices: values
-stacked per device, per-device training against numpy, per-device RandomState keys, reduce at exit (shape and
+"""objax.Parallel inside `with vc.replicate():` (where objax gives Objax 1.8's semantics) on 8 CPU devices:
+values stacked per device, per-device training against numpy, per-device RandomState keys, reduce at exit (shape and
 dtype may change), errors that change nothing."""
 
 import jax

@@ -187,7 +187,7 @@ def test_under_jit_and_training_step():
 
 
 def test_batch_axis_must_be_zeros():
-    """P1 (a): every argument is split on axis 0; any other batch_axis (None included) is refused at
+    """As in Objax 1.8, every argument is split on axis 0; any other batch_axis (None included) is refused at
     construction."""
     model, loss = _linear_loss()
     for bad in [(1,), (0, 1), (0, None), (None,), (-1,), (True,), (), 0]:
@@ -208,8 +208,8 @@ def test_batch_axis_must_be_zeros():
 
 @pytest.mark.parametrize('accumulate', [False, True])
 def test_zero_clip_gives_zero_gradients(accumulate):
-    """P1 (b): l2_norm_clip=0 is accepted; every microbatch gradient is scaled to zero (no NaN, also for a
-    microbatch whose gradient is already zero)."""
+    """l2_norm_clip=0 is accepted, as in Objax 1.8; every microbatch gradient is scaled to zero (no NaN, also for
+    a microbatch whose gradient is already zero)."""
     model, loss = _linear_loss()
     x, y = _data(seed=11)
     y = y.at[:2].set(model(x[:2]))  # the first microbatch has a zero gradient: 0/0 must not appear
@@ -224,7 +224,7 @@ def test_zero_clip_gives_zero_gradients(accumulate):
 
 @pytest.mark.parametrize('accumulate', [False, True])
 def test_aux_outputs_are_pytrees_averaged_over_microbatches(accumulate):
-    """P1 (c): f returns (loss, aux...) with arbitrary pytrees; each leaf is averaged over microbatches, and
+    """f returns (loss, aux...) with arbitrary pytrees; each leaf is averaged over microbatches, and
     the gradients are the mean of the clipped microbatch gradients (numpy closed form)."""
     model, base = _linear_loss()
 
@@ -251,7 +251,7 @@ def test_aux_outputs_are_pytrees_averaged_over_microbatches(accumulate):
 
 @pytest.mark.parametrize('accumulate', [False, True])
 def test_empty_batch_is_refused_and_changes_nothing(accumulate):
-    """Issue 11 item 2: 0 rows give a clear error, no NaN written into state, no ZeroDivisionError."""
+    """An empty batch: 0 rows give a clear error, no NaN written into state, no ZeroDivisionError."""
     model = objax.nn.Sequential([objax.nn.Linear(3, 4), objax.nn.BatchNorm0D(4)])
     counter = objax.StateVar(jn.zeros(()))
     keygen = objax.random.Generator(4)
@@ -277,7 +277,8 @@ def test_empty_batch_is_refused_and_changes_nothing(accumulate):
                                         ('noise_multiplier', float('nan')), ('noise_multiplier', -1.0),
                                         ('noise_multiplier', np.float32('inf'))])
 def test_non_finite_or_negative_hyper_parameters_refused(name, value):
-    """Issue 11 item 7: an infinite clip with no noise gave NaN gradients; such values fail at construction."""
+    """Hyper-parameters are checked: an infinite clip with no noise gave NaN gradients; such values fail at
+    construction."""
     model, loss = _linear_loss()
     kwargs = {'noise_multiplier': 1.0, 'l2_norm_clip': 1.0, name: value}
     with pytest.raises(ValueError, match=rf'{name} must be a finite number >= 0, got'):
@@ -301,7 +302,7 @@ def test_vars_and_bad_arguments():
     with pytest.raises(ValueError, match=r'got 1 arguments but batch_axis \(0, 0\)'):
         gv(x)
     np.testing.assert_array_equal(model.w.value, w)  # nothing changed
-    assert PrivateGradValues(loss, model.vars(), 1.0, 0.0, 2).l2_norm_clip == 0.0  # accepted (B3)
+    assert PrivateGradValues(loss, model.vars(), 1.0, 0.0, 2).l2_norm_clip == 0.0  # accepted, as in Objax 1.8
     with pytest.raises(ValueError, match='noise_multiplier'):
         PrivateGradValues(loss, model.vars(), -1.0, 1.0, 2)
     with pytest.raises(ValueError, match='microbatch'):

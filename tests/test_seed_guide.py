@@ -259,7 +259,7 @@ print(f.vars())
         (MiniNet).f2(Linear).w       30 (5, 6)
         +Total(4)                    61''')
     # The guide prints MiniNet's objax.nn.Linear variables w first; Objax 1.8's nn.Linear creates b first
-    # (objax18_behaviour.md L3, which decides gradient and checkpoint order), so they come b, w here.
+    # (Objax 1.8's creation order, which decides gradient and checkpoint order), so they come b, w here.
     # The guide's own Linear (w then b) above keeps the guide's order.
     # Exact column layout, not just the tokens.
     assert '(Linear).w                 20 (4, 5)\n' in out

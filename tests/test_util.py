@@ -65,7 +65,7 @@ def test_renamer_rules():
 
 
 def test_renamer_dict_is_one_left_to_right_pass():
-    """The spec's examples (objax18_behaviour.md U2): replaced text is never rescanned."""
+    """The spec's examples of Objax 1.8's Renamer: replaced text is never rescanned."""
     assert Renamer({'aa': 'x', 'bb': 'y'})('baaab') == 'bxab'
     assert Renamer({'aa': 'x', 'bb': 'y'})('baaaab') == 'bxxb'
     assert Renamer({'a': 'b', 'b': 'c'})('ab') == 'bc'
@@ -135,7 +135,7 @@ def test_override_args_kwargs():
 
 
 def test_override_args_kwargs_spec_examples():
-    """objax18_behaviour.md U1: names are never validated; unknown names go to the keyword arguments."""
+    """As in Objax 1.8, names are never validated; unknown names go to the keyword arguments."""
     def f2(a, b, c, d=1, e=2, f=3):
         return a, b, c, d, e, f
 
@@ -166,7 +166,7 @@ def test_re_sign_and_repr_function():
     assert repr_function(objax.functional.relu) == 'relu'
     assert repr_function(objax.nn.init.kaiming_normal) == 'kaiming_normal(*, gain=1)'
     assert repr_function(functools.partial(target, y=5)) == "target(*, y=5, z=same)"
-    # objax18_behaviour.md R1 examples.
+    # The spec's examples of Objax 1.8's function format.
     assert repr_function(objax.nn.init.xavier_normal) == 'xavier_normal(*, gain=1)'
     assert repr_function(objax.functional.leaky_relu) == 'leaky_relu(*, negative_slope=0.01)'
     assert repr_function(functools.partial(objax.functional.leaky_relu, negative_slope=0.5)) == \
@@ -240,7 +240,7 @@ class _Net(objax.Module):
 def test_find_used_variables():
     vc = find_used_variables(_loss)  # through the globals it names, following _helper
     assert {id(v) for v in vc.values()} == {id(COUNTER), id(MODEL.w), id(MODEL.b)}
-    assert set(vc.keys()) == {'COUNTER', 'MODEL.(Linear).w', 'MODEL.(Linear).b'}  # Objax 1.8 names (N2)
+    assert set(vc.keys()) == {'COUNTER', 'MODEL.(Linear).w', 'MODEL.(Linear).b'}  # Objax 1.8 names
     # The collection is usable as is: Jit of the function with it updates the counter.
     objax.Jit(_loss, vc)(jn.ones((1, 2)))
     assert float(COUNTER.value) == 1
@@ -305,7 +305,7 @@ def _decode(png):
 
 
 def test_to_png_decodes_to_the_same_pixels():
-    """objax18_behaviour.md G: uint8 is (H, W, C) and passes unchanged; floats are (C, H, W), normalize_to_uint8."""
+    """As Objax 1.8's to_png: uint8 is (H, W, C) and passes unchanged; floats are (C, H, W), normalize_to_uint8."""
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
     mode, pixels = _decode(image.to_png(rgb))

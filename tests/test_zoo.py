@@ -391,7 +391,7 @@ def test_dnnet_matches_reference():
     for layer in model[::2]:
         h = np.tanh(h @ np.asarray(layer.w.value) + np.asarray(layer.b.value))
     np.testing.assert_allclose(model(jn.asarray(x)), h, rtol=1e-5, atol=1e-6)
-    # Spec Z1: DNNet([5, 5], softmax)(x) has rows that sum to 1.
+    # DNNet applies the activation after the last Linear too: DNNet([5, 5], softmax)(x) has rows that sum to 1.
     probs = DNNet([5, 5], objax.functional.softmax)(jn.asarray(x))
     np.testing.assert_allclose(np.asarray(probs).sum(1), np.ones(4), rtol=1e-6)
     assert len(DNNet([5], objax.functional.relu)) == 0  # accepted as in Objax 1.8: an empty Sequential
@@ -456,7 +456,7 @@ def test_rnn_activation_gradients_and_errors():
 
 
 def test_rnn_state_only_from_init_state():
-    """Spec Z3/H: no `state` variable until init_state; a batch-1 state broadcasts over the inputs' batch."""
+    """As in Objax 1.8, no `state` variable until init_state; a batch-1 state broadcasts over the inputs' batch."""
     model = RNN(3, 2, 2)
     assert set(model.vars().keys()) == {'(RNN).w_xh', '(RNN).w_hh', '(RNN).b_h', '(RNN).output_layer(Linear).b',
                                         '(RNN).output_layer(Linear).w'}

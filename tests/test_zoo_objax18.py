@@ -1,5 +1,6 @@
-"""The zoo's layouts as in Objax 1.8 (objax18_behaviour.md items Z1, Z2, F): names, indices, variable counts,
-where the strides sit, and the order of variables (`.b` before `.w` in Linear and Conv2D)."""
+"""The zoo's layouts as in Objax 1.8 (DNNet ending with its activation, the ResNetV2 family, every WideResNet
+depth 1.8 accepts): names, indices, variable counts, where the strides sit, and the order of variables (`.b`
+before `.w` in Linear and Conv2D)."""
 
 import jax
 import jax.numpy as jn

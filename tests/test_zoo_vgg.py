@@ -1,4 +1,4 @@
-"""objax.zoo.vgg.VGG19 as in Objax 1.8 (spec item E): layer names and indices, no preprocessing or softmax in the
+"""objax.zoo.vgg.VGG19 as in Objax 1.8 : layer names and indices, no preprocessing or softmax in the
 model, tensorflow-vgg's vgg19.npy loaded through an unpickler that admits only arrays and containers.
 
 The pretrained file of the real network holds 548 MB; here the same file layout is fabricated with numpy for a
