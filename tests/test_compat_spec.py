@@ -45,14 +45,14 @@ import objax
 from objax.util import to_tuple
 
 
-def test_R1_generator_seed_shown_is_the_last_given():
+def test_generator_seed_shown_is_the_last_given():
     gen = objax.random.Generator(seed=123)
     assert repr(gen) == 'objax.random.Generator(seed=123)'
     gen.seed(5)
     assert repr(gen) == 'objax.random.Generator(seed=5)'
 
 
-def test_U3_to_tuple_accepts_any_length():
+def test_to_tuple_accepts_any_length():
     assert to_tuple((1, 2), 3) == (1, 2)
     assert to_tuple([1, 2], 3) == (1, 2)
     assert to_tuple(1.5, 3) == (1.5, 1.5, 1.5)
@@ -68,7 +68,7 @@ class _Scale(objax.Module):
         return x * self.w.value
 
 
-def test_B1_constant_optimization_with_an_empty_collection():
+def test_constant_optimization_with_an_empty_collection():
     """Objax 1.8's documented `objax.Jit(model, objax.VarCollection())` freezes the values, here with a warning."""
     model = _Scale()
     frozen = objax.Jit(model, objax.VarCollection())
@@ -95,7 +95,7 @@ def test_B1_constant_optimization_with_an_empty_collection():
     assert float(model.calls.value) == 0  # the write raised and changed nothing
 
 
-def test_B3_checkpoint_restore_ignores_entries_of_other_variables(tmp_path):
+def test_checkpoint_restore_ignores_entries_of_other_variables(tmp_path):
     model = objax.nn.Linear(3, 2)
     opt = objax.optimizer.Momentum(model.vars())
     ckpt = objax.io.Checkpoint(str(tmp_path), keep_ckpts=2, verbose=False)
@@ -106,7 +106,7 @@ def test_B3_checkpoint_restore_ignores_entries_of_other_variables(tmp_path):
     np.testing.assert_array_equal(fresh.b.value, model.b.value)
 
 
-def test_IO1_several_names_load_from_the_first_found_and_trainrefs_load_into_their_trainvar():
+def test_several_names_load_from_the_first_found_and_trainrefs_load_into_their_trainvar():
     w = objax.TrainVar(jn.zeros(2))
     vc = objax.VarCollection({'first': w}) + objax.VarCollection({'second': w})
     f = io.BytesIO()
@@ -128,7 +128,7 @@ def test_IO1_several_names_load_from_the_first_found_and_trainrefs_load_into_the
     np.testing.assert_array_equal(w.value, [5., 6.])
 
 
-def test_H_init_state_makes_a_new_statevar_each_call():
+def test_init_state_makes_a_new_statevar_each_call():
     from objax.zoo.rnn import RNN
     model = RNN(3, 2, 2)
     model.init_state(1)
@@ -140,7 +140,7 @@ def test_H_init_state_makes_a_new_statevar_each_call():
     assert model.vars()['(RNN).state'] is model.state
 
 
-def test_N4_transform_names_literally():
+def test_transform_names_literally():
     from objax.privacy.dpsgd import PrivateGradValues
     lin = objax.nn.Linear(2, 1)
     assert list(objax.Jit(lin).vars().keys()) == ['(Jit)(Linear).b', '(Jit)(Linear).w']
@@ -157,7 +157,7 @@ def test_N4_transform_names_literally():
                                       '(PrivateGradValues).keygen(Generator)._key']
 
 
-def test_N3_undo_replaces_emptied_wrappers_in_module_lists():
+def test_undo_replaces_emptied_wrappers_in_module_lists():
     drop = objax.nn.Dropout(0.5)
     seq = objax.nn.Sequential([objax.ForceArgs(drop, training=False), objax.nn.Linear(2, 2)])
     objax.ForceArgs.undo(seq, training=True)  # another value: kept
