@@ -8,6 +8,7 @@ every process calls `save` and `restore` (the directory must be shared by them).
 """
 
 import os
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import jax
@@ -19,6 +20,25 @@ from objax.varcollection import VarCollection
 from objax.variable import BaseVar
 
 __all__ = ['ShardedCheckpoint']
+
+
+def _orbax():
+    """orbax.checkpoint, imported on first use (loading it takes a while).
+
+    Under JAX >= 0.12.1, importing orbax-checkpoint (0.12.x) reads jax.sharding.SingleDeviceSharding in one of its
+    own annotations, which JAX deprecated: a DeprecationWarning that objax users can do nothing about. That one
+    warning, from orbax's modules, is silenced during this first import only; every other warning is left alone.
+    """
+    if not _ORBAX:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'jax\.sharding\.SingleDeviceSharding is deprecated',
+                                    category=DeprecationWarning, module=r'orbax\.')
+            import orbax.checkpoint as ocp
+        _ORBAX.append(ocp)
+    return _ORBAX[0]
+
+
+_ORBAX = []  # [orbax.checkpoint] once imported
 
 
 def _index(idx, where: str) -> int:
@@ -75,7 +95,7 @@ class ShardedCheckpoint:
 
     def _mgr(self):
         if self._manager is None:
-            import orbax.checkpoint as ocp  # imported on first use: loading orbax takes a while
+            ocp = _orbax()
             if not self._makedir and not os.path.isdir(self.directory):
                 raise FileNotFoundError(f'ShardedCheckpoint: {self.directory} does not exist (makedir=False)')
             options = ocp.CheckpointManagerOptions(max_to_keep=self.keep_ckpts, create=self._makedir,
@@ -103,7 +123,7 @@ class ShardedCheckpoint:
         Raises:
             ValueError: checkpoint `idx` already exists, or a name holds a '/'.
         """
-        import orbax.checkpoint as ocp
+        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.save')
         idx = _index(idx, 'ShardedCheckpoint.save(idx)')
         tree = {}
@@ -132,7 +152,7 @@ class ShardedCheckpoint:
             FileNotFoundError: there is no checkpoint `idx`.
             ValueError: names, shapes or dtypes do not match `vc`; nothing is changed then.
         """
-        import orbax.checkpoint as ocp
+        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.restore')
         available = self.indices() if os.path.isdir(self.directory) else []
         if idx is None:
