@@ -1,6 +1,6 @@
 """objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
 
-from objax._trace import VariableOutsideCollectionError, VariableOutsideCollectionWarning
+from objax._core.frames import VariableOutsideCollectionError, VariableOutsideCollectionWarning
 from objax.constants import ConvPadding, Interpolate
 from objax.variable import (AssignmentError, BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState,
                             reduce_mean)

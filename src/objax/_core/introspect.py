@@ -5,9 +5,9 @@ import inspect
 import types
 from typing import Any, Callable, Dict, Iterator, Tuple
 
-from objax.module import Module
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core.collection import VarCollection
+from objax._core.modules import Module
+from objax._core.variables import BaseVar
 
 __all__ = ['find_used_variables']
 

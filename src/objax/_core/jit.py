@@ -5,13 +5,15 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _repr, _state, _structure, _trace, sharding
-from objax.module import Module, _module_and_vars, _owner_label
-from objax.varcollection import VarCollection
+from objax import sharding
+from objax._core import frames, reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.modules import Module, _module_and_vars, _owner_label
+from objax._core.pure import Pure, has_tracer
 
 __all__ = ['Jit']
 
-_LOCAL = _trace.LOCAL
+_LOCAL = frames.LOCAL
 
 
 class Jit(Module):
@@ -52,13 +54,13 @@ class Jit(Module):
         self._static_argnames = static_argnames
         self.donate = bool(donate)
         self._lock = threading.Lock()
-        self._generation = _structure.GENERATION
+        self._generation = structure.GENERATION
         self._use(vc)
 
     def _use(self, vc: VarCollection, warned: Optional[set] = None):
         """Runs with collection `vc` from now on (new programs, compiled at their first call)."""
         self.vc = vc
-        self._pure = _state.Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
+        self._pure = Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
         if warned is not None:
             self._pure._warned = warned
         self._layout_version = sharding._VERSION[0]
@@ -66,7 +68,7 @@ class Jit(Module):
         self._call = self._compile(self._pure)
         self._call_donating = self._compile(self._pure, donate=True) if self.donate else None
 
-    def _compile(self, pure: _state.Pure, donate: bool = False) -> Callable:
+    def _compile(self, pure: Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
         variable's new value) with the values' buffers donated (reused for the new values)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
@@ -99,12 +101,12 @@ class Jit(Module):
                 was changed.
         """
         with self._lock:
-            if self._generation != _structure.GENERATION:
-                _structure.refresh(self)
+            if self._generation != structure.GENERATION:
+                structure.refresh(self)
             if self._layout_version != sharding._VERSION[0]:
                 self._use(self.vc, self._pure._warned)  # objax.sharding laid variables out anew
             pure = self._pure
-            if self._call_donating is None or _LOCAL.frames or _state.has_tracer((args, kwargs)):
+            if self._call_donating is None or _LOCAL.frames or has_tracer((args, kwargs)):
                 # Inside another transform (objax or jax): nothing to donate.
                 outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
                 pure.write(changes)
@@ -128,5 +130,5 @@ class Jit(Module):
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={reprs.module_or_function_repr(self.__wrapped__)}, '
                 f'static_argnums={self.static_argnums or None})')

@@ -4,11 +4,11 @@ import inspect
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from objax import _repr, _structure
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core import reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.variables import BaseVar
 
-__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Parallel', 'Vectorize']
+__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs']
 
 
 class _CollectingIds(threading.local):
@@ -28,7 +28,7 @@ class _Collecting:
         self.module, self.scope = module, scope
 
     def __enter__(self):
-        _structure.mark_seen(self.module)
+        structure.mark_seen(self.module)
         if id(self.module) in _COLLECTING.ids:
             raise ValueError(f'Module graph has a cycle: {type(self.module).__name__} at "{self.scope}" contains '
                              f'itself (directly or through its sub-modules); vars() cannot name its variables')
@@ -43,7 +43,7 @@ def _add(vc: VarCollection, name: str, value: Any) -> None:
         dict.__setitem__(vc, name, value)
         value.__dict__['_name'] = name
     elif isinstance(value, Module):
-        _structure.mark_seen(value)
+        structure.mark_seen(value)
         vc.update(value.vars(scope=name))
 
 
@@ -82,21 +82,21 @@ class Module:
         """
         raise TypeError(f'{type(self).__name__} is a Module without a __call__ method')
 
-    # Structure changes (see objax._structure): compiled transforms notice them and stop using old programs.
+    # Structure changes (see objax._core.structure): compiled transforms notice them and stop using old programs.
     def __setattr__(self, name: str, value: Any):
         old = self.__dict__.get(name, _ABSENT)
         if old is not value and (isinstance(value, _PARTS) or isinstance(old, _PARTS)) and (
-                old is not _ABSENT or _structure.is_seen(self)):
-            _structure.bump()
+                old is not _ABSENT or structure.is_seen(self)):
+            structure.bump()
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str):
         if isinstance(self.__dict__.get(name), _PARTS):
-            _structure.bump()
+            structure.bump()
         object.__delattr__(self, name)
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}()'
+        return f'{reprs.class_path(self)}()'
 
 
 class ModuleList(Module, list):
@@ -131,8 +131,8 @@ class ModuleList(Module, list):
         return _list_repr(self)
 
     def _changed(self):
-        if _structure.is_seen(self):
-            _structure.bump()
+        if structure.is_seen(self):
+            structure.bump()
 
     def __setitem__(self, key, value):
         self._changed()
@@ -293,11 +293,11 @@ class Function(Module):
         Returns:
             `Function(f, vc)` with the collection found.
         """
-        from objax._introspect import find_used_variables
+        from objax._core.introspect import find_used_variables
         return Function(f, find_used_variables(f))
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)})'
+        return f'{reprs.class_path(self)}(f={reprs.module_or_function_repr(self.__wrapped__)})'
 
 
 class ForceArgs(Module):
@@ -381,11 +381,11 @@ class ForceArgs(Module):
         if isinstance(module, ForceArgs):
             _drop_forced(module, kwargs)
         visit(module)
-        _structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
+        structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
 
     def __repr__(self):
         forced = ''.join(f', {k}={v!r}' for k, v in self.forced_kwargs.items())
-        return f'{_repr.class_path(self)}(module={_repr.function_repr(self.__wrapped__)}{forced})'
+        return f'{reprs.class_path(self)}(module={reprs.function_repr(self.__wrapped__)}{forced})'
 
 
 def _drop_forced(wrapper: ForceArgs, filters: Dict[str, Any]) -> None:
@@ -442,9 +442,9 @@ def _list_repr(items: list) -> str:
     with continuation lines indented two more spaces, any other callable the function format."""
     lines = []
     for i, x in enumerate(items):
-        text = _repr.function_repr(x) if callable(x) and not isinstance(x, Module) else repr(x)
+        text = reprs.function_repr(x) if callable(x) and not isinstance(x, Module) else repr(x)
         lines.append(f'  [{i}] ' + text.replace('\n', '\n  '))
-    return '\n'.join([f'{_repr.class_path(items)}('] + lines + [')'])
+    return '\n'.join([f'{reprs.class_path(items)}('] + lines + [')'])
 
 
 _ABSENT = object()
@@ -469,7 +469,7 @@ def _module_and_vars(owner: str, f: Union[Module, Callable],
             raise ValueError(f'{owner}(f, vc): vc is required when f is a function (not a Module): pass the '
                              f'VarCollection of the variables f uses, e.g. model.vars()')
     elif vc is None:
-        _structure.mark_seen(f)
+        structure.mark_seen(f)
         vc = f.vars()
     if not isinstance(vc, VarCollection):
         raise TypeError(f'{owner}(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
@@ -479,15 +479,3 @@ def _module_and_vars(owner: str, f: Union[Module, Callable],
 def _owner_label(owner: str, f: Module) -> str:
     """`owner(name of the wrapped function or module class)`, for error messages."""
     return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
-
-
-# Objax 1.8 defined the transforms in objax.module: `from objax.module import Jit` keeps working. They are
-# imported on first access because their own modules import this one.
-_TRANSFORMS = {'Jit': 'objax.jit', 'Parallel': 'objax.parallel', 'Vectorize': 'objax.vectorize'}
-
-
-def __getattr__(name: str):
-    if name in _TRANSFORMS:
-        import importlib
-        return getattr(importlib.import_module(_TRANSFORMS[name]), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

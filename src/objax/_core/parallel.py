@@ -6,7 +6,7 @@ arguments are split on their leading axis, variables are replicated, f runs once
 and merged by `reduce`, and each variable that f changed is stacked the same way and merged by its own
 `reduce` (mean for TrainVar/StateVar, first copy for RandomState). Variables f leaves alone are not touched.
 Results provably equal on all devices (e.g. anything computed from pmean'd gradients) are produced once
-instead of gathered per device (see objax._invariant), so a data-parallel step moves only what f's own
+instead of gathered per device (see objax._core.invariant), so a data-parallel step moves only what f's own
 collectives move.
 
 Multi-process (after jax.distributed.initialize): the mesh spans every process's devices. Each process passes
@@ -19,7 +19,7 @@ laid out replicated on the mesh (NamedSharding with PartitionSpec()), and each c
 Inside `with vc.replicate():` Parallel follows Objax 1.8 (decision B2): the variables of vc hold one copy per
 device stacked on a new leading axis (PartitionSpec(axis_name): one row per device), each device runs f on its
 own copy and keeps its own new value (nothing is merged per call), and the block's exit replaces each variable
-by its own `reduce` of the copies (see objax._replicate). Variables of f's collection that are not in the block
+by its own `reduce` of the copies (see objax._core.replicate). Variables of f's collection that are not in the block
 are handled as outside it.
 
 On CPU a call first waits for the previous call of the same Parallel to finish: XLA's in-process CPU
@@ -37,15 +37,16 @@ import numpy as np
 from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec
 
-from objax import _invariant, _repr, _replicate, _state, _structure, _trace
-from objax.module import Module, _module_and_vars, _owner_label
+from objax._core import frames, invariant, replicate, reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.modules import Module, _module_and_vars, _owner_label
+from objax._core.pure import Pure, has_tracer
+from objax._core.variables import RandomState, _reduce_first, reduce_mean
 from objax.typing import JaxArray
-from objax.varcollection import VarCollection
-from objax.variable import RandomState, _reduce_first, reduce_mean
 
 __all__ = ['Parallel']
 
-_LOCAL = _trace.LOCAL
+_LOCAL = frames.LOCAL
 
 
 def _aval(x, split: int = 1) -> jax.ShapeDtypeStruct:
@@ -107,10 +108,10 @@ class Parallel(Module):
         self.reduce = reduce
         self.axis_name = axis_name
         self.static_argnums = tuple(static_argnums or ())
-        self.mesh = _replicate.mesh(axis_name)
+        self.mesh = replicate.mesh(axis_name)
         self.ndevices = self.mesh.devices.size
         self._local_ndevices = len(self.mesh.local_devices)
-        self._replicated = _replicate.replicated(axis_name)
+        self._replicated = replicate.replicated(axis_name)
         self._batched = NamedSharding(self.mesh, PartitionSpec(axis_name))
         self._owner = _owner_label('Parallel', f)
         self._cpu = self.mesh.devices.flat[0].platform == 'cpu'
@@ -119,13 +120,13 @@ class Parallel(Module):
         self._follows_module = follows_module
         self.donate = bool(donate)
         self._lock = threading.Lock()
-        self._generation = _structure.GENERATION
+        self._generation = structure.GENERATION
         self._use(vc)
 
     def _use(self, vc: VarCollection, warned: Optional[set] = None):
         """Runs with collection `vc` from now on (a new program)."""
         self.vc = vc
-        self._pure = _state.Pure(self.__wrapped__, vc, self._owner)
+        self._pure = Pure(self.__wrapped__, vc, self._owner)
         if warned is not None:
             self._pure._warned = warned
         self._storage = self._pure.variables
@@ -176,7 +177,7 @@ class Parallel(Module):
         if not tracer and isinstance(x, jax.Array) and x.sharding == self._batched:
             return x  # e.g. a global batch from objax.util.make_global_batch: already laid out
         if np.ndim(x) == 0:
-            return x if isinstance(x, (int, float, bool, complex)) else _replicate.place(x, self._replicated)
+            return x if isinstance(x, (int, float, bool, complex)) else replicate.place(x, self._replicated)
         # A traced value (Parallel inside Jit) or a global array holds the whole batch.
         is_global = tracer or (isinstance(x, jax.Array) and not x.is_fully_addressable)
         ndev = self.ndevices if is_global else self._local_ndevices
@@ -184,7 +185,7 @@ class Parallel(Module):
         if n % ndev:
             raise ValueError(f'{self._owner}: {label()} has a batch (leading axis) of size {n}, which does not '
                              f'divide evenly among {ndev} devices; use a multiple of {ndev}')
-        return _replicate.place(x, self._batched)
+        return replicate.place(x, self._batched)
 
     def _place_args(self, args, static: set) -> list:
         """Checks batch sizes and lays the arguments out on the mesh."""
@@ -206,9 +207,9 @@ class Parallel(Module):
         static = self._static_positions(len(args)) if self.static_argnums else ()
         placed_args = self._place_args(args, static)  # validates the batch before anything is touched
         with self._lock:
-            if self._generation != _structure.GENERATION:
-                _structure.refresh(self)
-            stacked = _replicate.stacked_positions(self._pure.variables)
+            if self._generation != structure.GENERATION:
+                structure.refresh(self)
+            stacked = replicate.stacked_positions(self._pure.variables)
             if stacked:  # inside `with vc.replicate():`, Objax 1.8's per-device copies (decision B2)
                 return self._call_stacked(frozenset(stacked), placed_args)
             if self._inflight is not None:
@@ -217,7 +218,7 @@ class Parallel(Module):
                 del pending
             pure = self._pure
             donating = (self._call_donating is not None and not _LOCAL.frames
-                        and not _state.has_tracer(placed_args))
+                        and not has_tracer(placed_args))
             values = pure.lend() if donating else pure.values()
             try:
                 outputs, values = self._run(pure, values, placed_args, donating)
@@ -233,14 +234,14 @@ class Parallel(Module):
                 self._inflight = _first_array(values, outputs)
         return outputs
 
-    def _run(self, pure: _state.Pure, values: list, placed_args: list, donating: bool):
+    def _run(self, pure: Pure, values: list, placed_args: list, donating: bool):
         """Lays the values out on the mesh (unless they are what the previous call left) and runs the
         compiled program; returns (outputs, every variable's new value)."""
         last = self._last
         if last is None or len(last) != len(values) or not all(r() is x for r, x in zip(last, values)):
             placed = {}
             for i, x in enumerate(values):
-                values[i] = _replicate.place(x, self._replicated)
+                values[i] = replicate.place(x, self._replicated)
                 if values[i] is not x and not isinstance(values[i], jax.core.Tracer):
                     placed[i] = values[i]  # same value, laid out on the mesh: kept for later calls
             if not donating:
@@ -274,7 +275,7 @@ class Parallel(Module):
         closed, shapes = jax.make_jaxpr(per_device, axis_env=[(axis, ndev)], return_shape=True)(
             [_aval(x) for x in values], [_aval(x, ndev if b else 1) for x, b in zip(leaves, batched)])
         changed, tree = sorted(shapes[1]), jax.tree.structure(shapes[0])
-        varying = _invariant.varying_outputs(closed.jaxpr, [i in random for i in range(len(values))] + batched,
+        varying = invariant.varying_outputs(closed.jaxpr, [i in random for i in range(len(values))] + batched,
                                              axis)
         program = jax_core.jaxpr_as_fun(closed)
 
@@ -335,7 +336,7 @@ class Parallel(Module):
                                  f'stacked per device by `replicate()` but its value has shape {tuple(shape)}, '
                                  f'expected ({self.ndevices}, ...) (one row per device); it was reassigned '
                                  f'inside the block')
-        values = [_replicate.place(x, self._batched if i in stacked else self._replicated)
+        values = [replicate.place(x, self._batched if i in stacked else self._replicated)
                   for i, x in enumerate(values)]
         cache = self._stacked_programs
         if cache is None or cache[0] is not pure:
@@ -391,6 +392,6 @@ class Parallel(Module):
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Parallel)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
-                f'reduce={_repr.function_repr(self.reduce)}, axis_name={self.axis_name!r}, '
+        return (f'{reprs.class_path(self)}(f={reprs.module_or_function_repr(self.__wrapped__)}, '
+                f'reduce={reprs.function_repr(self.reduce)}, axis_name={self.axis_name!r}, '
                 f'static_argnums={tuple(sorted(self.static_argnums)) or None})')

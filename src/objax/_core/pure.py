@@ -24,15 +24,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Union
 import jax
 import jax.numpy as jn
 
-from objax import _trace
-from objax.module import Module
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core.frames import LOCAL, Frame, Loan
+from objax._core.modules import Module
+from objax._core.collection import VarCollection
+from objax._core.variables import BaseVar
 
 __all__ = []
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
+_LOCAL = LOCAL
+_Loan = Loan
 _Tracer = jax.core.Tracer
 _GET = operator.attrgetter('_value')
 _LENDING = threading.Lock()
@@ -91,7 +91,7 @@ class Pure:
         by a fresh copy in the returned list, so donating the list never invalidates an array someone holds."""
         loan = self._loan
         if loan is None:
-            loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
+            loan = self._loan = Loan({k: i for i, k in enumerate(self._ids)})
         variables = self.variables
         loan.lock.acquire()
         try:
@@ -157,7 +157,7 @@ class Pure:
         ids = self._ids
         if len(values) != len(ids):
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
-        frame = _trace.Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
+        frame = Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
@@ -207,7 +207,7 @@ def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:
         else:
             target = f
         if target is not None:
-            from objax._introspect import find_used_variables
+            from objax._core.introspect import find_used_variables
             found = find_used_variables(target).names().get(id(var))
             if found:
                 return found

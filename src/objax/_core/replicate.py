@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from objax import _state
+from objax._core.pure import Pure
 
 __all__ = []
 
@@ -120,8 +120,8 @@ def replicate(vc):
             transform traces its function (nothing is changed); on exit, when a variable's reduce fails (the
             variables then keep their stacked values, nothing is lost).
     """
-    from objax.variable import RandomState
-    pure = _state.Pure(None, vc)
+    from objax._core.variables import RandomState
+    pure = Pure(None, vc)
     variables = pure.variables
     names = vc.names() if hasattr(vc, 'names') else {}
     sharding = per_device('device')
@@ -157,7 +157,7 @@ def _unstack(variables, values, keys: Dict[int, object], names: Dict[int, str], 
     """Replaces each variable by its reduce of its stacked value (RandomStates: the key saved at entry). A
     floating-point variable still holding the copies made at entry, with a mean or first-copy reduce, gets its
     original array back (the reduce of identical copies, without float32 rounding of the mean)."""
-    from objax.variable import _reduce_first, reduce_mean
+    from objax._core.variables import _reduce_first, reduce_mean
     reduced, errors = {}, []
     for i, (v, x) in enumerate(zip(variables, values)):
         if i in keys:

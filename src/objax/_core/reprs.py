@@ -54,7 +54,7 @@ def function_repr(f: Callable) -> str:
 
 def module_or_function_repr(f: Any) -> str:
     """The repr of a Module, the function format of anything else (as the transforms show their `f`)."""
-    from objax.module import Module
+    from objax._core.modules import Module
     return repr(f) if isinstance(f, Module) else function_repr(f)
 
 

@@ -6,15 +6,15 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jn
 
-from objax import _repr, _trace
-from objax._array_ops import ArrayOps, register_pytree
+from objax._core import frames, reprs
+from objax._core.array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
+_LOCAL = frames.LOCAL
+_Loan = frames.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
+           'AssignmentError']
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -68,7 +68,7 @@ class BaseVar(ArrayOps, abc.ABC):
 
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
-        _trace.allow(self)
+        frames.allow(self)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -139,10 +139,10 @@ class BaseVar(ArrayOps, abc.ABC):
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
         if value is None:
-            return f'{_repr.class_path(self)}(<uninitialized>)'
+            return f'{reprs.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
-            return f'{_repr.class_path(self)}({_repr.array_repr(value)})'
-        return f'{_repr.class_path(self)}({_repr.array_repr(value)}, reduce={_repr.function_repr(self._reduce)})'
+            return f'{reprs.class_path(self)}({reprs.array_repr(value)})'
+        return f'{reprs.class_path(self)}({reprs.array_repr(value)}, reduce={reprs.function_repr(self._reduce)})'
 
 
 class _OwnValue:
@@ -155,8 +155,8 @@ class _OwnValue:
     def _read(self) -> JaxArray:
         """The current value: the one a running transform of this thread gave it, else its own."""
         if _LOCAL.frames:
-            x = _trace.lookup(self)
-            if x is not _trace.MISSING:
+            x = frames.lookup(self)
+            if x is not frames.MISSING:
                 return x
         x = self._value
         if x.__class__ is _Loan:
@@ -168,13 +168,13 @@ class _OwnValue:
         x = self._value
         while x.__class__ is _Loan:
             x = x.wait(self)
-            if x is _trace.MISSING:
+            if x is frames.MISSING:
                 x = self._value
         return x
 
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
-        if not (_LOCAL.frames and _trace.store(self, tensor)):
+        if not (_LOCAL.frames and frames.store(self, tensor)):
             if self._value.__class__ is _Loan:
                 self._stored()
             self._value = tensor
@@ -286,7 +286,7 @@ class TrainRef(BaseState):
         return f'TrainRef to {self.ref._label()}'
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}(ref={self.ref!r})'
+        return f'{reprs.class_path(self)}(ref={self.ref!r})'
 
 
 class RandomState(StateVar):
@@ -330,13 +330,3 @@ class RandomState(StateVar):
             keys = jax.random.split(self.value, n + 1)
         self._write(keys[0])
         return keys[1:]
-
-
-
-def __getattr__(name: str):
-    # Objax 1.8 defined VarCollection here: `from objax.variable import VarCollection` keeps working. It is
-    # imported on first access because objax.varcollection imports this module.
-    if name == 'VarCollection':
-        from objax.varcollection import VarCollection
-        return VarCollection
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -41,8 +41,8 @@ def _sharding_of(x: jax.Array) -> jax.sharding.Sharding:
     (not laid out on a mesh) counts as one array replicated on all devices: written once, read by all."""
     if jax.process_count() == 1 or not x.is_fully_addressable:
         return x.sharding
-    from objax import _replicate
-    return _replicate.replicated('device')
+    from objax._core import replicate
+    return replicate.replicated('device')
 
 
 class ShardedCheckpoint:

@@ -4,7 +4,7 @@ from typing import Callable, List, Tuple
 
 import jax.numpy as jn
 
-from objax import _state
+from objax._core.pure import Pure
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_CLOSED, assign_all, cast_like, check_hyper, \
     optimizer_repr, reduce_first, zeros_like_var
@@ -106,7 +106,7 @@ class ExponentialMovingAverage(Module):
 
         def run_with_averages(*args, **kwargs):
             refs, averages = self.refs_and_values()
-            pure = _state.Pure(f, refs)  # one distinct variable per averaged entry, in the same order
+            pure = Pure(f, refs)  # one distinct variable per averaged entry, in the same order
             return pure(averages, *args, **kwargs)[0]
 
         return run_with_averages

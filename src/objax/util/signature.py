@@ -4,7 +4,7 @@ import functools
 import inspect
 from typing import Callable, Iterable, List, Tuple
 
-from objax import _repr
+from objax._core import reprs
 
 __all__ = ['args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names', 're_sign',
            'repr_function']
@@ -144,4 +144,4 @@ def repr_function(f: Callable) -> str:
     Returns:
         The text, e.g. 'leaky_relu(*, negative_slope=0.01)'.
     """
-    return _repr.function_repr(f)
+    return reprs.function_repr(f)

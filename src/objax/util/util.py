@@ -9,7 +9,7 @@ import math
 import numbers
 import sys
 
-from objax._introspect import find_used_variables
+from objax._core.introspect import find_used_variables
 from objax.util.conversion import to_interpolate, to_padding, to_tuple
 from objax.util.multihost import get_local_devices, map_to_device, multi_host_barrier
 from objax.util.renamer import Renamer
