@@ -11,6 +11,7 @@ from objax.gradient import Grad, GradValues, Jacobian, Hessian
 from objax.vectorize import Vectorize
 from objax.parallel import Parallel
 from objax import random, sharding, typing
+from objax.io import UnreadableFileError
 
 __version__ = '2.0.0.dev0'
 
@@ -21,12 +22,11 @@ __all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'T
 
 
 def __getattr__(name):
-    # Subpackages load on first use (objax.nn, objax.optimizer...): the core never imports them itself.
+    # The one lazy loader of the package: subpackages load on first use (objax.nn, objax.optimizer...), so that
+    # `import objax` stays quick and the core never imports them.
     import importlib
     if name in _SUBPACKAGES:
         return importlib.import_module(f'objax.{name}')
-    if name == 'UnreadableFileError':  # lives in objax.io, which the core does not import
-        return importlib.import_module('objax.io').UnreadableFileError
     raise AttributeError(f'module objax has no attribute {name!r}')
 
 

@@ -5,6 +5,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 import numpy as np
 
 from objax.typing import JaxArray
+from objax._core import replicate
 from objax._core.variables import AssignmentError, BaseVar
 
 __all__ = ['VarCollection']
@@ -137,7 +138,6 @@ class VarCollection(Dict[str, BaseVar]):
         """Context manager of Objax 1.8's Parallel style: inside it each value is stacked per device (one copy
         per device) and objax.Parallel keeps each device's copy; on exit each variable becomes its own reduce of
         its copies. See objax.Parallel and objax._core.replicate."""
-        from objax._core import replicate
         return replicate.replicate(self)
 
     def __str__(self, max_width: int = 100) -> str:

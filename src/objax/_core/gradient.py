@@ -7,7 +7,8 @@ import jax
 
 from objax._core import reprs
 from objax._core.collection import VarCollection
-from objax._core.modules import Function, Module, _prefixed
+from objax._core.functions import Function
+from objax._core.modules import Module, module_or_function_repr, prefixed
 from objax._core.pure import Pure
 from objax._core.variables import TrainVar
 from objax.typing import JaxArray
@@ -91,7 +92,7 @@ class _DerivativeBase(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The differentiated collection, plus the wrapped module's other variables, prefixed with `scope`."""
-        out = _prefixed(self.vc, scope)
+        out = prefixed(self.vc, scope)
         if isinstance(self.__wrapped__, Module) and not isinstance(self.__wrapped__, Function):
             known = {id(v) for v in out.values()}
             extra = [(k, v) for k, v in self.__wrapped__.vars(scope).items() if id(v) not in known]
@@ -99,7 +100,7 @@ class _DerivativeBase(Module):
         return out
 
     def __repr__(self):
-        return (f'{reprs.class_path(self)}(f={reprs.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={module_or_function_repr(self.__wrapped__)}, '
                 f'input_argnums={self.input_argnums or None})')
 
 

@@ -1,7 +1,7 @@
 """Variables: the only place where module state lives."""
 
 import abc
-from typing import Callable, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jn
@@ -14,7 +14,8 @@ _LOCAL = frames.LOCAL
 _Loan = frames.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError']
+           'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of', 'record_layout',
+           'layout_of']
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -36,7 +37,15 @@ def reduce_mean(x: JaxArray) -> JaxArray:
     return x.mean(0)
 
 
-def _reduce_first(x: JaxArray) -> JaxArray:
+def reduce_first(x: JaxArray) -> JaxArray:
+    """Keeps the first of the copies stacked on axis 0 (random keys, counters: identical on every device).
+
+    Args:
+        x: the copies, shape (n, *value_shape).
+
+    Returns:
+        The first copy, shape value_shape.
+    """
     return x[0]
 
 
@@ -65,6 +74,11 @@ class BaseVar(ArrayOps, abc.ABC):
             `reduce()` when Vectorize or Parallel stores the values their function gave the copies. None: the
             variable is never merged.
     """
+
+    # Recorded by the rest of objax through the functions at the end of this file (never set directly):
+    _name: Optional[str] = None  # the name vars() last gave the variable, for messages
+    _spec = None  # the jax.sharding.PartitionSpec objax.sharding gave it
+    _layout = None  # the jax.sharding.NamedSharding objax.sharding.shard laid its value out with
 
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
@@ -116,7 +130,7 @@ class BaseVar(ArrayOps, abc.ABC):
         return self
 
     def _label(self) -> str:
-        name = self.__dict__.get('_name')
+        name = self._name
         return f'{type(self).__name__} "{name}"' if name else type(self).__name__
 
     def _check_assign(self, tensor) -> JaxArray:
@@ -299,7 +313,7 @@ class RandomState(StateVar):
     """
 
     def __init__(self, seed: int):
-        super().__init__(jax.random.PRNGKey(seed), _reduce_first)
+        super().__init__(jax.random.PRNGKey(seed), reduce_first)
 
     def seed(self, seed: int):
         """Resets the key to `PRNGKey(seed)`.
@@ -330,3 +344,86 @@ class RandomState(StateVar):
             keys = jax.random.split(self.value, n + 1)
         self._write(keys[0])
         return keys[1:]
+
+
+def storage_groups(items: Iterable[Tuple[str, BaseVar]]) -> List[Tuple[BaseVar, List[str]]]:
+    """The distinct variables holding the data of named variables, each with its names (a TrainRef stands for
+    the TrainVar it refers to), in order of first appearance.
+
+    Args:
+        items: (name, variable) pairs, e.g. `vc.items()`.
+
+    Returns:
+        A list of (variable holding the data, [its names in the order met]).
+    """
+    groups = {}
+    for name, var in items:
+        storage = var._storage()
+        groups.setdefault(id(storage), (storage, []))[1].append(name)
+    return list(groups.values())
+
+
+def record_name(var: BaseVar, name: str) -> None:
+    """Records the name under which Module.vars() collected `var` (used in messages).
+
+    Args:
+        var: the variable.
+        name: its name.
+    """
+    var._name = name
+
+
+def name_of(var: BaseVar) -> Optional[str]:
+    """The name last recorded for `var` by `record_name`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        The name, or None.
+    """
+    return var._name
+
+
+def record_spec(var: BaseVar, spec) -> None:
+    """Records the sharding spec of `var` (objax.sharding.set_spec and apply_rules check it first).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        spec: a jax.sharding.PartitionSpec, or None for no spec of its own.
+    """
+    var._spec = spec
+
+
+def spec_of(var: BaseVar):
+    """The sharding spec recorded for `var` itself (a TrainRef has none: ask its storage).
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.PartitionSpec, or None.
+    """
+    return var._spec
+
+
+def record_layout(var: BaseVar, layout) -> None:
+    """Records the sharding `var`'s value was laid out with (objax.sharding.shard; None: forgotten).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        layout: a jax.sharding.NamedSharding, or None.
+    """
+    var._layout = layout
+
+
+def layout_of(var: BaseVar):
+    """The sharding recorded for `var` itself by `record_layout`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.NamedSharding, or None.
+    """
+    return var._layout

@@ -9,8 +9,9 @@ import numpy as np
 
 from objax._core import reprs, structure
 from objax._core.collection import VarCollection
-from objax._core.modules import ForceArgs, Module, _module_and_vars
+from objax._core.modules import ForceArgs, Module, module_or_function_repr
 from objax._core.pure import Pure
+from objax._core.transform import module_and_vars
 from objax._core.variables import RandomState
 
 __all__ = ['Vectorize', 'ArgumentCountError']
@@ -41,7 +42,7 @@ class Vectorize(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
         follows_module = vc is None
-        f, vc = _module_and_vars('Vectorize', f, vc)
+        f, vc = module_and_vars('Vectorize', f, vc)
         batch_axis = _checked_batch_axis(batch_axis)
         _check_declared_arity(f, batch_axis)
         self.__wrapped__ = f
@@ -91,7 +92,7 @@ class Vectorize(Module):
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Vectorize)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{reprs.class_path(self)}(f={reprs.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={module_or_function_repr(self.__wrapped__)}, '
                 f'batch_axis={self.batch_axis})')
 
 

@@ -7,10 +7,9 @@ from typing import Callable, List, Tuple, Union
 import jax
 import jax.numpy as jn
 
-from objax._core import reprs
 from objax._core.pure import Pure
 from objax.gradient import GradValues
-from objax._core.modules import _prefixed
+from objax._core.modules import module_or_function_repr, prefixed
 from objax.module import Function, Module
 from objax.random import DEFAULT_GENERATOR, Generator, normal
 from objax.typing import JaxArray
@@ -227,7 +226,7 @@ class PrivateGradValues(Module):
             The VarCollection of the differentiated variables and of the noise generator.
         """
         prefix = f'{scope}({type(self).__name__})'
-        out = _prefixed(self.vc, prefix)
+        out = prefixed(self.vc, prefix)
         known = {id(v) for v in out.values()}
         keygen = self.keygen.vars(f'{prefix}.keygen')
         out.update((k, v) for k, v in keygen.items() if id(v) not in known)
@@ -235,6 +234,6 @@ class PrivateGradValues(Module):
 
     def __repr__(self):
         cls = type(self)
-        return (f'{cls.__module__}.{cls.__qualname__}(f={reprs.module_or_function_repr(self.gv.__wrapped__)}, '
+        return (f'{cls.__module__}.{cls.__qualname__}(f={module_or_function_repr(self.gv.__wrapped__)}, '
                 f'noise_multiplier={self.noise_multiplier}, l2_norm_clip={self.l2_norm_clip}, '
                 f'microbatch={self.microbatch}, batch_axis={self.batch_axis})')
