@@ -8,12 +8,13 @@ from typing import Any, List, Sequence
 import jax.numpy as jn
 import numpy as np
 
+from objax._core.variables import reduce_first
 from objax.module import ModuleList
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, TrainRef, TrainVar
 
-__all__ = []
+__all__ = []  # reduce_first (the variables' own, imported above) is used by the optimizers too
 
 
 def train_refs(owner: str, vc: VarCollection) -> ModuleList:
@@ -27,11 +28,6 @@ def zeros_like_var(var: BaseVar) -> JaxArray:
     """Zeros with the shape and dtype of `var`'s value, never weak-typed (so a compiled step keeps its types)."""
     value = var.value
     return jn.zeros(value.shape, value.dtype)
-
-
-def reduce_first(x: JaxArray) -> JaxArray:
-    """Keeps the first of the copies stacked on axis 0 (for counters, identical on every device)."""
-    return x[0]
 
 
 def optimizer_repr(obj: Any, **args) -> str:
