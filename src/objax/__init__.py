@@ -18,7 +18,8 @@ __version__ = '2.0.0.dev0'
 __all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState',
            'reduce_mean', 'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad',
            'GradValues', 'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random',
-           'sharding', 'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
+           'sharding', 'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning',
+           'UnreadableFileError']
 
 
 def __getattr__(name):

@@ -4,9 +4,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 
 import numpy as np
 
-from objax.typing import JaxArray
 from objax._core import replicate
 from objax._core.variables import AssignmentError, BaseVar
+from objax.typing import JaxArray
 
 __all__ = ['VarCollection']
 

@@ -20,8 +20,8 @@ def class_path(obj: Any) -> str:
     A class is shown under the shortest public prefix of its module path that exports it (`objax.TrainVar`,
     `objax.nn.Linear`, `objax.optimizer.Adam`); private modules (a part starting with `_`) are skipped, so a
     class of objax._core shows the public path Objax 1.8 printed. A class that no such prefix exports is looked
-    up in the other public modules of its package already imported (`objax.vectorize.ArgumentCountError`), and
-    else shown under the module that defines it.
+    up in the other public modules of its package already imported whose `__all__` lists it
+    (`objax.vectorize.ArgumentCountError`), and else shown under the module that defines it.
 
     Args:
         obj: an object, or a class.
@@ -35,7 +35,9 @@ def class_path(obj: Any) -> str:
     prefixes = ['.'.join(parts[:n]) for n in range(1, len(parts) + 1)]
     candidates = [m for m in prefixes if not _private(m)]
     if len(candidates) < len(prefixes) and not _private(parts[0]):
-        loaded = [m for m in list(sys.modules) if m.startswith(parts[0] + '.') and not _private(m)]
+        top = qualname.split('.')[0]
+        loaded = [m for m, mod in list(sys.modules.items()) if m.startswith(parts[0] + '.') and not _private(m)
+                  and top in getattr(mod, '__all__', ())]
         candidates += sorted(set(loaded) - set(candidates), key=lambda m: (m.count('.'), m))
     for path in candidates:
         found = sys.modules.get(path)

@@ -14,8 +14,8 @@ _LOCAL = frames.LOCAL
 _Loan = frames.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of', 'record_layout',
-           'layout_of']
+           'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
+           'record_layout', 'layout_of']
 
 
 class AssignmentError(ValueError, AssertionError):

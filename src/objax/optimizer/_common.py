@@ -8,13 +8,12 @@ from typing import Any, List, Sequence
 import jax.numpy as jn
 import numpy as np
 
-from objax._core.variables import reduce_first
 from objax.module import ModuleList
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, TrainRef, TrainVar
 
-__all__ = []  # reduce_first (the variables' own, imported above) is used by the optimizers too
+__all__ = []
 
 
 def train_refs(owner: str, vc: VarCollection) -> ModuleList:

@@ -5,9 +5,10 @@ from typing import Callable, List, Tuple
 import jax.numpy as jn
 
 from objax._core.pure import Pure
+from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_CLOSED, assign_all, cast_like, check_hyper, \
-    optimizer_repr, reduce_first, zeros_like_var
+    optimizer_repr, zeros_like_var
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, StateVar, TrainRef, TrainVar

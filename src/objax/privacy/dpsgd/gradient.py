@@ -7,9 +7,9 @@ from typing import Callable, List, Tuple, Union
 import jax
 import jax.numpy as jn
 
+from objax._core.modules import module_or_function_repr, prefixed
 from objax._core.pure import Pure
 from objax.gradient import GradValues
-from objax._core.modules import module_or_function_repr, prefixed
 from objax.module import Function, Module
 from objax.random import DEFAULT_GENERATOR, Generator, normal
 from objax.typing import JaxArray
