@@ -8,7 +8,7 @@ from objax._core import reprs, structure
 from objax._core.collection import VarCollection
 from objax._core.variables import BaseVar, record_name
 
-__all__ = ['Module', 'ModuleList', 'ForceArgs']
+__all__ = ['Module', 'ModuleList', 'ForceArgs', 'force_positional', 'module_or_function_repr', 'prefixed']
 
 
 class _CollectingIds(threading.local):

@@ -27,7 +27,7 @@ import jax.numpy as jn
 from objax._core.frames import LOCAL, Frame, Loan
 from objax._core.variables import BaseVar, storage_groups
 
-__all__ = []
+__all__ = ['Pure', 'has_tracer', 'storage_of']
 
 _LOCAL = LOCAL
 _Loan = Loan

@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any, Callable
 
-__all__ = []
+__all__ = ['array_repr', 'class_path', 'function_repr']
 
 
 def class_path(obj: Any) -> str:
