@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jn
 
 import objax
-from objax._repr import function_repr
+from objax._core.reprs import function_repr
 from objax.privacy.dpsgd import PrivateGradValues
 
 

@@ -1,4 +1,4 @@
-"""The pure-function primitive (objax._state.Pure), variable writes inside gradient transforms (kept after the
+"""The pure-function primitive (objax._core.pure.Pure), variable writes inside gradient transforms (kept after the
 call, TrainVars included, as in Objax 1.8) and writes to variables outside a compiled function's collection."""
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import objax
-from objax import _state
+from objax._core.pure import Pure
 
 X = np.array([[1., 2.], [3., -1.], [0.5, 0.5]], np.float32)
 Y = np.array([1., -2., 0.25], np.float32)
@@ -24,7 +24,7 @@ def test_pure_runs_with_given_values_and_reports_changes_without_touching_variab
         s.value = s.value + x.sum()
         return (w.value * x).sum() + untouched.value
 
-    pure = _state.Pure(f, objax.VarCollection({'ref': ref, 's': s, 'w': w, 'u': untouched}))
+    pure = Pure(f, objax.VarCollection({'ref': ref, 's': s, 'w': w, 'u': untouched}))
     assert [id(v) for v in pure.variables] == [id(w), id(s), id(untouched)]  # TrainRef -> its TrainVar, deduped
     values = pure.values()
     np.testing.assert_array_equal(values[0], [1., 2.])
@@ -48,7 +48,7 @@ def test_pure_is_traceable_and_exceptions_change_nothing():
         count.value += 1
         return (w.value * x).sum()
 
-    pure = _state.Pure(f, objax.VarCollection({'w': w, 'count': count}))
+    pure = Pure(f, objax.VarCollection({'w': w, 'count': count}))
     out, changes = jax.jit(pure)(pure.values(), jn.array([3., 4.]))
     assert float(out) == 11. and int(changes[1]) == 1 and list(changes) == [1]
     grad = jax.grad(lambda v: pure([v, count.value], jn.array([3., 4.]))[0])(w.value)
@@ -59,14 +59,14 @@ def test_pure_is_traceable_and_exceptions_change_nothing():
         raise RuntimeError('boom')
 
     with pytest.raises(RuntimeError, match='boom'):
-        _state.Pure(bad, objax.VarCollection({'count': count}))([jn.array(5)], 1)
+        Pure(bad, objax.VarCollection({'count': count}))([jn.array(5)], 1)
     assert int(count.value) == 0 and not isinstance(count.value, jax.core.Tracer)
 
 
 def test_pure_inside_a_transform_sees_and_writes_the_transform_values():
     # Nested: a Pure inside a Jit reads the Jit's traced values and writes into them (kept by the Jit).
     w = objax.TrainVar(jn.array([1., 2.]))
-    inner = _state.Pure(lambda: w.assign(w.value * 2), objax.VarCollection({'w': w}))
+    inner = Pure(lambda: w.assign(w.value * 2), objax.VarCollection({'w': w}))
 
     def step():
         _, changes = inner(inner.values())

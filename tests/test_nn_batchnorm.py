@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import objax
-from objax import _state
+from objax._core.pure import Pure
 from objax.nn import (BatchNorm, BatchNorm0D, BatchNorm1D, BatchNorm2D, SyncedBatchNorm, SyncedBatchNorm0D,
                       SyncedBatchNorm1D, SyncedBatchNorm2D)
 
@@ -188,7 +188,7 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
     mesh = Mesh(np.array(devices[:8]), ('device',))
     bn = SyncedBatchNorm2D(3, momentum=0.9, eps=1e-4)
     gamma, beta = _randomize(bn)
-    pure = _state.Pure(bn, bn.vars())
+    pure = Pure(bn, bn.vars())
     storage = pure.variables
 
     def per_device(values, x, update):
@@ -212,7 +212,7 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
         np.testing.assert_allclose(new_values[1], expect_var, rtol=1e-5, atol=1e-6)
     # The plain BatchNorm in the same setting only sees its shard: its outputs differ from global stats.
     plain = BatchNorm2D(3)
-    plain_pure = _state.Pure(plain, plain.vars())
+    plain_pure = Pure(plain, plain.vars())
     plain_storage = plain_pure.variables
 
     def plain_device(values, x):

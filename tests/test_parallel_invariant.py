@@ -1,4 +1,4 @@
-"""The analysis objax.Parallel uses to return device-independent results once (objax._invariant): its verdicts
+"""The analysis objax.Parallel uses to return device-independent results once (objax._core.invariant): its verdicts
 on known cases, and a soundness check: whatever it calls device-independent really is equal on all 8 devices."""
 
 import jax
@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import objax
-from objax._invariant import varying_outputs
+from objax._core.invariant import varying_outputs
 from objax.functional.parallel import pmean
 
 AXIS, NDEV = 'device', 8
@@ -94,7 +94,7 @@ def test_optimizer_updates_after_pmean_are_device_independent():
             opt(0.1, [pmean(g) for g in grads])
             return pmean(loss[0])
 
-        pure = objax._state.Pure(step, vc)  # the core primitive: a pure function of the values
+        pure = objax._core.pure.Pure(step, vc)  # the core primitive: a pure function of the values
         storage = pure.variables  # the distinct variables holding values (no TrainRefs)
 
         def per_device(values, x, pure=pure):

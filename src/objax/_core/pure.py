@@ -19,20 +19,18 @@ import itertools
 import operator
 import sys
 import threading
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Callable, Dict, Iterable, List, Optional
 
 import jax
 import jax.numpy as jn
 
-from objax import _trace
-from objax.module import Module
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core.frames import LOCAL, Frame, Loan
+from objax._core.variables import BaseVar, storage_groups
 
-__all__ = []
+__all__ = ['Pure', 'has_tracer', 'storage_of']
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
+_LOCAL = LOCAL
+_Loan = Loan
 _Tracer = jax.core.Tracer
 _GET = operator.attrgetter('_value')
 _LENDING = threading.Lock()
@@ -40,13 +38,7 @@ _LENDING = threading.Lock()
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
     """The distinct variables that hold data behind `variables` (a TrainRef resolves to its TrainVar)."""
-    out, seen = [], set()
-    for v in variables:
-        s = v._storage()
-        if id(s) not in seen:
-            seen.add(id(s))
-            out.append(s)
-    return out
+    return [storage for storage, _ in storage_groups((None, v) for v in variables)]
 
 
 class Pure:
@@ -55,24 +47,30 @@ class Pure:
 
     Args:
         f: what to run (None when only `values` and `write` are used).
-        vc: the variables f may use (a TrainRef stands for its TrainVar).
+        vc: the variables f may use, a VarCollection or any iterable of variables (a TrainRef stands for its
+            TrainVar).
         owner: for a compiled transform, its label such as 'Jit(train_op)': while f runs, reading a variable
             outside vc (and outside any enclosing transform up to this one) warns once per variable with
             objax.VariableOutsideCollectionWarning and uses its current value (frozen into the compiled
             program); writing one raises objax.VariableOutsideCollectionError.
+        describe: the best-effort name of a variable, for those messages (see
+            objax._core.introspect.variable_namer); None: variables are shown by their repr.
 
     Attributes:
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
+        warned: ids of the variables already warned about (kept by a compiled transform across rebuilds).
+        describe: the `describe` given.
     """
 
-    def __init__(self, f: Optional[Callable], vc: Union[VarCollection, Iterable[BaseVar]], owner: Optional[str] = None):
+    def __init__(self, f: Optional[Callable], vc: Iterable[BaseVar], owner: Optional[str] = None,
+                 describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
         self.f = f
         self.variables = storage_of(vc)
         self.owner = owner
         self._ids = [id(v) for v in self.variables]
-        self._warned = set()  # variables already warned about: once per compiled function and variable
-        self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
+        self.warned = set()  # variables already warned about: once per compiled function and variable
+        self.describe = describe
         self._loan = None
 
     def values(self) -> list:
@@ -91,7 +89,7 @@ class Pure:
         by a fresh copy in the returned list, so donating the list never invalidates an array someone holds."""
         loan = self._loan
         if loan is None:
-            loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
+            loan = self._loan = Loan({k: i for i, k in enumerate(self._ids)})
         variables = self.variables
         loan.lock.acquire()
         try:
@@ -157,7 +155,7 @@ class Pure:
         ids = self._ids
         if len(values) != len(ids):
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
-        frame = _trace.Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
+        frame = Frame(dict(zip(ids, values)), self.owner, self.warned, self.describe)
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
@@ -190,27 +188,3 @@ _UNSHARED = _refcounts([object()])[0]  # count of a value referenced only by the
 def _held(values: list) -> List[int]:
     """Positions of the values that something besides the list references."""
     return [i for i, n in enumerate(_refcounts(values)) if n > _UNSHARED]
-
-
-def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:
-    """Best-effort name of a variable used by `f` (for error messages)."""
-
-    def name(var: BaseVar) -> Optional[str]:
-        found = vc.names().get(id(var))
-        if found:
-            return found
-        if isinstance(f, Module):
-            found = f.vars().names().get(id(var))
-            if found:
-                return found
-            target = getattr(f, '__wrapped__', None)
-        else:
-            target = f
-        if target is not None:
-            from objax._introspect import find_used_variables
-            found = find_used_variables(target).names().get(id(var))
-            if found:
-                return found
-        return var.__dict__.get('_name')
-
-    return name

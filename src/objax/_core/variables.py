@@ -1,20 +1,21 @@
 """Variables: the only place where module state lives."""
 
 import abc
-from typing import Callable, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jn
 
-from objax import _repr, _trace
-from objax._array_ops import ArrayOps, register_pytree
+from objax._core import frames, reprs
+from objax._core.array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
+_LOCAL = frames.LOCAL
+_Loan = frames.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
+           'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
+           'record_layout', 'layout_of']
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -36,7 +37,15 @@ def reduce_mean(x: JaxArray) -> JaxArray:
     return x.mean(0)
 
 
-def _reduce_first(x: JaxArray) -> JaxArray:
+def reduce_first(x: JaxArray) -> JaxArray:
+    """Keeps the first of the copies stacked on axis 0 (random keys, counters: identical on every device).
+
+    Args:
+        x: the copies, shape (n, *value_shape).
+
+    Returns:
+        The first copy, shape value_shape.
+    """
     return x[0]
 
 
@@ -66,9 +75,14 @@ class BaseVar(ArrayOps, abc.ABC):
             variable is never merged.
     """
 
+    # Recorded by the rest of objax through the functions at the end of this file (never set directly):
+    _name: Optional[str] = None  # the name vars() last gave the variable, for messages
+    _spec = None  # the jax.sharding.PartitionSpec objax.sharding gave it
+    _layout = None  # the jax.sharding.NamedSharding objax.sharding.shard laid its value out with
+
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
-        _trace.allow(self)
+        frames.allow(self)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -116,7 +130,7 @@ class BaseVar(ArrayOps, abc.ABC):
         return self
 
     def _label(self) -> str:
-        name = self.__dict__.get('_name')
+        name = self._name
         return f'{type(self).__name__} "{name}"' if name else type(self).__name__
 
     def _check_assign(self, tensor) -> JaxArray:
@@ -139,10 +153,10 @@ class BaseVar(ArrayOps, abc.ABC):
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
         if value is None:
-            return f'{_repr.class_path(self)}(<uninitialized>)'
+            return f'{reprs.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
-            return f'{_repr.class_path(self)}({_repr.array_repr(value)})'
-        return f'{_repr.class_path(self)}({_repr.array_repr(value)}, reduce={_repr.function_repr(self._reduce)})'
+            return f'{reprs.class_path(self)}({reprs.array_repr(value)})'
+        return f'{reprs.class_path(self)}({reprs.array_repr(value)}, reduce={reprs.function_repr(self._reduce)})'
 
 
 class _OwnValue:
@@ -155,8 +169,8 @@ class _OwnValue:
     def _read(self) -> JaxArray:
         """The current value: the one a running transform of this thread gave it, else its own."""
         if _LOCAL.frames:
-            x = _trace.lookup(self)
-            if x is not _trace.MISSING:
+            x = frames.lookup(self)
+            if x is not frames.MISSING:
                 return x
         x = self._value
         if x.__class__ is _Loan:
@@ -168,13 +182,13 @@ class _OwnValue:
         x = self._value
         while x.__class__ is _Loan:
             x = x.wait(self)
-            if x is _trace.MISSING:
+            if x is frames.MISSING:
                 x = self._value
         return x
 
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
-        if not (_LOCAL.frames and _trace.store(self, tensor)):
+        if not (_LOCAL.frames and frames.store(self, tensor)):
             if self._value.__class__ is _Loan:
                 self._stored()
             self._value = tensor
@@ -286,7 +300,7 @@ class TrainRef(BaseState):
         return f'TrainRef to {self.ref._label()}'
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}(ref={self.ref!r})'
+        return f'{reprs.class_path(self)}(ref={self.ref!r})'
 
 
 class RandomState(StateVar):
@@ -299,7 +313,7 @@ class RandomState(StateVar):
     """
 
     def __init__(self, seed: int):
-        super().__init__(jax.random.PRNGKey(seed), _reduce_first)
+        super().__init__(jax.random.PRNGKey(seed), reduce_first)
 
     def seed(self, seed: int):
         """Resets the key to `PRNGKey(seed)`.
@@ -332,11 +346,84 @@ class RandomState(StateVar):
         return keys[1:]
 
 
+def storage_groups(items: Iterable[Tuple[str, BaseVar]]) -> List[Tuple[BaseVar, List[str]]]:
+    """The distinct variables holding the data of named variables, each with its names (a TrainRef stands for
+    the TrainVar it refers to), in order of first appearance.
 
-def __getattr__(name: str):
-    # Objax 1.8 defined VarCollection here: `from objax.variable import VarCollection` keeps working. It is
-    # imported on first access because objax.varcollection imports this module.
-    if name == 'VarCollection':
-        from objax.varcollection import VarCollection
-        return VarCollection
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    Args:
+        items: (name, variable) pairs, e.g. `vc.items()`.
+
+    Returns:
+        A list of (variable holding the data, [its names in the order met]).
+    """
+    groups = {}
+    for name, var in items:
+        storage = var._storage()
+        groups.setdefault(id(storage), (storage, []))[1].append(name)
+    return list(groups.values())
+
+
+def record_name(var: BaseVar, name: str) -> None:
+    """Records the name under which Module.vars() collected `var` (used in messages).
+
+    Args:
+        var: the variable.
+        name: its name.
+    """
+    var._name = name
+
+
+def name_of(var: BaseVar) -> Optional[str]:
+    """The name last recorded for `var` by `record_name`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        The name, or None.
+    """
+    return var._name
+
+
+def record_spec(var: BaseVar, spec) -> None:
+    """Records the sharding spec of `var` (objax.sharding.set_spec and apply_rules check it first).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        spec: a jax.sharding.PartitionSpec, or None for no spec of its own.
+    """
+    var._spec = spec
+
+
+def spec_of(var: BaseVar):
+    """The sharding spec recorded for `var` itself (a TrainRef has none: ask its storage).
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.PartitionSpec, or None.
+    """
+    return var._spec
+
+
+def record_layout(var: BaseVar, layout) -> None:
+    """Records the sharding `var`'s value was laid out with (objax.sharding.shard; None: forgotten).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        layout: a jax.sharding.NamedSharding, or None.
+    """
+    var._layout = layout
+
+
+def layout_of(var: BaseVar):
+    """The sharding recorded for `var` itself by `record_layout`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.NamedSharding, or None.
+    """
+    return var._layout

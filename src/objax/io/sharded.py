@@ -8,16 +8,20 @@ every process calls `save` and `restore` (the directory must be shared by them).
 """
 
 import os
+<<<<<<< HEAD
 import warnings
 from typing import Dict, List, Optional, Tuple
+=======
+from typing import List, Optional, Tuple
+>>>>>>> layout
 
 import jax
 import numpy as np
 
-from objax import sharding as _sharding
+from objax._core.layout import place, replicated
+from objax._core.variables import storage_groups
 from objax.io._match import check_vc
 from objax.varcollection import VarCollection
-from objax.variable import BaseVar
 
 __all__ = ['ShardedCheckpoint']
 
@@ -47,22 +51,12 @@ def _index(idx, where: str) -> int:
     return int(idx)
 
 
-def _groups(vc: VarCollection) -> List[Tuple[BaseVar, List[str]]]:
-    """(stored variable, its names in vc) for each distinct variable; a TrainRef stands for its TrainVar."""
-    groups: Dict[int, Tuple[BaseVar, List[str]]] = {}
-    for name, var in vc.items():
-        target = var._storage()
-        groups.setdefault(id(target), (target, []))[1].append(name)
-    return list(groups.values())
-
-
 def _sharding_of(x: jax.Array) -> jax.sharding.Sharding:
     """Where `x` is saved from and restored to. With several processes, a value each process holds whole
     (not laid out on a mesh) counts as one array replicated on all devices: written once, read by all."""
     if jax.process_count() == 1 or not x.is_fully_addressable:
         return x.sharding
-    from objax import _replicate
-    return _replicate.replicated('device')
+    return replicated('device')
 
 
 class ShardedCheckpoint:
@@ -127,11 +121,11 @@ class ShardedCheckpoint:
         check_vc(vc, 'ShardedCheckpoint.save')
         idx = _index(idx, 'ShardedCheckpoint.save(idx)')
         tree = {}
-        for target, names in _groups(vc):
+        for target, names in storage_groups(vc.items()):
             if '/' in names[0]:
                 raise ValueError(f'ShardedCheckpoint.save: variable name {names[0]!r} holds a "/", which orbax '
                                  f'would read as a directory; rename it (VarCollection.rename)')
-            tree[names[0]] = _sharding._place(target.value, _sharding_of(target.value))
+            tree[names[0]] = place(target.value, _sharding_of(target.value))
         if idx in self.indices():
             raise ValueError(f'ShardedCheckpoint.save: checkpoint {idx} already exists in {self.directory}')
         self._mgr().save(idx, args=ocp.args.StandardSave(tree))
@@ -167,7 +161,7 @@ class ShardedCheckpoint:
         saved = dict(self._mgr().item_metadata(idx).tree)
         abstract, plan, problems = {}, [], []
         wanted = set()
-        for target, names in _groups(vc):
+        for target, names in storage_groups(vc.items()):
             wanted.update(names)
             key = next((n for n in names if n in saved), None)
             if key is None:

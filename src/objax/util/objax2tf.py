@@ -9,7 +9,7 @@ import jax
 import jax.export
 import numpy as np
 
-from objax import _state
+from objax._core.pure import Pure
 from objax.module import Module
 from objax.util import _tf_call
 from objax.varcollection import VarCollection
@@ -38,7 +38,7 @@ def _pure_call(module: Module, vc: VarCollection) -> Tuple[Callable, List[BaseVa
     holding `values[i]` (the distinct variables of `vc`, in `vc` order), as a pure function (objax's core
     primitive). The module's variables are left as they were: state changes made by the call (running
     statistics, random keys, recurrent states) are dropped."""
-    pure = _state.Pure(module, vc)
+    pure = Pure(module, vc)
 
     def call(values, *args, **kwargs):
         return pure(values, *args, **kwargs)[0]
