@@ -8,12 +8,8 @@ every process calls `save` and `restore` (the directory must be shared by them).
 """
 
 import os
-<<<<<<< HEAD
 import warnings
-from typing import Dict, List, Optional, Tuple
-=======
 from typing import List, Optional, Tuple
->>>>>>> layout
 
 import jax
 import numpy as np
