@@ -1,4 +1,4 @@
-"""One process of the 2-process objax.Parallel test (tests/test_multihost.py); also holds the model and data
+"""One process of the 2-process objax.Parallel test (tests/core/test_parallel_multihost.py); also holds the model and data
 that test's single-process reference uses.
 
 Usage: python tests/_multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT.npz

@@ -12,11 +12,11 @@ import objax
 from objax.util import (gather_to_host, get_local_devices, make_global_batch, map_to_device, multi_host_barrier,
                         process_count, process_index)
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _multihost_worker as worker  # noqa: E402
 from _workers import free_port, port_is_free, run_workers  # noqa: E402
 
-WORKER = os.path.join(os.path.dirname(__file__), '_multihost_worker.py')
+WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '_multihost_worker.py')
 NPROC, TIMEOUT_S = 2, 240
 
 

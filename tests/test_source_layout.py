@@ -578,3 +578,16 @@ def test_all_checker(tmp_path):
                                      "def __getattr__(name):\n    return 1\n"})
     problems = unbound_all_names(root)
     assert len(problems) == 1 and "'Missing'" in problems[0]
+
+
+def test_tests_mirror_the_source_layout():
+    """Every subpackage of objax (and the private core) has a test folder of the same name, and every top-level
+    test file is named after a module of objax or a whole-package concern."""
+    tests = pathlib.Path(__file__).resolve().parent
+    packages = sorted(p.name for p in SRC.iterdir() if p.is_dir() and (p / '__init__.py').exists())
+    expected = {'core' if name == '_core' else name for name in packages}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob('test_*.py'))}
+    assert expected <= folders, f'packages without a test folder: {sorted(expected - folders)}'
+    modules = {p.stem for p in SRC.glob('*.py')} | {'source_layout', 'deprecations', 'sharding_multihost'}
+    top = {p.stem[len('test_'):] for p in tests.glob('test_*.py')}
+    assert top <= modules, f'top-level test files named after no module of objax: {sorted(top - modules)}'

@@ -7,7 +7,7 @@ JAX's documentation). Checked:
 - classes: the parameters of `__init__` (documented in the class docstring or in `__init__`'s), then every public
   method and `__call__` defined in the class itself (self / cls excluded). Exceptions, warnings and enums are
   exempt (they take no arguments of their own).
-`python tests/test_docstrings.py` prints the offenders, one per line.
+`python tests/docs/test_docstrings.py` prints the offenders, one per line.
 """
 
 import enum

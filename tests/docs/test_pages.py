@@ -23,7 +23,7 @@ import pytest
 
 import _printed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted((ROOT / 'docs').glob('**/*.md')) + [ROOT / 'README.md']
 _FENCE = re.compile(r'^```(\w*)\s*$')
 _DEVICES = re.compile(r'<!--\s*docs-test:\s*devices=(\d+)\s*-->')

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / 'examples' / 'train_sharded.py'
+EXAMPLE = Path(__file__).resolve().parents[2] / 'examples' / 'train_sharded.py'
 TINY = ('--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16, '--steps', 3)
 
 

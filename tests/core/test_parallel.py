@@ -218,7 +218,7 @@ def test_jit_inside_parallel_and_parallel_inside_jit():
 
 def test_replicate_block_stacks_per_device_and_returns_to_one_device():
     """Inside `with vc.replicate():` values are stacked per device (Objax 1.8's semantics, see
-    test_parallel_replicate.py); with pmean'd gradients the copies stay equal, and the block's exit gives the same
+    core/test_replicate.py); with pmean'd gradients the copies stay equal, and the block's exit gives the same
     values as calls outside it."""
     x, y = _data()
     model, ref = _mlp(), _mlp()

@@ -1,5 +1,5 @@
 """objax.util: EasyDict, Renamer, signature helpers, class_name, ilog2, dummy_context_mgr, find_used_variables,
-Objax2Tf without TensorFlow (tests/test_objax2tf.py tests it with TensorFlow) and objax.util.image against numpy
+Objax2Tf without TensorFlow (tests/util/test_objax2tf.py tests it with TensorFlow) and objax.util.image against numpy
 and Pillow."""
 
 import copy

@@ -15,8 +15,8 @@ import re
 import pytest
 
 # The project's spec lies in ../shared beside the checkout; tests/data keeps a copy for checkouts without it.
-_SHARED_SPEC = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'spec' / 'objax_api.md'
-SPEC = _SHARED_SPEC if _SHARED_SPEC.exists() else pathlib.Path(__file__).parent / 'data' / 'objax_api.md'
+_SHARED_SPEC = pathlib.Path(__file__).resolve().parents[2].parent / 'shared' / 'spec' / 'objax_api.md'
+SPEC = _SHARED_SPEC if _SHARED_SPEC.exists() else pathlib.Path(__file__).resolve().parents[1] / 'data' / 'objax_api.md'
 
 
 def _split_params(text: str):
