@@ -1,17 +1,16 @@
 """objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
 
+from objax import random, sharding, typing
 from objax._core.frames import VariableOutsideCollectionError, VariableOutsideCollectionWarning
 from objax.constants import ConvPadding, Interpolate
-from objax.variable import (AssignmentError, BaseVar, BaseState, TrainVar, StateVar, TrainRef, RandomState,
-                            reduce_mean)
-from objax.varcollection import VarCollection
-from objax.module import Module, ModuleList, Function, ForceArgs
-from objax.jit import Jit
-from objax.gradient import Grad, GradValues, Jacobian, Hessian
-from objax.vectorize import Vectorize
-from objax.parallel import Parallel
-from objax import random, sharding, typing
+from objax.gradient import Grad, GradValues, Hessian, Jacobian
 from objax.io import UnreadableFileError
+from objax.jit import Jit
+from objax.module import ForceArgs, Function, Module, ModuleList
+from objax.parallel import Parallel
+from objax.varcollection import VarCollection
+from objax.variable import AssignmentError, BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar, reduce_mean
+from objax.vectorize import Vectorize
 
 __version__ = '2.0.0.dev0'
 

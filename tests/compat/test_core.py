@@ -11,7 +11,6 @@ import pytest
 
 import objax
 
-
 # reduce() stores reduce_fn(values) unchecked: the shape and dtype may change ------------------------------------
 
 def test_reduce_is_unchecked_and_may_change_shape():
@@ -272,6 +271,7 @@ def test_private_grad_values_names():
 def test_grad_signatures():
     import inspect
     from typing import Dict, List, Tuple
+
     from objax.typing import JaxArray
 
     def f(x: JaxArray, y) -> Tuple[JaxArray, Dict[str, JaxArray]]:

@@ -14,13 +14,13 @@ import objax.util as util
 
 
 def test_variable_path():
-    from objax.variable import BaseState, BaseVar, RandomState, TrainRef, TrainVar, StateVar, VarCollection
+    from objax.variable import BaseState, BaseVar, RandomState, StateVar, TrainRef, TrainVar, VarCollection
     assert objax.variable.VarCollection is objax.VarCollection
     assert (BaseState, BaseVar, RandomState, TrainRef, TrainVar, StateVar, VarCollection) == (
         objax.BaseState, objax.BaseVar, objax.RandomState, objax.TrainRef, objax.TrainVar, objax.StateVar,
         objax.VarCollection)
     with pytest.raises(AttributeError, match='NoSuchThing'):
-        objax.variable.NoSuchThing
+        _ = objax.variable.NoSuchThing
 
 
 def test_module_path():
@@ -29,7 +29,7 @@ def test_module_path():
         objax.ForceArgs, objax.Function, objax.Jit, objax.Module, objax.ModuleList, objax.Parallel, objax.Vectorize)
     assert {'Jit', 'Parallel', 'Vectorize'} <= set(objax.module.__all__)
     with pytest.raises(AttributeError):
-        objax.module.NoSuchThing
+        _ = objax.module.NoSuchThing
 
 
 LAYERS = ['BatchNorm', 'BatchNorm0D', 'BatchNorm1D', 'BatchNorm2D', 'Conv2D', 'ConvTranspose2D', 'Dropout',

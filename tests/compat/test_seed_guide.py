@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import jax
-from _printed import tolerance_for, lines_match
+from _printed import lines_match, tolerance_for
 
 
 def run(code: str) -> str:

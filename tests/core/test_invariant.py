@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jn
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 import objax
 from objax._core.invariant import varying_outputs

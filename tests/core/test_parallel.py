@@ -81,7 +81,7 @@ def test_data_parallel_training_equals_full_batch_step(opt_cls, kwargs):
     par_model, ref_model = _mlp(), _mlp()
     par_step, _ = _train_op(par_model, opt_cls, **kwargs)
     _, ref_step = _train_op(ref_model, opt_cls, **kwargs)
-    for step in range(5):
+    for _ in range(5):
         loss_par = par_step(x, y, 0.1)
         loss_ref = ref_step(x, y, 0.1)
         assert loss_par.shape == ()

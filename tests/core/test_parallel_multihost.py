@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 import objax
-from objax.util import (gather_to_host, get_local_devices, make_global_batch, map_to_device, multi_host_barrier,
-                        process_count, process_index)
+from objax.util import (
+    gather_to_host,
+    get_local_devices,
+    make_global_batch,
+    map_to_device,
+    multi_host_barrier,
+    process_count,
+    process_index,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _multihost_worker as worker  # noqa: E402
@@ -27,7 +34,7 @@ def _run_workers(tmp_path, port: int) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(3 * TIMEOUT_S + 60)
 def test_two_processes_train_like_one(tmp_path):
-    for attempt in range(3):
+    for _ in range(3):
         port = free_port()
         error = _run_workers(tmp_path, port)
         if 'Failed to add port' not in error:  # retry only when another program took the port meanwhile

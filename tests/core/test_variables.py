@@ -137,4 +137,4 @@ def test_repr_is_useful():
 def test_unknown_attribute_error_is_clear():
     v = objax.StateVar(jn.zeros(2))
     with pytest.raises(AttributeError, match="StateVar has no attribute 'nonexistent'"):
-        v.nonexistent
+        _ = v.nonexistent

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_mkdocs_build_strict(tmp_path):
     env = dict(os.environ, NO_MKDOCS_2_WARNING='1')
     proc = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '-q', '-f', str(ROOT / 'mkdocs.yml'),
-                           '-d', str(tmp_path / 'site')], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+                           '-d', str(tmp_path / 'site')],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / 'site' / 'index.html').is_file()
     api = (tmp_path / 'site' / 'api' / 'core' / 'index.html').read_text()

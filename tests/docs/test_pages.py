@@ -18,10 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _printed
 import numpy as np
 import pytest
-
-import _printed
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted((ROOT / 'docs').glob('**/*.md')) + [ROOT / 'README.md']
@@ -95,7 +94,8 @@ def extract_blocks(text: str):
 
 
 def test_extract_blocks():
-    page = 'intro\n```python\nprint(1)\n```\n\n```text\n1\n```\n```bash\nls\n```\n```python\nx = 2\n```\ntext\n```text\n2\n```\n'
+    page = ('intro\n```python\nprint(1)\n```\n\n```text\n1\n```\n```bash\nls\n```\n'
+            '```python\nx = 2\n```\ntext\n```text\n2\n```\n')
     assert extract_blocks(page) == [(3, 'print(1)\n', '1'), (13, 'x = 2\n', None)]
 
 
@@ -190,7 +190,7 @@ def test_no_planning_labels(tmp_path):
     d, s, i = 'decision', 'Spec', 'issue'  # built from pieces so that this file does not flag itself
     planted = [f'# Strictness is dropped ({d} B3).', f'    # {s} L3: the bias first.', f'"""Empty batches ({i} 11.',
                f'# V2 {"-" * 20}', f'# {"-" * 20} T1: writes inside gradients', '    """O1: step first."""',
-               f'"""P1 (a): split on axis 0."""', '# accepted (B3)', '# names (O1, N4)', f'"""{s} Z3/H: no state."""',
+               '"""P1 (a): split on axis 0."""', '# accepted (B3)', '# names (O1, N4)', f'"""{s} Z3/H: no state."""',
                f'"""As in 1.8 ({i} 10, done-when bullet 2)."""', '"""(objax18_behaviour.md R1)."""',
                f'"""VGG19 ({s.lower()} item E): names."""', '**B1. Reading a variable missing.**',
                '"""The core (V2-V5, N1, N3)."""', 'Audit: J test_compat_core; L1 test_nn_dropout.',

@@ -6,12 +6,21 @@ import jax
 import jax.numpy as jn
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 import objax
 from objax._core.pure import Pure
-from objax.nn import (BatchNorm, BatchNorm0D, BatchNorm1D, BatchNorm2D, SyncedBatchNorm, SyncedBatchNorm0D,
-                      SyncedBatchNorm1D, SyncedBatchNorm2D)
+from objax.nn import (
+    BatchNorm,
+    BatchNorm0D,
+    BatchNorm1D,
+    BatchNorm2D,
+    SyncedBatchNorm,
+    SyncedBatchNorm0D,
+    SyncedBatchNorm1D,
+    SyncedBatchNorm2D,
+)
 
 RNG = np.random.default_rng(1)
 LAYOUTS = [(BatchNorm0D, (6, 3), (0,)), (BatchNorm1D, (4, 3, 5), (0, 2)), (BatchNorm2D, (4, 3, 5, 2), (0, 2, 3))]
@@ -39,7 +48,7 @@ def test_train_eval_and_running_stats(cls, shape, redux):
     np.testing.assert_array_equal(bn.running_var.value, np.ones(dims))
     gamma, beta = _randomize(bn)
     run_mean, run_var = np.zeros(dims), np.ones(dims)
-    for step in range(3):
+    for _ in range(3):
         x = RNG.normal(2.0, 3.0, size=shape).astype(np.float32)
         mean = x.astype(np.float64).mean(redux, keepdims=True)
         var = ((x - mean) ** 2).mean(redux, keepdims=True)
@@ -200,7 +209,7 @@ def test_synced_across_8_devices_uses_global_batch_statistics():
     x += np.repeat(np.arange(8), 2)[:, None, None, None]
     values = [v.value for v in storage]
     for update in (True, False):
-        run = jax.jit(jax.shard_map(lambda v, x: per_device(v, x, update), mesh=mesh,
+        run = jax.jit(jax.shard_map(lambda v, x, update=update: per_device(v, x, update), mesh=mesh,
                                     in_specs=(P(), P('device')), out_specs=(P('device'), P())))
         y, new_values = run(values, jn.asarray(x))
         mean = x.astype(np.float64).mean((0, 2, 3), keepdims=True)

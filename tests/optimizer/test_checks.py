@@ -256,7 +256,7 @@ def test_scalar_trainvar_step_compiles_once():
         opt = ExponentialMovingAverage(vc) if name == 'EMA' else MAKERS[name](vc)
         traces = []
 
-        def train_step():
+        def train_step(traces=traces, opt=opt, name=name):
             traces.append(1)
             opt() if name == 'EMA' else opt(0.1, [jn.ones(())])
 

@@ -14,7 +14,8 @@ ORDERS = (1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10
 
 
 def binomial_sum_rdp(q, sigma, alpha):
-    """RDP of the sampled Gaussian mechanism at integer alpha: log(sum_k C(a,k)(1-q)^(a-k) q^k e^((k^2-k)/2s^2))/(a-1)."""
+    """RDP of the sampled Gaussian mechanism at integer alpha:
+    log(sum_k C(a,k)(1-q)^(a-k) q^k e^((k^2-k)/2s^2))/(a-1)."""
     with decimal.localcontext() as ctx:  # exact binomials, 50-digit arithmetic: no overflow, no cancellation
         ctx.prec = 50
         q, s2 = decimal.Decimal(q), 2 * decimal.Decimal(sigma) ** 2

@@ -17,8 +17,7 @@ import jax  # noqa: E402
 import jax.numpy as jn  # noqa: E402
 
 import objax  # noqa: E402
-from objax.util import Objax2Tf  # noqa: E402
-from objax.util import _tf_call  # noqa: E402
+from objax.util import Objax2Tf, _tf_call  # noqa: E402
 from objax.util.objax2tf import _polymorphic_shape  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -274,7 +273,7 @@ def test_saved_model_reloads_in_new_process(models, tmp_path):
     """tf.saved_model.save with a serving_default signature of unknown batch size (unknown number of steps for
     the RNN), reloaded by a fresh Python process: same outputs for two sizes, same variables in the same order."""
     paths = {}
-    for name, (module, exported, kwargs, inputs) in models.items():
+    for name, (_, exported, kwargs, inputs) in models.items():
         path = str(tmp_path / name)
         spec = tf.TensorSpec((None,) + inputs[0].shape[1:], tf.float32)
         tf.saved_model.save(exported, path, signatures=exported.__call__.get_concrete_function(spec, **kwargs))

@@ -17,10 +17,22 @@ import pytest
 from PIL import Image
 
 import objax
-from objax.util import (EasyDict, Objax2Tf, Renamer, args_indexes, class_name, dummy_context_mgr,
-                        find_used_variables, ilog2, image, local_kwargs, override_args_kwargs, positional_args_names,
-                        re_sign, repr_function)
-
+from objax.util import (
+    EasyDict,
+    Objax2Tf,
+    Renamer,
+    args_indexes,
+    class_name,
+    dummy_context_mgr,
+    find_used_variables,
+    ilog2,
+    image,
+    local_kwargs,
+    override_args_kwargs,
+    positional_args_names,
+    re_sign,
+    repr_function,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # EasyDict
@@ -35,7 +47,7 @@ def test_easydict():
     del d.a
     assert 'a' not in d
     with pytest.raises(AttributeError, match="'a'"):
-        d.a
+        _ = d.a
     with pytest.raises(AttributeError, match="'zz'"):
         del d.zz
     assert EasyDict([('x', 1)]) == {'x': 1} and EasyDict() == {}

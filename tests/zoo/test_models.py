@@ -12,8 +12,17 @@ import pytest
 import objax
 from objax.zoo.convnet import ConvNet
 from objax.zoo.dnnet import DNNet
-from objax.zoo.resnet_v2 import (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet200, ResNetV2,
-                                 ResNetV2Block, load_pretrained_weights_from_keras)
+from objax.zoo.resnet_v2 import (
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+    ResNet152,
+    ResNet200,
+    ResNetV2,
+    ResNetV2Block,
+    load_pretrained_weights_from_keras,
+)
 from objax.zoo.rnn import RNN
 from objax.zoo.vgg import VGG19
 from objax.zoo.wide_resnet import WideResNet, WideResNetGeneral, WRNBlock
@@ -154,7 +163,7 @@ def test_wide_resnet_parameter_counts():
     assert train == 1_467_610  # the "1.5M" WRN-28-2 of the MixMatch/FixMatch papers
     # Table 1 of Zagoruyko & Komodakis (2016): WRN-28-10 has 36.5M parameters, WRN-40-4 8.9M, WRN-16-8 11.0M.
     for depth, width, millions in ((28, 10, 36.5), (40, 4, 8.9), (16, 8, 11.0)):
-        total, train, _ = _abstract(lambda: WideResNet(3, 10, depth, width))
+        total, train, _ = _abstract(lambda depth=depth, width=width: WideResNet(3, 10, depth, width))
         assert total == wrn_params(3, 10, depth, width)
         assert round(train / 1e6, 1) == millions
 

@@ -98,7 +98,7 @@ def test_layers_names_and_no_preprocessing_or_softmax(small):
     x = jn.asarray(np.random.default_rng(1).uniform(0, 255, size=(2, 3, 64, 64)), jn.float32)
     assert model(x).shape == (2, 3)
     with pytest.raises(AttributeError, match='conv6_1'):
-        model.conv6_1
+        _ = model.conv6_1
 
 
 def test_variable_order_b_before_w(small):

@@ -13,8 +13,14 @@ from objax._core.reprs import class_path
 from objax.util.conversion import to_interpolate, to_padding, to_tuple
 from objax.util.multihost import get_local_devices, map_to_device, multi_host_barrier
 from objax.util.renamer import Renamer
-from objax.util.signature import (args_indexes, local_kwargs, override_args_kwargs, positional_args_names, re_sign,
-                                  repr_function)
+from objax.util.signature import (
+    args_indexes,
+    local_kwargs,
+    override_args_kwargs,
+    positional_args_names,
+    re_sign,
+    repr_function,
+)
 
 __all__ = ['EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables', 'ilog2']
 # Objax 1.8's objax.util.util names defined in the sibling modules.
