@@ -5,13 +5,17 @@ per array dimension). It is given when the variable is created (`set_spec(TrainV
 by rules over the names of a VarCollection (`apply_rules(vc, [('*(Linear).w', P(None, 'model'))])`, or the
 `fsdp(mesh)` rule that splits every floating-point variable on one of its dimensions), or not at all
 (replicated). `shard(vc, mesh)` then lays each value of the collection out on the mesh. Optimizer slots
-(the `m`/`v` of Momentum, Adam, LARS, ExponentialMovingAverage: the lists of StateVars kept beside a list of
-TrainRefs) take the spec of the variable they track (rules skip them) unless `set_spec` gave them one.
+take the spec of the variable they track (rules skip them) unless `set_spec` gave them one. A slot names the
+variable it tracks: the `m`/`v` of Momentum, Adam, LARS and ExponentialMovingAverage and the per-parameter
+state of Optax (adam's `mu` and `nu`...) do so when created, an optimizer of one's own with `track(slot, var)`.
+Slots that name nothing are still found the way Objax 1.8 optimizers keep them: entry i of a ModuleList of
+StateVars beside a ModuleList of TrainRefs of the same length tracks the i-th TrainRef's variable.
 
 Once laid out, objax.Jit compiles with those layouts: the values go in as they are, and the new values come
 back with the same layout (jit out_shardings), so nothing drifts to another layout or is gathered on each
-device. The batch can be one global array split over the 'data' axis
-(`objax.util.make_global_batch(x, 'data', mesh=mesh)`). After jax.distributed.initialize the mesh may span the
+device; only the Jits whose own variables were laid out anew recompile. objax.Parallel gathers the values
+inside its program and also returns the new ones in their layouts. The batch can be one global array split
+over the 'data' axis (`objax.util.make_global_batch(x, 'data', mesh=mesh)`). After jax.distributed.initialize the mesh may span the
 devices of every process; each process builds the same model and calls `shard` on its (identical) values.
 """
 
@@ -23,12 +27,13 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from objax._core.layout import changed as layouts_changed, place
-from objax._core.variables import layout_of, record_layout, record_spec, spec_of, storage_groups
+from objax._core.layout import canonical, changed as layouts_changed, place
+from objax._core.variables import layout_of, record_layout, record_spec, record_tracked, spec_of, storage_groups, \
+    tracked_of
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, TrainRef
 
-__all__ = ['apply_rules', 'fsdp', 'get_spec', 'layout', 'make_mesh', 'set_spec', 'shard', 'unshard']
+__all__ = ['apply_rules', 'fsdp', 'get_spec', 'layout', 'make_mesh', 'set_spec', 'shard', 'track', 'unshard']
 
 Rule = Union[Tuple[Union[str, 're.Pattern'], PartitionSpec], Callable[[str, BaseVar], Optional[PartitionSpec]]]
 
@@ -96,6 +101,35 @@ def get_spec(var: BaseVar) -> Optional[PartitionSpec]:
     return spec_of(var._storage())
 
 
+def track(slot: BaseVar, var: Optional[BaseVar]) -> BaseVar:
+    """Records that the optimizer slot `slot` (a moment, an average... of `var`, of the same shape) tracks `var`:
+    without a spec of its own, `shard` lays it out as `var`, and rules skip it. Returns `slot`, e.g.
+    `self.m = objax.ModuleList(track(objax.StateVar(jn.zeros_like(v.value)), v) for v in self.train_vars)`.
+
+    Args:
+        slot: the variable holding the tracking value (not a TrainRef).
+        var: the tracked variable (a TrainRef stands for its TrainVar), or None to forget the link.
+
+    Returns:
+        `slot`.
+
+    Raises:
+        TypeError: `slot` is not a variable or is a TrainRef, or `var` is not a variable.
+        ValueError: the values of `slot` and `var` have different shapes.
+    """
+    if not isinstance(slot, BaseVar) or isinstance(slot, TrainRef):
+        raise TypeError(f'track(slot): expected an objax variable holding its own value, got {type(slot).__name__}')
+    if var is not None:
+        if not isinstance(var, BaseVar):
+            raise TypeError(f'track(var): expected an objax variable, got {type(var).__name__}')
+        var = var._storage()
+        if np.shape(slot.value) != np.shape(var.value):
+            raise ValueError(f'track: {slot._label()} of shape {np.shape(slot.value)} cannot track {var._label()} '
+                             f'of shape {np.shape(var.value)}')
+    record_tracked(slot, var)
+    return slot
+
+
 def layout(var: BaseVar) -> Optional[NamedSharding]:
     """The NamedSharding `shard` laid `var` out with (None if it was not laid out, or `unshard` undid it)."""
     return layout_of(var._storage())
@@ -154,7 +188,7 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
     chosen, names, slots = {}, {}, _slot_owners(vc)
     for name, var in vc.items():
         storage = var._storage()
-        if id(storage) in chosen or id(storage) in slots:
+        if id(storage) in chosen or _tracked(storage, slots) is not None:
             continue
         for rule in rules:
             matched, spec = _match(rule, name, var)
@@ -206,10 +240,13 @@ def fsdp(mesh: Mesh, axis: str = 'data', min_size: int = 0) -> Callable[[str, Ba
 
 
 def _slot_owners(vc: VarCollection) -> Dict[int, BaseVar]:
-    """id(slot) -> the variable it tracks: in a module holding a ModuleList of TrainRefs (e.g. `train_vars`,
-    `refs`), entry i of every other ModuleList of the same length tracks entry i when shaped like it."""
+    """id(slot) -> the variable it tracks, for the slots of `vc` that name none (see `track`): in a module holding
+    a ModuleList of TrainRefs (e.g. `train_vars`), entry i of every other ModuleList of the same length tracks
+    entry i when shaped like it, as Objax 1.8 optimizers keep their slots."""
     lists: Dict[str, Dict[str, Dict[int, BaseVar]]] = {}
     for name, var in vc.items():
+        if tracked_of(var._storage()) is not None:
+            continue
         m = _SLOT.match(name)
         if m:
             lists.setdefault(m['owner'], {}).setdefault(m['attr'], {})[int(m['index'])] = var
@@ -229,14 +266,31 @@ def _slot_owners(vc: VarCollection) -> Dict[int, BaseVar]:
     return owners
 
 
+def _tracked(var: BaseVar, owners: Dict[int, BaseVar]) -> Optional[BaseVar]:
+    """The variable `var` tracks: the one it names (see `track`), else the one `owners` (`_slot_owners`) finds."""
+    found = tracked_of(var)
+    return owners.get(id(var)) if found is None else found
+
+
+def _spec(var: BaseVar, owners: Dict[int, BaseVar]) -> Optional[PartitionSpec]:
+    """The spec `var` is laid out with: its own, else that of the variable it tracks (which may itself be a slot,
+    e.g. an average of a moment), else None."""
+    seen = set()
+    while var is not None and id(var) not in seen:
+        spec = spec_of(var)
+        if spec is not None:
+            return spec
+        seen.add(id(var))
+        var = _tracked(var, owners)
+    return None
+
+
 def _resolve(vc: VarCollection, mesh: Mesh) -> List[Tuple[str, BaseVar, NamedSharding]]:
     """(name, storage variable, sharding) for each distinct storage variable of `vc`, checked against `mesh`."""
     owners = _slot_owners(vc)
     out, errors = [], []
     for storage, (name, *_) in storage_groups(vc.items()):
-        spec = spec_of(storage)
-        if spec is None and id(storage) in owners:
-            spec = spec_of(owners[id(storage)])
+        spec = _spec(storage, owners)
         spec = PartitionSpec() if spec is None else spec
         shape = np.shape(storage.value)
         problem = _spec_problem(spec, shape, mesh)
@@ -302,7 +356,7 @@ def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], M
             raise
     else:
         resolved = _resolve(vc, mesh)
-    placed = [place(v.value, s) for _, v, s in resolved]
+    placed = [place(v.value, canonical(s)) for _, v, s in resolved]  # as compiled steps will return them
     for (_, v, s), x in zip(resolved, placed):
         v.assign(x)  # the same value, laid out on the mesh
         record_layout(v, s)

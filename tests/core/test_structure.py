@@ -124,3 +124,86 @@ def test_building_new_modules_does_not_recompile_existing_transforms():
     with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.b'):
         jf(X)
     assert len(traces) == count + 1  # a structure change retraces (b, outside the collection, is frozen in)
+
+
+@pytest.mark.parametrize('transform', ['jit', 'parallel'])
+def test_a_structure_change_rebuilds_only_the_transforms_it_concerns(transform):
+    a, b = Net(), Net()
+    b.w.assign(jn.full((2, 2), 2.))
+    traces = {'a': 0, 'b': 0}
+
+    def fa(x):
+        traces['a'] += 1
+        return a(x)
+
+    def fb(x):
+        traces['b'] += 1
+        return b(x)
+
+    make = objax.Jit if transform == 'jit' else objax.Parallel
+    ja, jb, jm = make(fa, a.vars()), make(fb, b.vars()), make(b, b.vars())
+    ja(X), jb(X), jm(X)
+    program = (lambda: jm._call_donating) if transform == 'jit' else (lambda: jm._programs[frozenset(), True])
+    compiled = program()
+    assert traces == {'a': 1, 'b': 1} and compiled._cache_size() == 1
+    a.extra = objax.TrainVar(jn.ones(2))  # a new variable in a module vars() collected: a structure change
+    a.w = objax.TrainVar(jn.full((2, 2), 3.))  # and a variable of a replaced
+    np.testing.assert_allclose(jb(X), _numpy(b, X), rtol=1e-6)
+    np.testing.assert_allclose(jm(X), _numpy(b, X), rtol=1e-6)
+    assert traces['b'] == 1 and program() is compiled and compiled._cache_size() == 1  # a holds nothing b uses
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.w'):
+        np.testing.assert_allclose(ja(X), _numpy(a, X), rtol=1e-6)  # a's own transform rebuilds
+    assert traces['a'] == 2
+    b.w = objax.TrainVar(jn.full((2, 2), 4.))  # b's own variable replaced: b's transforms rebuild
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.w'):
+        np.testing.assert_allclose(jb(X), _numpy(b, X), rtol=1e-6)
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.w'):
+        np.testing.assert_allclose(jm(X), _numpy(b, X), rtol=1e-6)
+    assert traces['b'] == 2
+    ja(X)
+    assert traces['a'] == 2
+
+
+def test_a_change_of_a_module_holding_a_variable_read_outside_the_collection_rebuilds():
+    a, b = Net(), Net()
+    traces = []
+
+    def reads_a(x):  # b's collection, but reads a.b too (frozen in, with a warning)
+        traces.append(1)
+        return b(x) + a.b.value
+
+    jr = objax.Jit(reads_a, b.vars())
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.b'):
+        jr(X)
+    old = a.b  # kept: the transform knows the variables it warned about by id, which a new object could reuse
+    a.b = objax.TrainVar(jn.full(2, 5.))  # a's b replaced: the frozen value is the new one's
+    with pytest.warns(objax.VariableOutsideCollectionWarning, match=r'\(Net\)\.b'):
+        np.testing.assert_allclose(jr(X), _numpy(b, X) + 5, rtol=1e-6)
+    assert len(traces) == 2 and old is not a.b
+    objax.nn.Linear(2, 2).vars()  # unrelated modules changing or appearing: nothing to rebuild
+    c = Net()
+    c.vars()
+    c.w = objax.TrainVar(jn.zeros((2, 2)))
+    jr(X)
+    assert len(traces) == 2
+
+
+def test_a_module_list_change_rebuilds_the_transforms_of_its_variables_only():
+    seq = objax.nn.Sequential([objax.nn.Linear(2, 2)])
+    other = Net()
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return seq(x)
+
+    jf, jo = objax.Jit(f, seq.vars()), objax.Jit(other, other.vars())
+    jf(X), jo(X)
+    seq[0] = objax.nn.Linear(2, 3)  # replaces the layer holding every variable of jf's collection
+    with pytest.warns(objax.VariableOutsideCollectionWarning):
+        assert jf(X).shape == (8, 3)
+    assert len(traces) == 2
+    compiled = jo._call_donating
+    seq.append(objax.nn.Linear(3, 1))
+    jo(X)
+    assert jo._call_donating is compiled and compiled._cache_size() == 1

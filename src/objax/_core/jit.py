@@ -21,9 +21,11 @@ class Jit(CompiledTransform):
 
     Without `vc` (f a Module), the collection is `f.vars()` and follows f: after a structure change (a variable
     or sub-module attribute replaced, a layer appended...) the next call collects it again and recompiles if it
-    differs. With an explicit `vc`, a structure change recompiles, and variables outside `vc` are frozen into
-    the program with an objax.VariableOutsideCollectionWarning. Writing a variable outside the collection
-    raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time.
+    differs. With an explicit `vc`, a structure change that concerns f (a change of f itself, or of a module
+    holding one of its variables) recompiles, and variables outside `vc` are frozen into the program with an
+    objax.VariableOutsideCollectionWarning. After objax.sharding lays out some of its variables anew, the next
+    call recompiles for their new layouts (laying out other variables does not). Writing a variable outside the
+    collection raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time.
 
     With `donate` (the default), the buffers of the variables' old values are donated to the compiled call,
     which writes the new values in place (no second copy of the state in memory). An old value that anything
@@ -53,8 +55,6 @@ class Jit(CompiledTransform):
 
     def _compile(self):
         """New programs for `self._pure`, compiled at their first call, with the variables' current layouts."""
-        self._layout_version = layout.VERSION
-        self._layouts = layout.layouts(self._pure.variables)
         self._call = self._jitted(self._pure)
         self._call_donating = self._jitted(self._pure, donate=True) if self.donate else None
 
@@ -93,8 +93,8 @@ class Jit(CompiledTransform):
         with self._lock:
             if self._generation != structure.GENERATION:
                 self._refresh()
-            if self._layout_version != layout.VERSION:
-                self._use(self.vc, self._pure.warned)  # objax.sharding laid variables out anew
+            if self._layout_version != layout.VERSION and self._layouts_changed():
+                self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
             pure = self._pure
             if self._call_donating is None or _LOCAL.frames or has_tracer((args, kwargs)):
                 # Inside another transform (objax or jax): nothing to donate.

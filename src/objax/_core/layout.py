@@ -2,8 +2,9 @@
 layouts objax.sharding records on variables, which objax.Jit compiles with.
 
 objax.sharding (above the core) records a variable's layout with variables.record_layout and calls `changed()`;
-a Jit compares `VERSION` with the one it saw when it compiled (one integer comparison per call) and reads the
-layouts again with `layouts()` when it differs. This is the only way the core learns about sharding.
+a Jit (or Parallel) compares `VERSION` with the one it saw last (one integer comparison per call) and, when it
+differs, reads the layouts of its own variables again with `layouts()`: it recompiles only when one of them
+changed, not for the layouts of other collections. This is the only way the core learns about sharding.
 """
 
 import functools
@@ -16,11 +17,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from objax._core.variables import BaseVar, layout_of
 
-__all__ = ['VERSION', 'changed', 'constrain', 'layouts', 'mesh', 'per_device', 'place', 'replicated',
+__all__ = ['VERSION', 'canonical', 'changed', 'constrain', 'layouts', 'mesh', 'per_device', 'place', 'replicated',
            'to_default_device']
 
 _COUNTER = itertools.count(1)
-VERSION = 0  # changes whenever a variable's recorded layout changes (see `changed`)
+VERSION = 0  # changes whenever the recorded layout of some variable changes (see `changed`)
 
 
 def changed() -> None:
@@ -29,8 +30,31 @@ def changed() -> None:
     VERSION = next(_COUNTER)
 
 
+def canonical(sharding: Optional[NamedSharding]) -> Optional[NamedSharding]:
+    """`sharding` written as JAX writes the layouts of compiled results: no None entries at the end of its spec
+    (P('data', None) and P('data') lay a value out alike, but compare unequal; a program given one and then the
+    other compiles twice).
+
+    Args:
+        sharding: a NamedSharding, or None.
+
+    Returns:
+        The same layout, with the shortest spec (`sharding` itself when it already has it); None for None.
+    """
+    if sharding is None:
+        return None
+    spec = tuple(sharding.spec)
+    n = len(spec)
+    while n and spec[n - 1] is None:
+        n -= 1
+    if n == len(spec):
+        return sharding
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec[:n]), memory_kind=sharding.memory_kind)
+
+
 def layouts(variables: Sequence[BaseVar]) -> Optional[List[Optional[NamedSharding]]]:
-    """The layout recorded for each of `variables` (None where there is none), or None when none has one.
+    """The layout recorded for each of `variables` (None where there is none), in its `canonical` form (the
+    one compiled programs give their results), or None when none has one.
 
     Args:
         variables: variables holding data (not TrainRefs).
@@ -38,7 +62,7 @@ def layouts(variables: Sequence[BaseVar]) -> Optional[List[Optional[NamedShardin
     Returns:
         A list of NamedSharding or None, one per variable; or None.
     """
-    found = [layout_of(v) for v in variables]
+    found = [canonical(layout_of(v)) for v in variables]
     return found if any(s is not None for s in found) else None
 
 

@@ -2,7 +2,7 @@
 
 import inspect
 import threading
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from objax._core import reprs, structure
 from objax._core.collection import VarCollection
@@ -87,12 +87,13 @@ class Module:
         old = self.__dict__.get(name, _ABSENT)
         if old is not value and (isinstance(value, _PARTS) or isinstance(old, _PARTS)) and (
                 old is not _ABSENT or structure.is_seen(self)):
-            structure.bump()
+            structure.bump(self, _held(old))
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str):
-        if isinstance(self.__dict__.get(name), _PARTS):
-            structure.bump()
+        old = self.__dict__.get(name)
+        if isinstance(old, _PARTS):
+            structure.bump(self, _held(old))
         object.__delattr__(self, name)
 
     def __repr__(self):
@@ -132,7 +133,7 @@ class ModuleList(Module, list):
 
     def _changed(self):
         if structure.is_seen(self):
-            structure.bump()
+            structure.bump(self, _held(self))
 
     def __setitem__(self, key, value):
         self._changed()
@@ -391,6 +392,20 @@ def module_or_function_repr(f: Any) -> str:
 
 _ABSENT = object()
 _PARTS = (BaseVar, Module)
+
+
+def _held(value: Any) -> Optional[Set[int]]:
+    """ids of the variables `value` holds, for objax._core.structure: a variable and the one holding its data,
+    or those of a module's vars(); None when they cannot be collected (a change of unknown reach)."""
+    if isinstance(value, BaseVar):
+        return {id(value), id(value._storage())}
+    if not isinstance(value, Module):
+        return set()
+    try:
+        variables = list(value.vars().values())
+    except Exception:  # a module graph with a cycle, a vars() of its own that fails
+        return None
+    return {i for v in variables for i in (id(v), id(v._storage()))}
 
 
 def prefixed(vc: VarCollection, scope: str) -> VarCollection:

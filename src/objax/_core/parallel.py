@@ -15,7 +15,9 @@ processes' parts concatenated in process order. Scalars and variables must be eq
 A global array (e.g. from objax.util.make_global_batch) is taken as the whole batch.
 
 Outside a `replicate()` block (the recommended style) a variable keeps its shape: its value is one jax.Array
-laid out replicated on the mesh (NamedSharding with PartitionSpec()), and each call merges what f changed.
+laid out replicated on the mesh (NamedSharding with PartitionSpec()), or kept in the layout objax.sharding
+recorded for it when that layout spans the mesh's devices in the same order (gathered inside the program, so a
+Jit called next takes it as it is); each call merges what f changed.
 Inside `with vc.replicate():` Parallel follows Objax 1.8: the variables of vc hold one copy per
 device stacked on a new leading axis (PartitionSpec(axis_name): one row per device), each device runs f on its
 own copy and keeps its own new value (nothing is merged per call), and the block's exit replaces each variable
@@ -60,10 +62,11 @@ class Parallel(CompiledTransform):
     batch: array arguments (N, ...) are split into (N/ndev, ...) per device, scalars are broadcast. Returns
     `reduce` of each per-device output stacked as (ndev, ...) (default: concatenated back to (N, ...)).
     Works with or without `with vc.replicate():` (kept for Objax 1.8 code); after a call the variables of vc
-    that f changed hold their merged values, replicated on all devices. With `donate` (the default) the
-    variables' old buffers are donated to the call (reused for the new values); a value that anything else
-    still references is copied for the call instead, so arrays user code holds stay valid. Calls from several
-    threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
+    that f changed hold their merged values, replicated on all devices, or in the layout objax.sharding gave
+    them (each device runs f with the whole value; the value stays split between calls). With `donate` (the
+    default) the variables' old buffers are donated to the call (reused for the new values); a value that
+    anything else still references is copied for the call instead, so arrays user code holds stay valid. Calls
+    from several threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
     reading one freezes its value with an objax.VariableOutsideCollectionWarning.
     Inside `with vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy of every variable
     of the block and the block's exit merges them with each variable's `reduce`.
@@ -103,6 +106,7 @@ class Parallel(CompiledTransform):
         """Forgets the programs of the previous pure function: one program per set of stacked variables and
         donation, built at its first use, for calls inside and outside `replicate()` alike."""
         self._random = [i for i, v in enumerate(self._pure.variables) if isinstance(v, RandomState)]
+        self._places = self._plan.layouts(self._layouts, len(self._pure.variables))
         self._programs = {}
         self._last = None  # weak references to the values the previous call left (already laid out on the mesh)
 
@@ -110,7 +114,7 @@ class Parallel(CompiledTransform):
         call = self._programs.get((stacked, donate))
         if call is None:
             call = self._programs[stacked, donate] = compile_program(self._plan, self._pure, self._random, stacked,
-                                                                     donate)
+                                                                     donate, self._places)
         return call
 
     def device_reshape(self, x: JaxArray) -> JaxArray:
@@ -144,6 +148,8 @@ class Parallel(CompiledTransform):
         with self._lock:
             if self._generation != structure.GENERATION:
                 self._refresh()
+            if self._layout_version != layout.VERSION and self._layouts_changed():
+                self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
             stacked = frozenset(stacked_positions(self._pure.variables))
             if self._inflight is not None:
                 pending, self._inflight = self._inflight, None
@@ -181,7 +187,7 @@ class Parallel(CompiledTransform):
         if last is None or len(last) != len(values) or not all(r() is x for r, x in zip(last, values)):
             placed = {}
             for i, x in enumerate(values):
-                values[i] = layout.place(x, self._plan.replicated, local_part=True)
+                values[i] = self._place(x, self._places[i])
                 if values[i] is not x and not isinstance(values[i], jax.core.Tracer):
                     placed[i] = values[i]  # same value, laid out on the mesh: kept for later calls
             if not donating:
@@ -194,6 +200,12 @@ class Parallel(CompiledTransform):
             values[i] = x
         return outputs, values
 
+    def _place(self, x, sharding):
+        """A variable's value laid out with `sharding`: a layout objax.sharding recorded holds the whole value, as
+        does a value replicated on the mesh; a value stacked per device holds this process's rows."""
+        return layout.place(x, sharding, local_part=sharding is self._plan.replicated or sharding is
+                            self._plan.per_device)
+
     def _call_stacked(self, stacked: FrozenSet[int], placed_args: list):
         """A call inside `with vc.replicate():`: variables at positions `stacked` hold one copy per device
         (stacked on axis 0); each device runs f on its own copy and keeps its own new value. The other
@@ -201,8 +213,7 @@ class Parallel(CompiledTransform):
         pure, plan = self._pure, self._plan
         values = pure.values()
         check_stacked(plan, pure, values, stacked)
-        values = [layout.place(x, plan.per_device if i in stacked else plan.replicated, local_part=True)
-                  for i, x in enumerate(values)]
+        values = [self._place(x, plan.per_device if i in stacked else self._places[i]) for i, x in enumerate(values)]
         outputs, changes = self._program(stacked, False)(values, *placed_args)
         pure.write(changes)
         self._last = None

@@ -2,22 +2,24 @@
 
 One program serves both of Parallel's modes. Its inputs are the variables' values and the arguments' leaves;
 a value is split one row per device when it is stacked per device (inside `with vc.replicate():`) or is a
-random key outside such a block (split into one key per device at each call), and replicated otherwise;
-array arguments are split on their leading axis. f is traced once for one device, the results provably equal
-on all devices are found (objax._core.invariant) and produced once, the others stacked per device. Outputs
-are then merged by Parallel's `reduce`; a changed variable keeps one row per device when it is stacked, and is
-otherwise merged by its own `reduce` (the common value itself when all devices agree and the reduce is a mean
-or a first copy).
+random key outside such a block (split into one key per device at each call), and replicated otherwise (a
+value objax.sharding split over the devices is gathered inside the program); array arguments are split on
+their leading axis. f is traced once for one device, the results provably equal on all devices are found
+(objax._core.invariant) and produced once, the others stacked per device. Outputs are then merged by
+Parallel's `reduce`; a changed variable keeps one row per device when it is stacked, and is otherwise merged
+by its own `reduce` (the common value itself when all devices agree and the reduce is a mean or a first copy)
+and laid out where the variable keeps its value between calls: in the layout objax.sharding recorded for it
+(so that a Jit called next takes it as it is), else replicated on the mesh.
 """
 
 import functools
-from typing import Callable, FrozenSet, List, Sequence, Set, Tuple
+from typing import Callable, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import jax
 import jax.numpy as jn
 import numpy as np
 from jax.extend import core as jax_core
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from objax._core import invariant, layout
 from objax._core.pure import Pure
@@ -47,6 +49,23 @@ class Plan:
         self.local_ndevices = len(self.mesh.local_devices)
         self.replicated = layout.replicated(axis_name)
         self.per_device = layout.per_device(axis_name)
+
+    def layouts(self, recorded: Optional[Sequence[Optional[NamedSharding]]], n: int) -> List[NamedSharding]:
+        """Where the values of n variables are kept between calls: the layout objax.sharding recorded for a
+        variable when it spans the mesh's devices in the mesh's order (a program can only take values from one
+        device order), else replicated on the mesh.
+
+        Args:
+            recorded: each variable's recorded layout (None where it has none), or None when none has one.
+            n: the number of variables.
+
+        Returns:
+            One NamedSharding per variable.
+        """
+        if recorded is None:
+            return [self.replicated] * n
+        devices = tuple(self.mesh.devices.flat)
+        return [self.replicated if s is None or tuple(s.mesh.devices.flat) != devices else s for s in recorded]
 
 
 def static_positions(plan: Plan, nargs: int) -> Set[int]:
@@ -122,7 +141,7 @@ def place_args(plan: Plan, args: Sequence, static: Set[int]) -> list:
 
 
 def compile_program(plan: Plan, pure: Pure, random: Sequence[int], stacked: FrozenSet[int],
-                    donate: bool) -> Callable:
+                    donate: bool, layouts: Sequence[NamedSharding]) -> Callable:
     """The jitted program of one mode: `(values, *args) -> (outputs, changes)`, or with `donate`
     `(outputs, every variable's new value)` with the values' buffers donated.
 
@@ -132,11 +151,13 @@ def compile_program(plan: Plan, pure: Pure, random: Sequence[int], stacked: Froz
         random: positions (in pure.variables) of the RandomStates.
         stacked: positions of the variables stacked per device by a `replicate()` block (empty outside one).
         donate: donate the values' buffers to the call.
+        layouts: where each variable's merged new value goes (see `Plan.layouts`); stacked ones are kept one row
+            per device.
 
     Returns:
         The jax.jit of the program (compiled at its first call, once per static signature).
     """
-    program = functools.partial(_traced, plan, pure, frozenset(random), stacked, donate)
+    program = functools.partial(_traced, plan, pure, frozenset(random), stacked, donate, tuple(layouts))
     return jax.jit(program, static_argnums=values_first(plan.static_argnums), donate_argnums=(0,) if donate else ())
 
 
@@ -150,7 +171,8 @@ def _aval(x, split: int = 1, row: bool = False) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, aval.dtype, weak_type=aval.weak_type)
 
 
-def _traced(plan: Plan, pure: Pure, random: FrozenSet[int], stacked: FrozenSet[int], donate: bool, values, *args):
+def _traced(plan: Plan, pure: Pure, random: FrozenSet[int], stacked: FrozenSet[int], donate: bool,
+            layouts: Tuple[NamedSharding, ...], values, *args):
     axis, ndev = plan.axis_name, plan.ndevices
     split = random - stacked  # random keys outside a replicate() block: one new key per device each call
     per_row = stacked | split
@@ -196,7 +218,7 @@ def _traced(plan: Plan, pure: Pure, random: FrozenSet[int], stacked: FrozenSet[i
         if i in stacked:  # each device keeps its own copy
             new[i] = jax.lax.with_sharding_constraint(stack(x, v), plan.per_device)
         else:
-            new[i] = jax.lax.with_sharding_constraint(_merge(plan, pure, i, x, v, values[i]), plan.replicated)
+            new[i] = jax.lax.with_sharding_constraint(_merge(plan, pure, i, x, v, values[i]), layouts[i])
     outputs = jax.tree.unflatten(tree, [_reduce_output(plan, stack(x, v)) for x, v in zip(results[:nout], varying)])
     return outputs, ([new.get(i, x) for i, x in enumerate(values)] if donate else new)
 

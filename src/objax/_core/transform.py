@@ -1,11 +1,11 @@
 """What the module transforms share: taking a module or a function with its collection, their labels in
 messages, and (for Jit and Parallel, which compile their function) the collection they run with, rebuilt after
-a change of the module structure."""
+a change of the module structure or of the variables' layouts that concerns them."""
 
 import threading
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Set, Tuple, Union
 
-from objax._core import structure
+from objax._core import layout, structure
 from objax._core.collection import VarCollection
 from objax._core.functions import Function
 from objax._core.introspect import variable_namer
@@ -78,8 +78,14 @@ class CompiledTransform(Module):
     It holds the wrapped module, the collection the programs run with and their pure function (`_pure`), and
     rebuilds them when the module structure changes: a transform built from a module alone (no `vc`) collects
     the module's variables again and starts over if they differ; one given an explicit collection starts over
-    with it (new programs; variables outside it are still warned about once each). A subclass builds its
-    programs in `_compile` and calls `_refresh` when `structure.GENERATION` differs from `_generation`.
+    with it (new programs; variables outside it are still warned about once each) when the change concerns it:
+    a change of the wrapped module, of a module holding (or having held, in the part replaced) a variable of the
+    collection or one f read outside it, or a change of unknown reach. A subclass builds its programs in
+    `_compile` and calls `_refresh` when `structure.GENERATION` differs from `_generation`.
+
+    The layouts objax.sharding recorded for the variables when the programs were built are in `_layouts`; a
+    subclass compiling with them calls `_layouts_changed()` when `layout.VERSION` differs from
+    `_layout_version`, and starts over only when one of its own variables was laid out anew.
 
     Args:
         name: the transform's name, for messages.
@@ -104,7 +110,15 @@ class CompiledTransform(Module):
         self._pure = Pure(self.__wrapped__, vc, self._owner, variable_namer(self.__wrapped__, vc))
         if warned is not None:
             self._pure.warned = warned
+        self._layout_version = layout.VERSION  # read first: a layout recorded meanwhile is noticed next call
+        self._layouts = layout.layouts(self._pure.variables)
         self._compile()
+
+    def _layouts_changed(self) -> bool:
+        """Whether objax.sharding recorded another layout for one of the variables since the programs were built
+        (the layouts of other collections do not matter); notes that the current layouts were checked."""
+        self._layout_version = layout.VERSION
+        return layout.layouts(self._pure.variables) != self._layouts
 
     def _compile(self):
         """Builds the programs that run `self._pure` (compiled at their first call)."""
@@ -117,6 +131,29 @@ class CompiledTransform(Module):
             vc = self.__wrapped__.vars()
             if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
                 self._use(vc)
-        else:
+        elif self._concerned_since(self._generation):
             self._use(self.vc, self._pure.warned)
         self._generation = generation
+
+    def _concerned_since(self, generation: int) -> bool:
+        """Whether a structure change made after `generation` may change which variables f uses (see the class
+        docstring): the other changes leave its programs as they are."""
+        changes = structure.changes_since(generation)
+        if changes is None:
+            return True
+        own: Optional[Set[int]] = None
+        for module, held in changes:
+            if module is None or module is self.__wrapped__:
+                return True
+            if own is None:
+                own = set(self._pure.warned)
+                own.update(i for v in self.vc.values() for i in (id(v), id(v._storage())))
+            if not own.isdisjoint(held):
+                return True
+            try:
+                now = list(module.vars().values())
+            except Exception:  # a module graph with a cycle, a vars() of its own that fails
+                return True
+            if any(id(v) in own or id(v._storage()) in own for v in now):
+                return True
+        return False

@@ -15,7 +15,7 @@ _Loan = frames.Loan
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
-           'record_layout', 'layout_of']
+           'record_layout', 'layout_of', 'record_tracked', 'tracked_of']
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -79,6 +79,7 @@ class BaseVar(ArrayOps, abc.ABC):
     _name: Optional[str] = None  # the name vars() last gave the variable, for messages
     _spec = None  # the jax.sharding.PartitionSpec objax.sharding gave it
     _layout = None  # the jax.sharding.NamedSharding objax.sharding.shard laid its value out with
+    _tracked = None  # the variable this one (an optimizer slot) tracks: it is laid out like that variable
 
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
@@ -427,3 +428,26 @@ def layout_of(var: BaseVar):
         A jax.sharding.NamedSharding, or None.
     """
     return var._layout
+
+
+def record_tracked(slot: BaseVar, var: Optional[BaseVar]) -> None:
+    """Records that `slot` (an optimizer's moment, an average...) tracks `var`: it holds a value of var's shape
+    and, without a sharding spec of its own, objax.sharding lays it out as `var`.
+
+    Args:
+        slot: the variable holding the tracking value.
+        var: the variable holding the data it tracks (not a TrainRef), or None to forget the link.
+    """
+    slot._tracked = var
+
+
+def tracked_of(slot: BaseVar) -> Optional[BaseVar]:
+    """The variable `slot` tracks (see `record_tracked`), None if none was recorded.
+
+    Args:
+        slot: the variable.
+
+    Returns:
+        The tracked variable, or None.
+    """
+    return slot._tracked

@@ -8,10 +8,11 @@ from typing import Any, List, Sequence
 import jax.numpy as jn
 import numpy as np
 
+from objax._core.variables import record_tracked
 from objax.module import ModuleList
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
-from objax.variable import BaseVar, TrainRef, TrainVar
+from objax.variable import BaseVar, StateVar, TrainRef, TrainVar
 
 __all__ = []
 
@@ -27,6 +28,14 @@ def zeros_like_var(var: BaseVar) -> JaxArray:
     """Zeros with the shape and dtype of `var`'s value, never weak-typed (so a compiled step keeps its types)."""
     value = var.value
     return jn.zeros(value.shape, value.dtype)
+
+
+def zero_slot(var: BaseVar) -> StateVar:
+    """A StateVar of zeros shaped like `var`'s value (its moment, its average...), recorded as tracking the
+    variable holding var's data: objax.sharding lays it out as that variable."""
+    slot = StateVar(zeros_like_var(var))
+    record_tracked(slot, var._storage())
+    return slot
 
 
 def optimizer_repr(obj: Any, **args) -> str:

@@ -7,7 +7,7 @@ import jax.numpy as jn
 from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_OPEN, assign_all, cast_like, check_grads, check_hyper, \
-    check_lr, optimizer_repr, train_refs, zeros_like_var
+    check_lr, optimizer_repr, train_refs, zero_slot
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar
@@ -39,8 +39,8 @@ class Adam(Module):
         self.eps = check_hyper('Adam', 'eps', eps, NON_NEGATIVE)
         self.step = StateVar(jn.array(0, jn.uint32), reduce=reduce_first)
         self.train_vars = train_refs('Adam', vc)
-        self.m = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
-        self.v = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
+        self.m = ModuleList(zero_slot(ref) for ref in self.train_vars)
+        self.v = ModuleList(zero_slot(ref) for ref in self.train_vars)
 
     def __call__(self, lr: Union[float, JaxArray], grads: List[JaxArray], beta1: Optional[float] = None,
                  beta2: Optional[float] = None):

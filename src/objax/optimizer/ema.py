@@ -8,7 +8,7 @@ from objax._core.pure import Pure
 from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_CLOSED, assign_all, cast_like, check_hyper, \
-    optimizer_repr, zeros_like_var
+    optimizer_repr, zero_slot
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, StateVar, TrainRef, TrainVar
@@ -66,7 +66,7 @@ class ExponentialMovingAverage(Module):
         self.eps = check_hyper('ExponentialMovingAverage', 'eps', eps, NON_NEGATIVE)
         self.step = StateVar(jn.array(0, jn.uint32), reduce=reduce_first)
         self.refs = ModuleList(_averaged(vc))
-        self.m = ModuleList(StateVar(zeros_like_var(x)) for x in self.refs)
+        self.m = ModuleList(zero_slot(x) for x in self.refs)
 
     def __call__(self):
         """Folds the current values of the variables into their averages (all of them, or none on error).

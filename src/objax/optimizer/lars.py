@@ -6,10 +6,9 @@ import jax.numpy as jn
 
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, assign_all, cast_like, check_grads, check_hyper, check_lr, \
-    optimizer_repr, train_refs, zeros_like_var
+    optimizer_repr, train_refs, zero_slot
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
-from objax.variable import StateVar
 
 __all__ = ['LARS']
 
@@ -39,7 +38,7 @@ class LARS(Module):
         self.tc = check_hyper('LARS', 'tc', tc)
         self.eps = check_hyper('LARS', 'eps', eps, NON_NEGATIVE)
         self.train_vars = train_refs('LARS', vc)
-        self.m = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
+        self.m = ModuleList(zero_slot(ref) for ref in self.train_vars)
 
     def __call__(self, lr: Union[float, JaxArray], grads: List[JaxArray]):
         """Applies one step to every TrainVar and its `m`, or changes nothing when it raises.

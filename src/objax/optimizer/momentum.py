@@ -4,10 +4,9 @@ from typing import List, Optional, Union
 
 from objax.module import Module, ModuleList
 from objax.optimizer._common import assign_all, cast_like, check_grads, check_hyper, check_lr, optimizer_repr, \
-    train_refs, zeros_like_var
+    train_refs, zero_slot
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
-from objax.variable import StateVar
 
 __all__ = ['Momentum']
 
@@ -31,7 +30,7 @@ class Momentum(Module):
         self.momentum = check_hyper('Momentum', 'momentum', momentum)
         self.nesterov = nesterov
         self.train_vars = train_refs('Momentum', vc)
-        self.m = ModuleList(StateVar(zeros_like_var(ref)) for ref in self.train_vars)
+        self.m = ModuleList(zero_slot(ref) for ref in self.train_vars)
 
     def __call__(self, lr: Union[float, JaxArray], grads: List[JaxArray], momentum: Optional[float] = None):
         """Applies one step to every TrainVar and its `m`, or changes nothing when it raises.

@@ -1,11 +1,11 @@
 """Any optax GradientTransformation used as an objax optimizer, its state kept in StateVars."""
 
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import jax
 import jax.numpy as jn
 
-from objax._core.variables import reduce_first
+from objax._core.variables import record_tracked, reduce_first
 from objax.module import Module
 from objax.optimizer._common import assign_all, cast_like, check_grads, check_lr, train_refs
 from objax.typing import JaxArray
@@ -20,6 +20,26 @@ def _strong(x) -> JaxArray:
     return cast_like(x, jn.asarray(x).dtype)
 
 
+def _mirrored(state: Any, params: List[JaxArray]) -> Dict[int, int]:
+    """{position of a leaf of `state`: position of the parameter it mirrors}: optax keeps per-parameter state
+    (mu, nu, trace...) in subtrees built like the parameters (here a list); leaf i of such a subtree mirrors
+    parameter i when it has that parameter's shape (a factored second moment, say, does not)."""
+    structure = jax.tree_util.tree_structure(params)
+    shapes = [jn.shape(p) for p in params]
+
+    def is_mirror(node) -> bool:
+        return isinstance(node, list) and jax.tree_util.tree_structure(node) == structure
+
+    mirrored, position = {}, 0
+    for node in jax.tree_util.tree_leaves(state, is_leaf=is_mirror):
+        if is_mirror(node):
+            mirrored.update((position + i, i) for i, leaf in enumerate(node) if jn.shape(leaf) == shapes[i])
+            position += len(node)
+        else:
+            position += 1
+    return mirrored
+
+
 class Optax(Module):
     """Runs an optax GradientTransformation on the TrainVars of `vc` (params and grads are lists in the order
     of vc.subset(TrainVar)). `opt(None, grads)` applies the transformation's updates as they are, p <- p + u
@@ -27,7 +47,9 @@ class Optax(Module):
     `opt(lr, grads)` treats the updates like gradients, p <- p - lr * u (for direction-only transformations
     such as optax.scale_by_adam() or optax.clip_by_global_norm(1.)), the convention of objax optimizers.
     The optax state pytree is flattened into StateVars named by their path, e.g. `(Optax).state[0].mu[1]`;
-    each keeps the dtype the transformation's init gave it. A step writes every variable or none."""
+    each keeps the dtype the transformation's init gave it. A state leaf kept per parameter (in a subtree built
+    like the parameter list, e.g. adam's `mu` and `nu`) and shaped like its parameter tracks it: objax.sharding
+    lays it out as that parameter. A step writes every variable or none."""
 
     def __init__(self, vc: VarCollection, transformation: Any):
         """Creates the optimizer and the optax state (from `transformation.init`) for the TrainVars of `vc`.
@@ -50,6 +72,8 @@ class Optax(Module):
         self._paths = [jax.tree_util.keystr(path) for path, _ in leaves]
         self._state = [StateVar(x, reduce=reduce_mean if jn.issubdtype(x.dtype, jn.inexact) else reduce_first)
                        for x in (_strong(leaf) for _, leaf in leaves)]
+        for i, j in _mirrored(state, [ref.value for ref in self.train_vars]).items():
+            record_tracked(self._state[i], self.train_vars[j].ref)
 
     def vars(self, scope: str = '') -> VarCollection:
         """TrainRefs as `(Optax).train_vars(ModuleList)[i]`, state leaves as `(Optax).state<optax path>`.
