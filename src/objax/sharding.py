@@ -15,8 +15,9 @@ Once laid out, objax.Jit compiles with those layouts: the values go in as they a
 back with the same layout (jit out_shardings), so nothing drifts to another layout or is gathered on each
 device; only the Jits whose own variables were laid out anew recompile. objax.Parallel gathers the values
 inside its program and also returns the new ones in their layouts. The batch can be one global array split
-over the 'data' axis (`objax.util.make_global_batch(x, 'data', mesh=mesh)`). After jax.distributed.initialize the mesh may span the
-devices of every process; each process builds the same model and calls `shard` on its (identical) values.
+over the 'data' axis (`objax.util.make_global_batch(x, 'data', mesh=mesh)`). After jax.distributed.initialize
+the mesh may span the devices of every process; each process builds the same model and calls `shard` on its
+(identical) values.
 """
 
 import fnmatch
@@ -27,9 +28,17 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from objax._core.layout import canonical, changed as layouts_changed, place
-from objax._core.variables import layout_of, record_layout, record_spec, record_tracked, spec_of, storage_groups, \
-    tracked_of
+from objax._core.layout import canonical, place
+from objax._core.layout import changed as layouts_changed
+from objax._core.variables import (
+    layout_of,
+    record_layout,
+    record_spec,
+    record_tracked,
+    spec_of,
+    storage_groups,
+    tracked_of,
+)
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, TrainRef
 

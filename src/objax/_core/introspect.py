@@ -115,7 +115,7 @@ def find_used_variables(fn: Callable, scope: str = '') -> VarCollection:
         visit(fn.__func__, fn.__self__)
     elif inspect.isfunction(fn):
         visit(fn)
-    elif inspect.isfunction(getattr(type(fn), '__call__', None)):  # a callable object
+    elif inspect.isfunction(inspect.getattr_static(type(fn), '__call__', None)):  # a callable object
         visit(type(fn).__call__, fn)
     return vc
 

@@ -6,8 +6,18 @@ import jax.numpy as jn
 
 from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
-from objax.optimizer._common import NON_NEGATIVE, UNIT_OPEN, assign_all, cast_like, check_grads, check_hyper, \
-    check_lr, optimizer_repr, train_refs, zero_slot
+from objax.optimizer._common import (
+    NON_NEGATIVE,
+    UNIT_OPEN,
+    assign_all,
+    cast_like,
+    check_grads,
+    check_hyper,
+    check_lr,
+    optimizer_repr,
+    train_refs,
+    zero_slot,
+)
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar

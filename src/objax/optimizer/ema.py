@@ -7,8 +7,15 @@ import jax.numpy as jn
 from objax._core.pure import Pure
 from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
-from objax.optimizer._common import NON_NEGATIVE, UNIT_CLOSED, assign_all, cast_like, check_hyper, \
-    optimizer_repr, zero_slot
+from objax.optimizer._common import (
+    NON_NEGATIVE,
+    UNIT_CLOSED,
+    assign_all,
+    cast_like,
+    check_hyper,
+    optimizer_repr,
+    zero_slot,
+)
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, StateVar, TrainRef, TrainVar

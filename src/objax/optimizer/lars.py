@@ -5,8 +5,17 @@ from typing import List, Union
 import jax.numpy as jn
 
 from objax.module import Module, ModuleList
-from objax.optimizer._common import NON_NEGATIVE, assign_all, cast_like, check_grads, check_hyper, check_lr, \
-    optimizer_repr, train_refs, zero_slot
+from objax.optimizer._common import (
+    NON_NEGATIVE,
+    assign_all,
+    cast_like,
+    check_grads,
+    check_hyper,
+    check_lr,
+    optimizer_repr,
+    train_refs,
+    zero_slot,
+)
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 

@@ -3,8 +3,16 @@
 from typing import List, Optional, Union
 
 from objax.module import Module, ModuleList
-from objax.optimizer._common import assign_all, cast_like, check_grads, check_hyper, check_lr, optimizer_repr, \
-    train_refs, zero_slot
+from objax.optimizer._common import (
+    assign_all,
+    cast_like,
+    check_grads,
+    check_hyper,
+    check_lr,
+    optimizer_repr,
+    train_refs,
+    zero_slot,
+)
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 
