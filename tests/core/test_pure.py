@@ -115,7 +115,7 @@ def test_gradients_keep_every_write_and_differentiate_at_entry_values(shift_firs
         w, b, seen, vc = _make()
         t = transform(_loss_fn(w, b, seen, shift_first), vc)
         if jit:
-            def step(x, y):
+            def step(x, y, t=t, w=w):
                 out = t(x, y)
                 w.assign(w.value * 3)  # after the gradient: sees the value the loss left
                 return out

@@ -66,8 +66,8 @@ class Parallel(CompiledTransform):
     them (each device runs f with the whole value; the value stays split between calls). With `donate` (the
     default) the variables' old buffers are donated to the call (reused for the new values); a value that
     anything else still references is copied for the call instead, so arrays user code holds stay valid. Calls
-    from several threads run one at a time. Writing a variable outside `vc` in f raises objax.VariableOutsideCollectionError;
-    reading one freezes its value with an objax.VariableOutsideCollectionWarning.
+    from several threads run one at a time. Writing a variable outside `vc` in f raises
+    objax.VariableOutsideCollectionError; reading one freezes its value with an objax.VariableOutsideCollectionWarning.
     Inside `with vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy of every variable
     of the block and the block's exit merges them with each variable's `reduce`.
 

@@ -132,10 +132,10 @@ def place_args(plan: Plan, args: Sequence, static: Set[int]) -> list:
             continue
         # Containers first: np.ndim of a list of arrays with different shapes raises.
         if isinstance(arg, jax.Array) or not isinstance(arg, (list, tuple, dict)) and np.ndim(arg) == 0:
-            out[i] = _place_leaf(plan, arg, lambda: f'argument {i}')
+            out[i] = _place_leaf(plan, arg, lambda i=i: f'argument {i}')
             continue
         paths, tree = jax.tree_util.tree_flatten_with_path(arg)
-        out[i] = jax.tree_util.tree_unflatten(tree, [_place_leaf(plan, x, lambda p=p: _path_label(i, p))
+        out[i] = jax.tree_util.tree_unflatten(tree, [_place_leaf(plan, x, lambda p=p, i=i: _path_label(i, p))
                                                      for p, x in paths])
     return out
 
