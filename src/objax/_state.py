@@ -33,9 +33,13 @@ __all__ = []
 
 _LOCAL = _trace.LOCAL
 _Loan = _trace.Loan
+_Ref = _trace.Ref
+_FrameRef = _trace.FrameRef
 _Tracer = jax.core.Tracer
+_tracing = _trace.jax_tracing
+NO_REFS = {}
 _GET = operator.attrgetter('_value')
-_LENDING = threading.Lock()
+_LENDING = _trace.STORAGE_LOCK
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
@@ -64,7 +68,9 @@ class Pure:
     Attributes:
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
+        differentiated: set by the gradient transforms, whose calls get differentiated trainable values.
     """
+    differentiated = False
 
     def __init__(self, f: Optional[Callable], vc: Union[VarCollection, Iterable[BaseVar]], owner: Optional[str] = None):
         self.f = f
@@ -74,21 +80,83 @@ class Pure:
         self._warned = set()  # variables already warned about: once per compiled function and variable
         self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
         self._loan = None
+        self._no_refs_at = -1  # a value of _trace.REFS when no storage of `variables` was a jax.Ref
 
-    def values(self) -> list:
-        """The current values of `variables` (inside a running transform, the values it gave them)."""
-        if _LOCAL.frames:
-            return [v._read() for v in self.variables]
-        values = list(map(_GET, self.variables))
+    def values(self, refs: bool = False) -> list:
+        """The current values of `variables` (inside a running transform, the values it gave them; while a JAX
+        transformation traces, values read through the variables' array references).
+
+        Args:
+            refs: outside any transform, give the jax.Ref of a variable whose storage is one (see objax._trace)
+                instead of a copy of its value; see `refs_of`.
+
+        Returns:
+            One value per variable.
+        """
+        variables = self.variables
+        if _LOCAL.frames or _tracing():
+            return [v._read() for v in variables]
+        version = _trace.REFS[0]
+        values = list(map(_GET, variables))
         if _Loan in map(type, values):
-            return [v._stored() for v in self.variables]
+            values = [v._stored() for v in variables]
+        if self._no_refs_at != version and self._has_refs(values, version):
+            del values  # _unref_stored counts the references to each storage
+            values = self._unref_stored()
+            if not refs and _Ref in map(type, values):
+                values = [_trace.ref_get(x, v._label()) if type(x) is _Ref else x for v, x in zip(variables, values)]
         return values
 
-    def lend(self) -> list:
+    def _has_refs(self, values: list, version: int) -> bool:
+        """Whether a value is a jax.Ref; remembers when none is, `version` being _trace.REFS before the values
+        were read (until a storage becomes a reference)."""
+        if _Ref in map(type, values):
+            return True
+        self._no_refs_at = version
+        return False
+
+    def refs_of(self, values: list):
+        """Separates the jax.Ref storages (from `values(refs=True)` or `lend(refs=True)`) from the values.
+
+        Args:
+            values: one value or jax.Ref per variable.
+
+        Returns:
+            (values with None in place of each reference, {position: reference}).
+        """
+        if self._no_refs_at == _trace.REFS[0] or _Ref not in map(type, values):
+            return values, NO_REFS
+        refs = {i: x for i, x in enumerate(values) if type(x) is _Ref}
+        return [None if type(x) is _Ref else x for x in values], refs
+
+    def _unref_stored(self) -> list:
+        """The storages of `variables`, after storing a plain array again in each variable whose storage is a
+        jax.Ref that nothing else references (no JAX program holds it)."""
+        variables = self.variables
+        with _LENDING:  # no other thread takes or converts a storage meanwhile
+            values = list(map(_GET, variables))
+            for i, n in enumerate(_refcounts(values)):
+                if type(values[i]) is _Ref and n <= _UNSHARED + 1:  # held by the list and the variable only
+                    values[i] = variables[i]._value = _trace.ref_get(values[i], variables[i]._label())
+        return values
+
+    def lend(self, refs: bool = False) -> list:
         """Takes the current values out of the variables for a call that donates them (outside any running
         transform only). Until `repay` or `cancel`, other threads that read or write these variables wait.
         A value that anything else still references (user code, another variable, another thread) is replaced
-        by a fresh copy in the returned list, so donating the list never invalidates an array someone holds."""
+        by a fresh copy in the returned list, so donating the list never invalidates an array someone holds.
+
+        A variable whose storage is a jax.Ref that nothing else references any more (no JAX program holds it)
+        gets a plain array again (a copy of the reference's value, stored by `repay`). One that a JAX program
+        still holds keeps its reference: the list has the jax.Ref with `refs` (see `refs_of`), else a copy
+        of its value, which `repay` writes into the reference.
+
+        Args:
+            refs: give the references that stay, instead of copies of their values.
+
+        Returns:
+            One value per variable.
+        """
         loan = self._loan
         if loan is None:
             loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
@@ -108,7 +176,10 @@ class Pure:
                                        'variables to another one')
                 with busy.lock:  # another transform has these variables: wait for its new values
                     busy = None
-            for i in _held(values):
+            held = _held(values)
+            if self._no_refs_at != _trace.REFS[0] and self._has_refs(values, _trace.REFS[0]):  # values: lent
+                held = self._unref(values, held, refs)
+            for i in held:
                 if isinstance(values[i], jax.Array) and not isinstance(values[i], _Tracer):
                     values[i] = jn.array(values[i], copy=True)
         except BaseException:
@@ -116,25 +187,56 @@ class Pure:
             raise
         return values
 
+    def _unref(self, values: list, held: List[int], refs: bool) -> List[int]:
+        """lend's handling of the jax.Ref storages in `values` (changed in place); returns the positions of
+        `held` that are still to be copied."""
+        kept = self._loan.refs = {}
+        done = set()
+        held_set = set(held)
+        for i, x in enumerate(values):
+            if type(x) is _Ref:
+                done.add(i)
+                if i in held_set:
+                    kept[i] = x
+                    if refs:
+                        continue
+                values[i] = _trace.ref_get(x, self.variables[i]._label())  # a new array, nobody else has it
+        return [i for i in held if i not in done]
+
     def repay(self, values: list) -> None:
         """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). Values that
         are tracers (the call was traced by an enclosing jax transformation, so nothing was donated) are not
-        stored: the variables get their lent values back."""
+        stored: the variables get their lent values back. A variable that keeps its jax.Ref gets the reference
+        back, with the new value written into it (None: the call wrote the reference itself)."""
         if values and isinstance(values[0], _Tracer):
             return self.cancel()
         loan = self._loan
+        error = None
+        if loan.refs:
+            values = list(values)
+            for i, ref in loan.refs.items():
+                x, values[i] = values[i], ref
+                if x is not None:
+                    try:
+                        _trace.ref_set(ref, x, self.variables[i]._label())
+                    except ValueError as e:  # another shape or dtype: stored, and the program holding it stale
+                        values[i], error = x, e
+            loan.refs = None
         _set_all(self.variables, values)
         loan.thread = loan.values = None
         loan.lock.release()
+        if error is not None:
+            raise error
 
     def cancel(self) -> None:
         """Ends a loan that failed before donating: the variables get the lent values back."""
         loan = self._loan
         if loan.values is not None:
-            for v, x in zip(self.variables, loan.values):
+            kept = loan.refs or NO_REFS
+            for i, (v, x) in enumerate(zip(self.variables, loan.values)):
                 if v._value is loan:
-                    v._value = x
-        loan.thread = loan.values = None
+                    v._value = kept.get(i, x)
+        loan.thread = loan.values = loan.refs = None
         loan.lock.release()
 
     def write(self, changes: Dict[int, object]) -> None:
@@ -142,14 +244,18 @@ class Pure:
         transform the values go where its function sees them; a compiled transform whose collection lacks one
         of these variables raises objax.VariableOutsideCollectionError (its trace is then abandoned)."""
         variables = self.variables
-        if _LOCAL.frames:
-            for i, x in changes.items():
-                variables[i]._write(x)
-        elif len(changes) == len(variables):
-            _set_all(variables, map(changes.__getitem__, range(len(variables))))
-        else:
-            for i, x in changes.items():
-                variables[i]._value = x
+        if not (_LOCAL.frames or _tracing()):
+            with _LENDING:  # no storage becomes a jax.Ref meanwhile (see _OwnValue._as_ref)
+                version = _trace.REFS[0]
+                if self._no_refs_at == version or not self._has_refs(list(map(_GET, variables)), version):
+                    if len(changes) == len(variables):
+                        _set_all(variables, map(changes.__getitem__, range(len(variables))))
+                    else:
+                        for i, x in changes.items():
+                            variables[i]._value = x
+                    return
+        for i, x in changes.items():
+            variables[i]._write(x)
 
     def __call__(self, values, *args, **kwargs):
         """Runs f with `variables[i]` holding `values[i]`. Returns `(outputs, changes)`, changes being
@@ -158,6 +264,7 @@ class Pure:
         if len(values) != len(ids):
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
         frame = _trace.Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
+        frame.differentiated = self.differentiated
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
@@ -167,6 +274,9 @@ class Pure:
             del frames[depth:]
         new = frame.values
         changes = {i: new[k] for i, (k, x) in enumerate(zip(ids, values)) if new[k] is not x}
+        if _FrameRef in map(type, changes.values()):  # used by a JAX transformation nested in f
+            changes = {i: x.value() if type(x) is _FrameRef else x for i, x in changes.items()
+                       if type(x) is not _FrameRef or x.written or x.old is not values[i]}
         return outputs, changes
 
 

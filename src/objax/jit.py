@@ -52,6 +52,7 @@ class Jit(Module):
         self._static_argnames = static_argnames
         self.donate = bool(donate)
         self._lock = threading.Lock()
+        self._close_refs = False  # see _run
         self._generation = _structure.GENERATION
         self._use(vc)
 
@@ -68,21 +69,33 @@ class Jit(Module):
 
     def _compile(self, pure: _state.Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
-        variable's new value) with the values' buffers donated (reused for the new values)."""
+        variable's new value) with the values' buffers donated (reused for the new values).
+
+        The keyword `_objax_refs` gives the jax.Ref storages ({position: reference}, None at their positions in
+        values; see objax._state.Pure.refs_of): f reads and writes them in place, in order with any other JAX
+        program f calls that uses them. When such a program closes over one of them, JAX refuses it as an
+        argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them instead,
+        closed over by this program, which then holds them (see _run)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
+        names = self._static_argnames
+        names = ((names,) if isinstance(names, str) else tuple(names or ())) + ('_objax_closed_refs',)
         layouts = self._layouts
 
-        def fun(values, *args, **kwargs):
-            outputs, changes = pure(values, *args, **kwargs)
+        def fun(values, *args, _objax_refs=_state.NO_REFS, _objax_closed_refs=(), **kwargs):
+            refs = dict(_objax_closed_refs) or _objax_refs
+            if refs:
+                values = list(values)
+                for i, ref in refs.items():
+                    values[i] = _trace.FrameRef.of(ref)
+            outputs, changes = pure(values, *args, **kwargs)  # no change at the references' positions
             if layouts is not None:  # variables laid out by objax.sharding.shard: new values keep their layout
                 changes = {i: sharding._constrain(x, layouts[i]) for i, x in changes.items()}
             if donate:
-                return outputs, [changes.get(i, x) for i, x in enumerate(values)]
+                return outputs, [None if i in refs else changes.get(i, x) for i, x in enumerate(values)]
             return outputs, changes
 
-        return jax.jit(fun, static_argnums=argnums, static_argnames=self._static_argnames,
-                       donate_argnums=(0,) if donate else ())
+        return jax.jit(fun, static_argnums=argnums, static_argnames=names, donate_argnums=(0,) if donate else ())
 
     def __call__(self, *args, **kwargs):
         """Runs the compiled function on the current variable values and stores the new ones.
@@ -104,26 +117,52 @@ class Jit(Module):
             if self._layout_version != sharding._VERSION[0]:
                 self._use(self.vc, self._pure._warned)  # objax.sharding laid variables out anew
             pure = self._pure
-            if self._call_donating is None or _LOCAL.frames or _state.has_tracer((args, kwargs)):
-                # Inside another transform (objax or jax): nothing to donate.
+            if _LOCAL.frames or _trace.jax_tracing() or _state.has_tracer((args, kwargs)):
+                # Inside another transform (objax or jax): nothing to donate; the values are read and written
+                # where that transform keeps them.
                 outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
                 pure.write(changes)
                 return outputs
-            values = pure.lend()
+            if self._call_donating is None:
+                values, refs = pure.refs_of(pure.values(refs=True))
+                if refs:
+                    outputs, changes = self._run(self._call, values, refs, args, kwargs)
+                else:
+                    outputs, changes = self._call(self._placed(values), *args, **kwargs)
+                pure.write(changes)
+                return outputs
+            values = pure.lend(refs=True)
             try:
-                outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
+                values, refs = pure.refs_of(values)
+                if refs:
+                    outputs, values = self._run(self._call_donating, values, refs, args, kwargs)
+                else:
+                    outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
             except BaseException:
                 pure.cancel()
                 raise
             pure.repay(values)
         return outputs
 
+    def _run(self, call: Callable, values: list, refs: dict, args: tuple, kwargs: dict):
+        """call(values, *args, **kwargs), given the variables kept in jax.Ref storages (see objax._trace), which
+        the program writes in place: passed as arguments, or closed over once f turned out to call another JAX
+        program that closes over one of them."""
+        if not self._close_refs:
+            try:
+                return call(self._placed(values), *args, _objax_refs=refs, **kwargs)
+            except ValueError as e:  # raised while tracing, before anything ran or was donated
+                if 'closed over and passed' not in str(e):
+                    raise
+                self._close_refs = True
+        return call(self._placed(values), *args, _objax_closed_refs=tuple(refs.items()), **kwargs)
+
     def _placed(self, values: list) -> list:
         """values, each laid out as its variable's objax.sharding layout (a value assigned from outside is
         moved there once; values already in place are passed as they are)."""
         if self._layouts is None:
             return values
-        return [x if s is None else sharding._place(x, s) for x, s in zip(values, self._layouts)]
+        return [x if s is None or x is None else sharding._place(x, s) for x, s in zip(values, self._layouts)]
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 

@@ -216,7 +216,10 @@ class Parallel(Module):
                 pending.block_until_ready()
                 del pending
             pure = self._pure
-            donating = (self._call_donating is not None and not _LOCAL.frames
+            tracing = not _LOCAL.frames and _trace.jax_tracing()
+            if tracing:
+                self._place_for_trace(pure)
+            donating = (self._call_donating is not None and not _LOCAL.frames and not tracing
                         and not _state.has_tracer(placed_args))
             values = pure.lend() if donating else pure.values()
             try:
@@ -232,6 +235,26 @@ class Parallel(Module):
             if self._cpu and not tracing:
                 self._inflight = _first_array(values, outputs)
         return outputs
+
+    def _place_for_trace(self, pure: _state.Pure):
+        """Called inside a JAX transformation (e.g. jax.jit around this Parallel): the variables' values, which
+        become JAX array references the traced program reads (see objax._trace), are laid out on the mesh first,
+        where the program needs them."""
+        placed = {}
+        with _trace.at_top():
+            for i, var in enumerate(pure.variables):
+                x = var._stored()
+                if isinstance(x, _trace.Ref):
+                    if x.sharding.device_set != self._replicated.device_set:
+                        raise ValueError(f'{self._owner}: variable "{pure._describe(var) or var._label()}" is kept '
+                                         f'in a JAX array reference on other devices (a program compiled by JAX '
+                                         f'reads it there), so it cannot be used on this mesh inside a JAX '
+                                         f'transformation; call {self._owner} outside JAX transformations')
+                elif not isinstance(x, jax.core.Tracer):
+                    y = _replicate.place(x, self._replicated)
+                    if y is not x:
+                        placed[i] = y
+            pure.write(placed)
 
     def _run(self, pure: _state.Pure, values: list, placed_args: list, donating: bool):
         """Lays the values out on the mesh (unless they are what the previous call left) and runs the

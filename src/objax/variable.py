@@ -12,6 +12,13 @@ from objax.typing import JaxArray
 
 _LOCAL = _trace.LOCAL
 _Loan = _trace.Loan
+_Ref = _trace.Ref
+_Tracer = _trace.Tracer
+_MISSING = _trace.MISSING
+_FROZEN = _trace.FROZEN
+_tracing = _trace.jax_tracing
+_top_trace = _trace.current_trace
+_EVAL_TRACE = _trace.EVAL_TRACE
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
@@ -43,6 +50,8 @@ def _reduce_first(x: JaxArray) -> JaxArray:
 def _as_array(tensor, var: 'BaseVar'):
     if isinstance(tensor, BaseVar):
         tensor = tensor.value
+    if isinstance(tensor, _Tracer) and not _tracing():
+        raise _trace.leaked_tracer_error(var._label())
     if not isinstance(tensor, jax.Array):
         try:
             tensor = jn.asarray(tensor)
@@ -130,7 +139,11 @@ class BaseVar(ArrayOps, abc.ABC):
         # Parallel under replicate()), looked up without the outside-collection warning of a read.
         storage = self._storage()
         old = next((frame.values[id(storage)] for frame in reversed(_LOCAL.frames) if id(storage) in frame.values),
-                   storage._stored())
+                   None)
+        if old is None:
+            old = storage._stored()  # an array or a jax.Ref: both have the shape
+        elif old.__class__ is _trace.FrameRef:
+            old = old.ref
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                                   f'the variable shape {tuple(old.shape)}')
@@ -138,6 +151,9 @@ class BaseVar(ArrayOps, abc.ABC):
 
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
+        if value.__class__ is _Ref:
+            with _trace.at_top():
+                value = value[...]
         if value is None:
             return f'{_repr.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
@@ -146,7 +162,15 @@ class BaseVar(ArrayOps, abc.ABC):
 
 
 class _OwnValue:
-    """Mixin of the variables that hold their own value (all but references)."""
+    """Mixin of the variables that hold their own value (all but references).
+
+    The storage `_value` holds an array; a Loan while a donating compiled call borrows it; or, once the variable
+    was used while a JAX transformation (jax.jit, grad, vmap, lax.scan...) traced code outside any objax
+    transform holding it, a JAX array reference (jax.Ref) that the traced programs read and write (see
+    objax._trace). A variable created while a transformation traces may hold that trace's tracer.
+    """
+
+    _ref_kind = _trace.STATE_KIND  # kind of a FrameRef holding this variable (see objax._trace)
 
     def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
         self._value = _as_array(tensor, self)
@@ -156,28 +180,96 @@ class _OwnValue:
         """The current value: the one a running transform of this thread gave it, else its own."""
         if _LOCAL.frames:
             x = _trace.lookup(self)
-            if x is not _trace.MISSING:
-                return x
+            if x is not _MISSING:
+                return self._frozen() if x is _FROZEN else x
         x = self._value
         if x.__class__ is _Loan:
             x = self._stored()
+        if _top_trace(()) is not _EVAL_TRACE:  # a JAX transformation traces (objax._trace.jax_tracing, inlined)
+            if x.__class__ is not _Ref:
+                if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
+                    return x
+                x = self._as_ref()
+            y = _trace.recall(self)
+            return _trace.ref_get(x, self._label()) if y is _MISSING else y
+        if _LOCAL.written:
+            _LOCAL.written.clear()  # nothing traces now: the values remembered from the traces are done with
+        if x.__class__ is _Ref:
+            return _trace.ref_get(x, self._label())
         return x
 
     def _stored(self) -> JaxArray:
-        """The value in storage, once any compiled call that borrowed it (donation) has stored its new value."""
+        """The storage (an array, or a jax.Ref), once any compiled call that borrowed it (donation) has stored
+        its new value."""
         x = self._value
         while x.__class__ is _Loan:
             x = x.wait(self)
-            if x is _trace.MISSING:
+            if x is _MISSING:
                 x = self._value
         return x
 
+    def _frozen(self) -> JaxArray:
+        """The concrete value, for a compiled transform that reads this variable outside its collection."""
+        x = self._stored()
+        if x.__class__ is _Ref:
+            with _trace.at_top():
+                x = x[...]
+        return x
+
+    def _as_ref(self):
+        """The storage as a JAX array reference, made from the current value if it is not one yet."""
+        while True:
+            with _trace.STORAGE_LOCK:  # not while a donating call has the value (lend takes this lock)
+                x = self._value
+                if x.__class__ is _Ref:
+                    return x
+                if x.__class__ is not _Loan:
+                    x = self._value = _trace.new_ref(x, self._label())
+                    _trace.REFS[0] += 1
+                    return x
+            if x.wait(self) is not _MISSING:
+                raise RuntimeError(f'objax: {self._label()} was used inside a JAX transformation while this '
+                                   f'thread lends it to a compiled call')
+
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
-        if not (_LOCAL.frames and _trace.store(self, tensor)):
-            if self._value.__class__ is _Loan:
-                self._stored()
+        if _LOCAL.frames and _trace.store(self, tensor):
+            return
+        x = self._value
+        if x.__class__ is _Loan:
+            x = self._stored()
+        if x.__class__ is _Ref:
+            if _tracing():
+                _trace.ref_set(x, tensor, self._label())
+                _trace.remember(self, tensor)
+                return
+            if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
+                _trace.ref_set(x, tensor, self._label())
+                return
+            # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
             self._value = tensor
+            box = [x]
+            del x
+            if not _trace.sole_holder(box):
+                with _trace.STORAGE_LOCK:
+                    self._value = box[0]
+                    _trace.REFS[0] += 1
+                _trace.ref_set(box[0], tensor, self._label())  # raises: the program reads this shape
+            return
+        if _tracing():
+            if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
+                self._value = tensor
+            else:
+                _trace.ref_set(self._as_ref(), tensor, self._label())
+                _trace.remember(self, tensor)
+            return
+        if isinstance(tensor, _Tracer):
+            raise _trace.leaked_tracer_error(self._label())
+        with _trace.STORAGE_LOCK:
+            if self._value.__class__ is not _Ref:
+                self._value = tensor
+                return
+        self._write(tensor)  # another thread's JAX transformation made it a reference meanwhile
 
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must be an array of the variable's shape.
@@ -206,6 +298,8 @@ class TrainVar(_OwnValue, BaseVar):
     Raises:
         TypeError: `tensor` cannot be converted to an array.
     """
+
+    _ref_kind = None  # what a JAX transformation nested in objax.Grad reads of it is differentiated
 
     def _refuse(self, tensor: JaxArray):
         raise ValueError(f'{self._label()}.value is read-only: TrainVars are changed through their gradients. '
