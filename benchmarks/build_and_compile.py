@@ -39,6 +39,7 @@ def child_build(name: str) -> dict:
     """Builds `name` twice and draws as many normals with numpy; returns the times (seconds)."""
     import jax
     import numpy as np
+
     import objax  # noqa: F401  (imported before timing)
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -88,6 +89,7 @@ def child_step(kind: str) -> dict:
     import jax
     import jax.numpy as jn
     import numpy as np
+
     import objax
 
     jax.config.update('jax_enable_compilation_cache', False)

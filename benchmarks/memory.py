@@ -222,8 +222,13 @@ def report(results: list) -> None:
     print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); MLP width '
           f'{first["width"]}, {_mb(first["weight_bytes"])} MB of float32 weights')
     ref = next(r for r in results if r['variant'] == 'jax donate')
-    est = lambda r: r['argument'] + r['output'] + r['temp'] - r['alias']
-    grow = lambda r: r['rss_peak'] - r['rss_before']
+
+    def est(r):
+        return r['argument'] + r['output'] + r['temp'] - r['alias']
+
+    def grow(r):
+        return r['rss_peak'] - r['rss_before']
+
     has_device = any(r['device_peak'] is not None for r in results)
     head = (f'{"variant":<15}{"args":>8}{"out":>8}{"temp":>8}{"alias":>8}{"XLA peak":>9}{"ratio":>7}'
             f'{"RSS peak":>9}{"ratio":>7}{"RSS step":>9}{"ratio":>7}{"XLA own":>8}')

@@ -29,7 +29,8 @@ def child(args) -> dict:
     import jax
     import jax.numpy as jn
     import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     import objax
     from objax.functional.parallel import pmean

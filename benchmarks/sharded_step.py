@@ -4,8 +4,9 @@ NamedShardings, same model, same mesh, same layouts, same run, interleaved.
 The model is the transformer language model of examples/train_sharded.py trained with Adam. The objax step is
 that example's code: GradValues + Adam in an objax.Jit, variables laid out by objax.sharding.shard. The
 reference is one jax.jit over a dict of arrays: the same forward pass and Adam update written by hand, with
-in_shardings/out_shardings built from the same PartitionSpecs and the state donated (objax.Jit donates too). Meshes: FSDP over the 8
-devices ('data'=8) and data + tensor parallel ('data'=2, 'model'=4). Every step is waited for (step latency).
+in_shardings/out_shardings built from the same PartitionSpecs and the state donated (objax.Jit donates too).
+Meshes: FSDP over the 8 devices ('data'=8) and data + tensor parallel ('data'=2, 'model'=4). Every step is
+waited for (step latency).
 Prints median step times over interleaved repeats, the ratio objax / hand-written (target <= 1.05) of the medians
 and of the fastest repeats (the steadier one on a busy machine), how far the two runs' parameters ended apart,
 and the bytes of variables each device holds against the total.

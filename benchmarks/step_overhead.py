@@ -38,7 +38,10 @@ def cross_entropy(logits, labels):
 def objax_step(depth: int, donate: bool):
     model = MLP(depth)
     opt = objax.optimizer.SGD(model.vars())
-    loss = lambda x, y: cross_entropy(model(x), y)
+
+    def loss(x, y):
+        return cross_entropy(model(x), y)
+
     gv = objax.GradValues(loss, model.vars())
 
     def train_op(x, y):

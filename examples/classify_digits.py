@@ -9,9 +9,9 @@ Every epoch is checkpointed in --logdir/ckpt and logged for TensorBoard in --log
 import argparse
 
 import numpy as np
+from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 
 import objax
-from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 
 
 def build_model(filters: int) -> objax.nn.Sequential:

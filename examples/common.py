@@ -128,7 +128,8 @@ class TrainingRun:
         try:
             self.start_epoch, path = self.ckpt.restore(vc)
         except ValueError as e:
-            raise SystemExit(f'Cannot resume from {logdir} (trained with other settings? use another --logdir):\n{e}')
+            raise SystemExit(f'Cannot resume from {logdir} (trained with other settings? use another '
+                             f'--logdir):\n{e}') from e
         if path:
             print(f'Resuming from {path}: {self.start_epoch} of {epochs} epochs done')
         self.done = self.start_epoch >= epochs

@@ -12,9 +12,9 @@ resuming work as in classify_digits.py.
 import argparse
 
 import numpy as np
+from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 
 import objax
-from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
 from objax.privacy.dpsgd import PrivateGradValues, analyze_dp
 
 

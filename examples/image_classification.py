@@ -20,9 +20,9 @@ from typing import Tuple
 
 import jax
 import numpy as np
+from common import TrainingRun, add_compile_cache_flag, use_compile_cache
 
 import objax
-from common import TrainingRun, add_compile_cache_flag, use_compile_cache
 from objax.zoo.wide_resnet import WideResNet
 
 Data = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -61,7 +61,7 @@ def load_npz(path: str, layout: str, test_fraction: float, seed: int) -> Data:
     try:
         f = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise SystemExit(f'--data {path}: not a readable .npz file ({e})')
+        raise SystemExit(f'--data {path}: not a readable .npz file ({e})') from e
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise SystemExit(f'--data {path}: a single .npy array, expected an .npz archive with keys x and y')
     with f:
@@ -81,7 +81,7 @@ def load_npz(path: str, layout: str, test_fraction: float, seed: int) -> Data:
         try:
             x = _images(x, f'{path}[{x_key!r}]', layout)
         except ValueError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(str(e)) from e
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
             raise SystemExit(f'{path}[{y_key!r}]: expected {len(x)} non-negative integer labels (one per image '
                              f'of {x_key!r}), got shape {y.shape} dtype {y.dtype}')

@@ -56,7 +56,10 @@ class Block(objax.Module):
     def __call__(self, x):
         n, s, d = x.shape
         h = self.norm1(x)
-        split = lambda t: t.reshape(n, s, self.heads, d // self.heads)
+
+        def split(t):
+            return t.reshape(n, s, self.heads, d // self.heads)
+
         q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
         scores = jn.einsum('nqhc,nkhc->nhqk', q, k) / np.sqrt(d // self.heads)
         scores = jn.where(jn.tril(jn.ones((s, s), bool)), scores, -1e9)
@@ -164,7 +167,7 @@ def main():
     try:
         start, path = ckpt.restore(vc)
     except ValueError as e:
-        raise SystemExit(f'Cannot resume from {args.logdir} (other model settings? use another --logdir):\n{e}')
+        raise SystemExit(f'Cannot resume from {args.logdir} (other model settings? use another --logdir):\n{e}') from e
     if path:
         say(f'Resuming from {path}: {start} of {args.epochs} epochs done')
     writer = objax.jaxboard.SummaryWriter(os.path.join(args.logdir, 'tb')) if lead and start < args.epochs else None

@@ -1,5 +1,5 @@
-"""One process of the 2-process objax.Parallel test (tests/test_multihost.py); also holds the model and data
-that test's single-process reference uses.
+"""One process of the 2-process objax.Parallel test (tests/core/test_parallel_multihost.py); also holds the model
+and data that test's single-process reference uses.
 
 Usage: python tests/_multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT.npz
 Sets its own XLA_FLAGS (2 CPU devices), joins the others through jax.distributed on 127.0.0.1:PORT with gloo
@@ -25,6 +25,7 @@ def global_batch(num_processes: int):
 def build(pmean=None):
     """The model (fixed initial values) and its training step; with `pmean`, gradients are averaged over devices."""
     import jax.numpy as jn
+
     import objax
 
     model = objax.nn.Sequential([objax.nn.Linear(SIZES[0], SIZES[1]), objax.functional.tanh,
@@ -54,8 +55,14 @@ def main(process_id: int, num_processes: int, port: int, out: str):
                                coordinator_bind_address=f'127.0.0.1:{port}')
     import objax
     from objax.functional.parallel import pmean
-    from objax.util import (gather_to_host, get_local_devices, make_global_batch, multi_host_barrier, process_count,
-                            process_index)
+    from objax.util import (
+        gather_to_host,
+        get_local_devices,
+        make_global_batch,
+        multi_host_barrier,
+        process_count,
+        process_index,
+    )
 
     assert (process_index(), process_count()) == (process_id, num_processes)
     assert len(get_local_devices()) == LOCAL_DEVICES and jax.device_count() == LOCAL_DEVICES * num_processes

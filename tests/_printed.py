@@ -5,8 +5,8 @@ from JAX 0.11 and later in the last bit or two of float32: the same random bits 
 -0.52678305 on JAX 0.10 and -0.52678293 on JAX 0.12. On JAX 0.10 every character must match; on later JAX a
 printed number may differ from the guide's by at most `TOLERANCE` times max(1, |number|) (a few float32 ulps
 of the sampled values, also after a sum such as w + 1), and everything else must match exactly (spaces
-aside: numpy pads its columns to the longest number). This file is self-contained (numpy and the standard library only) so that
-the documentation driver can run its source in a fresh interpreter.
+aside: numpy pads its columns to the longest number). This file is self-contained (numpy and the standard
+library only) so that the documentation driver can run its source in a fresh interpreter.
 """
 
 import re
@@ -34,6 +34,10 @@ def _numbers_close(got: str, want: str, tolerance: float) -> bool:
     return abs(g - w) <= tolerance * max(1.0, abs(g), abs(w))
 
 
+def _skeleton(line: str) -> str:
+    return ''.join(_NUMBER.sub('#', line).split())
+
+
 def lines_match(got: str, want: str, tolerance: float) -> bool:
     """Whether one printed line equals the expected one, numbers compared within `tolerance`.
 
@@ -53,7 +57,6 @@ def lines_match(got: str, want: str, tolerance: float) -> bool:
         return False
     got_numbers, want_numbers = _NUMBER.findall(got), _NUMBER.findall(want)
     # numpy pads columns to the longest number, so a shorter or longer number moves the spaces around it
-    skeleton = lambda line: ''.join(_NUMBER.sub('#', line).split())
-    if skeleton(got) != skeleton(want) or len(got_numbers) != len(want_numbers):
+    if _skeleton(got) != _skeleton(want) or len(got_numbers) != len(want_numbers):
         return False
     return all(_numbers_close(g, w, tolerance) for g, w in zip(got_numbers, want_numbers))

@@ -26,6 +26,7 @@ def batch():
 def build():
     """(vc, jitted training step): an MLP with fixed initial values and Adam."""
     import jax.numpy as jn
+
     import objax
 
     model = objax.nn.Sequential([objax.nn.Linear(SIZES[0], SIZES[1]), objax.functional.tanh,

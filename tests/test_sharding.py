@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jn
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import objax
 from objax.sharding import apply_rules, fsdp, get_spec, layout, make_mesh, set_spec, shard, unshard

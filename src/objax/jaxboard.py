@@ -2,7 +2,6 @@
 
 import dataclasses
 import enum
-import io
 import numbers
 import operator
 import os
@@ -14,12 +13,11 @@ import weakref
 from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
-from PIL import Image as _PILImage
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.text.summary_v2 import text_pb
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from objax.util.image import normalize_to_uint8
+from objax.util.image import encode_png, normalize_to_uint8
 
 __all__ = ['Reducer', 'DelayedScalar', 'Image', 'Text', 'Summary', 'SummaryWriter']
 
@@ -115,10 +113,8 @@ def _to_png(image: np.ndarray, tag: str) -> bytes:
         image = normalize_to_uint8(image.astype(np.float32))  # the same pixels as Objax 1.8
     elif image.dtype != np.uint8:
         raise ValueError(f'Summary.image({tag!r}): expected a float image in [-1, 1] or uint8, got {image.dtype}')
-    hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
-    out = io.BytesIO()
-    _PILImage.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(out, format='PNG')
-    return out.getvalue()
+    hwc = image.transpose(1, 2, 0)
+    return encode_png(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
 
 
 class Summary(dict):

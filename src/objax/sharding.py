@@ -23,16 +23,14 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from objax._core.layout import changed as layouts_changed, place
+from objax._core.variables import layout_of, record_layout, record_spec, spec_of, storage_groups
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, TrainRef
 
 __all__ = ['apply_rules', 'fsdp', 'get_spec', 'layout', 'make_mesh', 'set_spec', 'shard', 'unshard']
 
 Rule = Union[Tuple[Union[str, 're.Pattern'], PartitionSpec], Callable[[str, BaseVar], Optional[PartitionSpec]]]
-
-# Bumped whenever a variable's layout changes through this module: a Jit recomputes its layouts when it sees a
-# new version (a cheap integer check per call instead of inspecting every value).
-_VERSION = [0]
 
 _SLOT = re.compile(r'^(?P<owner>.*)\.(?P<attr>[^.()\[\]]+)\(ModuleList\)\[(?P<index>\d+)\]$')
 
@@ -89,18 +87,18 @@ def set_spec(var: BaseVar, spec: Optional[PartitionSpec]) -> BaseVar:
         raise TypeError(f'set_spec: {var._label()} is a reference; give the spec to the TrainVar it refers to')
     if spec is not None:
         _check_spec_rank(spec, var, var._label())
-    var.__dict__['_spec'] = spec
+    record_spec(var, spec)
     return var
 
 
 def get_spec(var: BaseVar) -> Optional[PartitionSpec]:
     """The PartitionSpec given to `var` (or, for a TrainRef, to its TrainVar); None if it has none."""
-    return var._storage().__dict__.get('_spec')
+    return spec_of(var._storage())
 
 
 def layout(var: BaseVar) -> Optional[NamedSharding]:
     """The NamedSharding `shard` laid `var` out with (None if it was not laid out, or `unshard` undid it)."""
-    return var._storage().__dict__.get('_layout')
+    return layout_of(var._storage())
 
 
 def _check_spec_rank(spec, var: BaseVar, name: str):
@@ -167,7 +165,7 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
                 names[id(storage)] = name
                 break
     for storage, spec in chosen.values():
-        storage.__dict__['_spec'] = spec
+        record_spec(storage, spec)
     return {names[k]: spec for k, (_, spec) in chosen.items() if spec is not None}
 
 
@@ -234,15 +232,11 @@ def _slot_owners(vc: VarCollection) -> Dict[int, BaseVar]:
 def _resolve(vc: VarCollection, mesh: Mesh) -> List[Tuple[str, BaseVar, NamedSharding]]:
     """(name, storage variable, sharding) for each distinct storage variable of `vc`, checked against `mesh`."""
     owners = _slot_owners(vc)
-    out, seen, errors = [], set(), []
-    for name, var in vc.items():
-        storage = var._storage()
-        if id(storage) in seen:
-            continue
-        seen.add(id(storage))
-        spec = storage.__dict__.get('_spec')
+    out, errors = [], []
+    for storage, (name, *_) in storage_groups(vc.items()):
+        spec = spec_of(storage)
         if spec is None and id(storage) in owners:
-            spec = owners[id(storage)].__dict__.get('_spec')
+            spec = spec_of(owners[id(storage)])
         spec = PartitionSpec() if spec is None else spec
         shape = np.shape(storage.value)
         problem = _spec_problem(spec, shape, mesh)
@@ -274,21 +268,6 @@ def _spec_problem(spec: PartitionSpec, shape: Tuple[int, ...], mesh: Mesh) -> st
     return ''
 
 
-def _place(x, sharding: NamedSharding):
-    """`x` (the same full value on every process) laid out with `sharding`."""
-    if isinstance(x, jax.core.Tracer):
-        return x
-    if isinstance(x, jax.Array):
-        if x.sharding == sharding:
-            return x
-        if not x.is_fully_addressable or sharding.is_fully_addressable:
-            return jax.device_put(x, sharding)
-        if x.is_fully_replicated:
-            x = x.addressable_data(0)
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
 def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], Mapping]] = None
           ) -> Dict[str, NamedSharding]:
     """Lays every value of `vc` out on `mesh` according to its variable's spec (replicated without one).
@@ -313,21 +292,21 @@ def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], M
         raise ValueError(f'shard: the mesh axes must be of type Auto, got {mesh.axis_types}; build it with '
                          f'objax.sharding.make_mesh or jax.make_mesh(..., axis_types=(AxisType.Auto,) * n)')
     if rules is not None:
-        saved = {id(v._storage()): (v._storage(), v._storage().__dict__.get('_spec')) for v in vc.values()}
+        saved = {id(v._storage()): (v._storage(), spec_of(v._storage())) for v in vc.values()}
         apply_rules(vc, rules)
         try:
             resolved = _resolve(vc, mesh)
         except ValueError:
             for v, spec in saved.values():
-                v.__dict__['_spec'] = spec
+                record_spec(v, spec)
             raise
     else:
         resolved = _resolve(vc, mesh)
-    placed = [_place(v.value, s) for _, v, s in resolved]
+    placed = [place(v.value, s) for _, v, s in resolved]
     for (_, v, s), x in zip(resolved, placed):
         v.assign(x)  # the same value, laid out on the mesh
-        v.__dict__['_layout'] = s
-    _VERSION[0] += 1
+        record_layout(v, s)
+    layouts_changed()
     return {name: s for name, _, s in resolved}
 
 
@@ -344,16 +323,6 @@ def unshard(vc: VarCollection):
             raise ValueError(f'unshard: {v._label()} is split over several processes; nothing was changed')
     for v in storage:
         v.assign(jax.device_put(np.asarray(v.value)))
-        v.__dict__.pop('_layout', None)
-    _VERSION[0] += 1
+        record_layout(v, None)
+    layouts_changed()
 
-
-def _layouts(variables: Sequence[BaseVar]) -> Optional[List[Optional[NamedSharding]]]:
-    """The layout `shard` gave each of `variables` (None where it gave none), or None when it gave none at all."""
-    found = [v.__dict__.get('_layout') for v in variables]
-    return found if any(s is not None for s in found) else None
-
-
-def _constrain(x, sharding: Optional[NamedSharding]):
-    """Inside a compiled step: `x` kept in `sharding` (no drift to another layout, no gather), if any."""
-    return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)

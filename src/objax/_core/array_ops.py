@@ -10,7 +10,7 @@ import operator
 import jax
 import numpy as np
 
-__all__ = []
+__all__ = ['ArrayOps', 'register_pytree']
 
 
 def _binary(op):

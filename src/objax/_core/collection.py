@@ -4,8 +4,9 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 
 import numpy as np
 
+from objax._core import replicate
+from objax._core.variables import AssignmentError, BaseVar
 from objax.typing import JaxArray
-from objax.variable import AssignmentError, BaseVar
 
 __all__ = ['VarCollection']
 
@@ -136,9 +137,8 @@ class VarCollection(Dict[str, BaseVar]):
     def replicate(self):
         """Context manager of Objax 1.8's Parallel style: inside it each value is stacked per device (one copy
         per device) and objax.Parallel keeps each device's copy; on exit each variable becomes its own reduce of
-        its copies. See objax.Parallel and objax._replicate."""
-        from objax import _replicate
-        return _replicate.replicate(self)
+        its copies. See objax.Parallel and objax._core.replicate."""
+        return replicate.replicate(self)
 
     def __str__(self, max_width: int = 100) -> str:
         width = min(max_width, max([20] + [len(k) for k in self.keys()]))

@@ -5,11 +5,13 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 
 import jax
 
-from objax import _repr, _state
+from objax._core import reprs
+from objax._core.collection import VarCollection
+from objax._core.functions import Function
+from objax._core.modules import Module, module_or_function_repr, prefixed
+from objax._core.pure import Pure
+from objax._core.variables import TrainVar
 from objax.typing import JaxArray
-from objax.module import Function, Module, _prefixed
-from objax.varcollection import VarCollection
-from objax.variable import TrainVar
 
 __all__ = ['Grad', 'GradValues', 'Jacobian', 'Hessian']
 
@@ -55,7 +57,7 @@ class _DerivativeBase(Module):
         self.vc = variables
         self.input_argnums = tuple(input_argnums or ())
         self._derivative_fn = derivative_fn
-        self._pure = _state.Pure(f, variables)
+        self._pure = Pure(f, variables)
         self._pure.differentiated = True
         position = {id(v): i for i, v in enumerate(self._pure.variables)}
         # Positions (in _pure.variables) of the differentiated TrainVars, in vc's order.
@@ -91,7 +93,7 @@ class _DerivativeBase(Module):
 
     def vars(self, scope: str = '') -> VarCollection:
         """The differentiated collection, plus the wrapped module's other variables, prefixed with `scope`."""
-        out = _prefixed(self.vc, scope)
+        out = prefixed(self.vc, scope)
         if isinstance(self.__wrapped__, Module) and not isinstance(self.__wrapped__, Function):
             known = {id(v) for v in out.values()}
             extra = [(k, v) for k, v in self.__wrapped__.vars(scope).items() if id(v) not in known]
@@ -99,7 +101,7 @@ class _DerivativeBase(Module):
         return out
 
     def __repr__(self):
-        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={module_or_function_repr(self.__wrapped__)}, '
                 f'input_argnums={self.input_argnums or None})')
 
 

@@ -3,13 +3,13 @@
 import dis
 import inspect
 import types
-from typing import Any, Callable, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from objax.module import Module
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core.collection import VarCollection
+from objax._core.modules import Module
+from objax._core.variables import BaseVar, name_of
 
-__all__ = ['find_used_variables']
+__all__ = ['find_used_variables', 'variable_namer']
 
 _ROOTS = ('LOAD_GLOBAL', 'LOAD_NAME', 'LOAD_DEREF', 'LOAD_CLASSDEREF')
 _ATTRIBUTES = ('LOAD_ATTR', 'LOAD_METHOD')
@@ -118,3 +118,35 @@ def find_used_variables(fn: Callable, scope: str = '') -> VarCollection:
     elif inspect.isfunction(getattr(type(fn), '__call__', None)):  # a callable object
         visit(type(fn).__call__, fn)
     return vc
+
+
+def variable_namer(f: Callable, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:
+    """The best-effort name of a variable used by `f` (for the messages of a compiled transform).
+
+    Args:
+        f: the function or module the transform runs.
+        vc: the collection it was given.
+
+    Returns:
+        A function of a variable giving its first name in `vc`, else in f's vars() (a Module), else among the
+        variables f reaches by name, else the last name vars() gave it (None if it never had one).
+    """
+
+    def name(var: BaseVar) -> Optional[str]:
+        found = vc.names().get(id(var))
+        if found:
+            return found
+        if isinstance(f, Module):
+            found = f.vars().names().get(id(var))
+            if found:
+                return found
+            target = getattr(f, '__wrapped__', None)
+        else:
+            target = f
+        if target is not None:
+            found = find_used_variables(target).names().get(id(var))
+            if found:
+                return found
+        return name_of(var)
+
+    return name

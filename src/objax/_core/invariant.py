@@ -9,7 +9,7 @@ from typing import List, Sequence
 
 from jax.extend import core as jex
 
-__all__ = []
+__all__ = ['varying_outputs']
 
 # Collectives whose result is identical on all devices of the axes they reduce over.
 _SAME_EVERYWHERE = {'psum', 'pmax', 'pmin', 'all_gather', 'psum_invariant', 'all_gather_invariant'}

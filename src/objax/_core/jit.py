@@ -1,20 +1,22 @@
 """Jit: compiles a module or function together with the variables it reads and writes."""
 
-import threading
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
-from objax import _repr, _state, _structure, _trace, sharding
-from objax.module import Module, _module_and_vars, _owner_label
-from objax.varcollection import VarCollection
+from objax._core import frames, layout, reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.modules import Module, module_or_function_repr
+from objax._core.pure import NO_REFS, Pure, has_tracer
+from objax._core.refs import jax_tracing
+from objax._core.transform import CompiledTransform, values_first
 
 __all__ = ['Jit']
 
-_LOCAL = _trace.LOCAL
+_LOCAL = frames.LOCAL
 
 
-class Jit(Module):
+class Jit(CompiledTransform):
     """Compiles `f` with jax.jit. Each call reads the values of `vc`, runs the compiled function and writes
     back the new values. One compilation per distinct static signature (`static_argnums`/`static_argnames`).
 
@@ -45,52 +47,43 @@ class Jit(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  static_argnums: Optional[Tuple[int, ...]] = None,
                  static_argnames: Optional[Union[str, Sequence[str]]] = None, donate: bool = True):
-        self._follows_module = vc is None
-        f, vc = _module_and_vars('Jit', f, vc)
-        self.__wrapped__ = f
+        super().__init__('Jit', f, vc, donate)
         self.static_argnums = tuple(static_argnums or ())
         self._static_argnames = static_argnames
-        self.donate = bool(donate)
-        self._lock = threading.Lock()
         self._close_refs = False  # see _run
-        self._generation = _structure.GENERATION
-        self._use(vc)
+        self._use(self.vc)
 
-    def _use(self, vc: VarCollection, warned: Optional[set] = None):
-        """Runs with collection `vc` from now on (new programs, compiled at their first call)."""
-        self.vc = vc
-        self._pure = _state.Pure(self.__wrapped__, vc, _owner_label('Jit', self.__wrapped__))
-        if warned is not None:
-            self._pure._warned = warned
-        self._layout_version = sharding._VERSION[0]
-        self._layouts = sharding._layouts(self._pure.variables)
-        self._call = self._compile(self._pure)
-        self._call_donating = self._compile(self._pure, donate=True) if self.donate else None
+    def _compile(self):
+        """New programs for `self._pure`, compiled at their first call, with the variables' current layouts."""
+        self._layout_version = layout.VERSION
+        self._layouts = layout.layouts(self._pure.variables)
+        self._call = self._jitted(self._pure)
+        self._call_donating = self._jitted(self._pure, donate=True) if self.donate else None
 
-    def _compile(self, pure: _state.Pure, donate: bool = False) -> Callable:
+    def _jitted(self, pure: Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
         variable's new value) with the values' buffers donated (reused for the new values).
 
         The keyword `_objax_refs` gives the jax.Ref storages ({position: reference}, None at their positions in
-        values; see objax._state.Pure.refs_of): f reads and writes them in place, in order with any other JAX
+        values; see objax._core.pure.Pure.refs_of): f reads and writes them in place, in order with any other JAX
         program f calls that uses them. When such a program closes over one of them, JAX refuses it as an
         argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them instead,
         closed over by this program, which then holds them (see _run)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
-        argnums = tuple(i + 1 if i >= 0 else i for i in self.static_argnums)
+        argnums = values_first(self.static_argnums)
         names = self._static_argnames
         names = ((names,) if isinstance(names, str) else tuple(names or ())) + ('_objax_closed_refs',)
         layouts = self._layouts
 
-        def fun(values, *args, _objax_refs=_state.NO_REFS, _objax_closed_refs=(), **kwargs):
+        def fun(values, *args, _objax_refs=NO_REFS, _objax_closed_refs=(), **kwargs):
             refs = dict(_objax_closed_refs) or _objax_refs
             if refs:
                 values = list(values)
                 for i, ref in refs.items():
-                    values[i] = _trace.FrameRef.of(ref)
+                    values[i] = frames.FrameRef.of(ref)
             outputs, changes = pure(values, *args, **kwargs)  # no change at the references' positions
             if layouts is not None:  # variables laid out by objax.sharding.shard: new values keep their layout
-                changes = {i: sharding._constrain(x, layouts[i]) for i, x in changes.items()}
+                changes = {i: layout.constrain(x, layouts[i]) for i, x in changes.items()}
             if donate:
                 return outputs, [None if i in refs else changes.get(i, x) for i, x in enumerate(values)]
             return outputs, changes
@@ -112,12 +105,12 @@ class Jit(Module):
                 was changed.
         """
         with self._lock:
-            if self._generation != _structure.GENERATION:
-                _structure.refresh(self)
-            if self._layout_version != sharding._VERSION[0]:
-                self._use(self.vc, self._pure._warned)  # objax.sharding laid variables out anew
+            if self._generation != structure.GENERATION:
+                self._refresh()
+            if self._layout_version != layout.VERSION:
+                self._use(self.vc, self._pure.warned)  # objax.sharding laid variables out anew
             pure = self._pure
-            if _LOCAL.frames or _trace.jax_tracing() or _state.has_tracer((args, kwargs)):
+            if _LOCAL.frames or jax_tracing() or has_tracer((args, kwargs)):
                 # Inside another transform (objax or jax): nothing to donate; the values are read and written
                 # where that transform keeps them.
                 outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
@@ -145,7 +138,7 @@ class Jit(Module):
         return outputs
 
     def _run(self, call: Callable, values: list, refs: dict, args: tuple, kwargs: dict):
-        """call(values, *args, **kwargs), given the variables kept in jax.Ref storages (see objax._trace), which
+        """call(values, *args, **kwargs), given the variables kept in jax.Ref storages (see objax._core.refs), which
         the program writes in place: passed as arguments, or closed over once f turned out to call another JAX
         program that closes over one of them."""
         if not self._close_refs:
@@ -162,10 +155,10 @@ class Jit(Module):
         moved there once; values already in place are passed as they are)."""
         if self._layouts is None:
             return values
-        return [x if s is None or x is None else sharding._place(x, s) for x, s in zip(values, self._layouts)]
+        return [x if s is None or x is None else layout.place(x, s) for x, s in zip(values, self._layouts)]
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={module_or_function_repr(self.__wrapped__)}, '
                 f'static_argnums={self.static_argnums or None})')

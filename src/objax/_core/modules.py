@@ -2,13 +2,13 @@
 
 import inspect
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Tuple, Union
 
-from objax import _repr, _structure
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core import reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.variables import BaseVar, record_name
 
-__all__ = ['Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Parallel', 'Vectorize']
+__all__ = ['Module', 'ModuleList', 'ForceArgs', 'force_positional', 'module_or_function_repr', 'prefixed']
 
 
 class _CollectingIds(threading.local):
@@ -28,7 +28,7 @@ class _Collecting:
         self.module, self.scope = module, scope
 
     def __enter__(self):
-        _structure.mark_seen(self.module)
+        structure.mark_seen(self.module)
         if id(self.module) in _COLLECTING.ids:
             raise ValueError(f'Module graph has a cycle: {type(self.module).__name__} at "{self.scope}" contains '
                              f'itself (directly or through its sub-modules); vars() cannot name its variables')
@@ -41,9 +41,9 @@ class _Collecting:
 def _add(vc: VarCollection, name: str, value: Any) -> None:
     if isinstance(value, BaseVar):
         dict.__setitem__(vc, name, value)
-        value.__dict__['_name'] = name
+        record_name(value, name)
     elif isinstance(value, Module):
-        _structure.mark_seen(value)
+        structure.mark_seen(value)
         vc.update(value.vars(scope=name))
 
 
@@ -82,21 +82,21 @@ class Module:
         """
         raise TypeError(f'{type(self).__name__} is a Module without a __call__ method')
 
-    # Structure changes (see objax._structure): compiled transforms notice them and stop using old programs.
+    # Structure changes (see objax._core.structure): compiled transforms notice them and stop using old programs.
     def __setattr__(self, name: str, value: Any):
         old = self.__dict__.get(name, _ABSENT)
         if old is not value and (isinstance(value, _PARTS) or isinstance(old, _PARTS)) and (
-                old is not _ABSENT or _structure.is_seen(self)):
-            _structure.bump()
+                old is not _ABSENT or structure.is_seen(self)):
+            structure.bump()
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str):
         if isinstance(self.__dict__.get(name), _PARTS):
-            _structure.bump()
+            structure.bump()
         object.__delattr__(self, name)
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}()'
+        return f'{reprs.class_path(self)}()'
 
 
 class ModuleList(Module, list):
@@ -131,8 +131,8 @@ class ModuleList(Module, list):
         return _list_repr(self)
 
     def _changed(self):
-        if _structure.is_seen(self):
-            _structure.bump()
+        if structure.is_seen(self):
+            structure.bump()
 
     def __setitem__(self, key, value):
         self._changed()
@@ -227,79 +227,6 @@ class ModuleList(Module, list):
         return self is other
 
 
-class Function(Module):
-    """Turns a function that uses the variables `vc` into a Module (so that transforms can take it).
-
-    Args:
-        f: the function; calling the Function calls it with the same arguments.
-        vc: the variables f reads or writes. `vars()` names them `{f.__name__}` + their name in vc.
-
-    Raises:
-        TypeError: `f` is not callable or `vc` is not a VarCollection.
-    """
-
-    def __init__(self, f: Callable, vc: VarCollection):
-        if not callable(f):
-            raise TypeError(f'Function(f, vc): f must be callable, got {type(f).__name__}')
-        if not isinstance(vc, VarCollection):
-            raise TypeError(f'Function(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
-        self.__wrapped__ = f
-        self.vc = _function_collection(f, vc)
-
-    def __call__(self, *args, **kwargs):
-        """Calls f.
-
-        Args:
-            *args: f's positional arguments.
-            **kwargs: f's keyword arguments.
-
-        Returns:
-            What f returns.
-        """
-        return self.__wrapped__(*args, **kwargs)
-
-    def vars(self, scope: str = '') -> VarCollection:
-        """The collection given at construction with each name prefixed by `{f.__name__}` (when f has a
-        `__name__`), then by `scope`.
-
-        Args:
-            scope: prefix of every name.
-
-        Returns:
-            A new VarCollection {name: variable}.
-        """
-        return _prefixed(self.vc, scope) if scope else VarCollection(self.vc)
-
-    @staticmethod
-    def with_vars(vc: VarCollection):
-        """Decorator: `@Function.with_vars(model.vars())` makes the decorated function a Function.
-
-        Args:
-            vc: the variables the decorated function uses.
-
-        Returns:
-            A decorator turning a function f into `Function(f, vc)`.
-        """
-        return lambda f: Function(f, vc)
-
-    @staticmethod
-    def auto_vars(f: Callable) -> 'Function':
-        """A Function whose collection is found by inspecting which variables/modules `f` refers to.
-
-        Args:
-            f: the function; the variables and modules it reaches by name (globals, closure cells, a bound
-                method's `self`) are collected.
-
-        Returns:
-            `Function(f, vc)` with the collection found.
-        """
-        from objax._introspect import find_used_variables
-        return Function(f, find_used_variables(f))
-
-    def __repr__(self):
-        return f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)})'
-
-
 class ForceArgs(Module):
     """Wraps a module so that some keyword arguments are always given specific values.
 
@@ -323,7 +250,7 @@ class ForceArgs(Module):
     def __call__(self, *args, **kwargs):
         """Calls the wrapped module with the forced arguments replacing those given, by position or keyword."""
         if args and self.forced_kwargs:
-            args, kwargs = _force_positional(self.__wrapped__, args, kwargs, self.forced_kwargs)
+            args, kwargs = force_positional(self.__wrapped__, args, kwargs, self.forced_kwargs)
             return self.__wrapped__(*args, **kwargs)
         return self.__wrapped__(*args, **{**kwargs, **self.forced_kwargs})
 
@@ -372,7 +299,7 @@ class ForceArgs(Module):
             visited.add(id(m))
             for k, v in list(m.__dict__.items()):
                 if isinstance(v, Module):
-                    m.__dict__[k] = unwrap(v)
+                    object.__setattr__(m, k, unwrap(v))  # one structure change for all, below
             if isinstance(m, list):
                 for i, v in enumerate(list.__iter__(m)):
                     if isinstance(v, Module):
@@ -381,11 +308,11 @@ class ForceArgs(Module):
         if isinstance(module, ForceArgs):
             _drop_forced(module, kwargs)
         visit(module)
-        _structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
+        structure.bump()  # the wrappers changed: compiled transforms must not keep the old forced arguments
 
     def __repr__(self):
         forced = ''.join(f', {k}={v!r}' for k, v in self.forced_kwargs.items())
-        return f'{_repr.class_path(self)}(module={_repr.function_repr(self.__wrapped__)}{forced})'
+        return f'{reprs.class_path(self)}(module={reprs.function_repr(self.__wrapped__)}{forced})'
 
 
 def _drop_forced(wrapper: ForceArgs, filters: Dict[str, Any]) -> None:
@@ -401,9 +328,20 @@ def _drop_forced(wrapper: ForceArgs, filters: Dict[str, Any]) -> None:
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _force_positional(f: Callable, args: tuple, kwargs: dict, forced: Dict[str, Any]) -> Tuple[list, dict]:
+def force_positional(f: Callable, args: tuple, kwargs: dict, forced: Dict[str, Any]) -> Tuple[list, dict]:
     """(args, kwargs) for calling f with `forced` overriding the caller: a forced name among the first len(args)
-    positional parameters of f replaces that positional value, the others are given as keywords."""
+    positional parameters of f replaces that positional value, the others are given as keywords (ForceArgs'
+    rule, and objax.util.override_args_kwargs).
+
+    Args:
+        f: the function whose signature names the positional parameters (none readable: keywords only).
+        args: the caller's positional arguments.
+        kwargs: the caller's keyword arguments (not changed).
+        forced: the values to force, by name.
+
+    Returns:
+        (positional arguments as a new list, keyword arguments as a new dict).
+    """
     args, kwargs = list(args), dict(kwargs)
     try:
         params = list(inspect.signature(f).parameters.values())
@@ -429,65 +367,42 @@ def _add_attributes(vc: VarCollection, prefix: str, attributes: Dict[str, Any]) 
             _add(vc, f'{prefix}.{k}', v)
 
 
-def _function_collection(f: Callable, vc: VarCollection) -> VarCollection:
-    """A Function's collection: vc's names prefixed with `{f.__name__}` when f has a name (as in Objax 1.8)."""
-    name = getattr(f, '__name__', None)
-    if not isinstance(name, str):
-        return VarCollection(vc)
-    return _prefixed(vc, '{' + name + '}')
-
-
 def _list_repr(items: list) -> str:
     """Multi-line repr `<class path>(`, one `  [i] <item>` line per item, `)`: a module item shows its repr
     with continuation lines indented two more spaces, any other callable the function format."""
     lines = []
     for i, x in enumerate(items):
-        text = _repr.function_repr(x) if callable(x) and not isinstance(x, Module) else repr(x)
+        text = reprs.function_repr(x) if callable(x) and not isinstance(x, Module) else repr(x)
         lines.append(f'  [{i}] ' + text.replace('\n', '\n  '))
-    return '\n'.join([f'{_repr.class_path(items)}('] + lines + [')'])
+    return '\n'.join([f'{reprs.class_path(items)}('] + lines + [')'])
+
+
+def module_or_function_repr(f: Any) -> str:
+    """The repr of a Module, the function format of anything else (as the transforms show their `f`).
+
+    Args:
+        f: a Module or any callable.
+
+    Returns:
+        `repr(f)` for a Module, else `objax._core.reprs.function_repr(f)`.
+    """
+    return repr(f) if isinstance(f, Module) else reprs.function_repr(f)
 
 
 _ABSENT = object()
 _PARTS = (BaseVar, Module)
 
 
-def _prefixed(vc: VarCollection, scope: str) -> VarCollection:
-    """A new collection holding the variables of `vc`, each name prefixed with `scope`."""
+def prefixed(vc: VarCollection, scope: str) -> VarCollection:
+    """A new collection holding the variables of `vc`, each name prefixed with `scope`.
+
+    Args:
+        vc: the collection.
+        scope: the prefix.
+
+    Returns:
+        A new VarCollection.
+    """
     out = VarCollection()
     out.update((scope + k, v) for k, v in vc.items())
     return out
-
-
-def _module_and_vars(owner: str, f: Union[Module, Callable],
-                     vc: Optional[VarCollection]) -> Tuple[Module, VarCollection]:
-    """What a transform named `owner` wraps: `f` as a Module (a function becomes a Function of `vc`) and the
-    collection it runs with (a Module's own vars() when `vc` is None)."""
-    if not isinstance(f, Module):
-        if not callable(f):
-            raise TypeError(f'{owner}(f, vc): f must be callable, got {type(f).__name__}')
-        if vc is None:
-            raise ValueError(f'{owner}(f, vc): vc is required when f is a function (not a Module): pass the '
-                             f'VarCollection of the variables f uses, e.g. model.vars()')
-    elif vc is None:
-        _structure.mark_seen(f)
-        vc = f.vars()
-    if not isinstance(vc, VarCollection):
-        raise TypeError(f'{owner}(f, vc): vc must be a VarCollection, got {type(vc).__name__}')
-    return (f if isinstance(f, Module) else Function(f, vc)), vc
-
-
-def _owner_label(owner: str, f: Module) -> str:
-    """`owner(name of the wrapped function or module class)`, for error messages."""
-    return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
-
-
-# Objax 1.8 defined the transforms in objax.module: `from objax.module import Jit` keeps working. They are
-# imported on first access because their own modules import this one.
-_TRANSFORMS = {'Jit': 'objax.jit', 'Parallel': 'objax.parallel', 'Vectorize': 'objax.vectorize'}
-
-
-def __getattr__(name: str):
-    if name in _TRANSFORMS:
-        import importlib
-        return getattr(importlib.import_module(_TRANSFORMS[name]), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

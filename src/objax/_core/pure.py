@@ -19,38 +19,31 @@ import itertools
 import operator
 import sys
 import threading
-from typing import Callable, Dict, Iterable, List, Optional, Union
+from typing import Callable, Dict, Iterable, List, Optional
 
 import jax
 import jax.numpy as jn
 
-from objax import _trace
-from objax.module import Module
-from objax.varcollection import VarCollection
-from objax.variable import BaseVar
+from objax._core.frames import LOCAL, Frame, FrameRef, Loan
+from objax._core.refs import REFS, STORAGE_LOCK, Ref, jax_tracing, ref_get, ref_set
+from objax._core.variables import BaseVar, storage_groups
 
-__all__ = []
+__all__ = ['Pure', 'has_tracer', 'storage_of', 'NO_REFS']
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
-_Ref = _trace.Ref
-_FrameRef = _trace.FrameRef
+_LOCAL = LOCAL
+_Loan = Loan
+_Ref = Ref
+_FrameRef = FrameRef
 _Tracer = jax.core.Tracer
-_tracing = _trace.jax_tracing
+_tracing = jax_tracing
 NO_REFS = {}
 _GET = operator.attrgetter('_value')
-_LENDING = _trace.STORAGE_LOCK
+_LENDING = STORAGE_LOCK
 
 
 def storage_of(variables: Iterable[BaseVar]) -> List[BaseVar]:
     """The distinct variables that hold data behind `variables` (a TrainRef resolves to its TrainVar)."""
-    out, seen = [], set()
-    for v in variables:
-        s = v._storage()
-        if id(s) not in seen:
-            seen.add(id(s))
-            out.append(s)
-    return out
+    return [storage for storage, _ in storage_groups((None, v) for v in variables)]
 
 
 class Pure:
@@ -59,35 +52,41 @@ class Pure:
 
     Args:
         f: what to run (None when only `values` and `write` are used).
-        vc: the variables f may use (a TrainRef stands for its TrainVar).
+        vc: the variables f may use, a VarCollection or any iterable of variables (a TrainRef stands for its
+            TrainVar).
         owner: for a compiled transform, its label such as 'Jit(train_op)': while f runs, reading a variable
             outside vc (and outside any enclosing transform up to this one) warns once per variable with
             objax.VariableOutsideCollectionWarning and uses its current value (frozen into the compiled
             program); writing one raises objax.VariableOutsideCollectionError.
+        describe: the best-effort name of a variable, for those messages (see
+            objax._core.introspect.variable_namer); None: variables are shown by their repr.
 
     Attributes:
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
         differentiated: set by the gradient transforms, whose calls get differentiated trainable values.
+        warned: ids of the variables already warned about (kept by a compiled transform across rebuilds).
+        describe: the `describe` given.
     """
     differentiated = False
 
-    def __init__(self, f: Optional[Callable], vc: Union[VarCollection, Iterable[BaseVar]], owner: Optional[str] = None):
+    def __init__(self, f: Optional[Callable], vc: Iterable[BaseVar], owner: Optional[str] = None,
+                 describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
         self.f = f
         self.variables = storage_of(vc)
         self.owner = owner
         self._ids = [id(v) for v in self.variables]
-        self._warned = set()  # variables already warned about: once per compiled function and variable
-        self._describe = namer(f, vc if isinstance(vc, VarCollection) else VarCollection()) if owner else None
+        self.warned = set()  # variables already warned about: once per compiled function and variable
+        self.describe = describe
         self._loan = None
-        self._no_refs_at = -1  # a value of _trace.REFS when no storage of `variables` was a jax.Ref
+        self._no_refs_at = -1  # a value of REFS when no storage of `variables` was a jax.Ref
 
     def values(self, refs: bool = False) -> list:
         """The current values of `variables` (inside a running transform, the values it gave them; while a JAX
         transformation traces, values read through the variables' array references).
 
         Args:
-            refs: outside any transform, give the jax.Ref of a variable whose storage is one (see objax._trace)
+            refs: outside any transform, give the jax.Ref of a variable whose storage is one (see objax._core.refs)
                 instead of a copy of its value; see `refs_of`.
 
         Returns:
@@ -96,19 +95,19 @@ class Pure:
         variables = self.variables
         if _LOCAL.frames or _tracing():
             return [v._read() for v in variables]
-        version = _trace.REFS[0]
+        version = REFS[0]
         values = list(map(_GET, variables))
         if _Loan in map(type, values):
             values = [v._stored() for v in variables]
         if self._no_refs_at != version and self._has_refs(values, version):
             del values  # _unref_stored counts the references to each storage
-            values = self._unref_stored()
+            values = _unref_stored(variables)
             if not refs and _Ref in map(type, values):
-                values = [_trace.ref_get(x, v._label()) if type(x) is _Ref else x for v, x in zip(variables, values)]
+                values = [ref_get(x, v._label()) if type(x) is _Ref else x for v, x in zip(variables, values)]
         return values
 
     def _has_refs(self, values: list, version: int) -> bool:
-        """Whether a value is a jax.Ref; remembers when none is, `version` being _trace.REFS before the values
+        """Whether a value is a jax.Ref; remembers when none is, `version` being REFS before the values
         were read (until a storage becomes a reference)."""
         if _Ref in map(type, values):
             return True
@@ -124,21 +123,10 @@ class Pure:
         Returns:
             (values with None in place of each reference, {position: reference}).
         """
-        if self._no_refs_at == _trace.REFS[0] or _Ref not in map(type, values):
+        if self._no_refs_at == REFS[0] or _Ref not in map(type, values):
             return values, NO_REFS
         refs = {i: x for i, x in enumerate(values) if type(x) is _Ref}
         return [None if type(x) is _Ref else x for x in values], refs
-
-    def _unref_stored(self) -> list:
-        """The storages of `variables`, after storing a plain array again in each variable whose storage is a
-        jax.Ref that nothing else references (no JAX program holds it)."""
-        variables = self.variables
-        with _LENDING:  # no other thread takes or converts a storage meanwhile
-            values = list(map(_GET, variables))
-            for i, n in enumerate(_refcounts(values)):
-                if type(values[i]) is _Ref and n <= _UNSHARED + 1:  # held by the list and the variable only
-                    values[i] = variables[i]._value = _trace.ref_get(values[i], variables[i]._label())
-        return values
 
     def lend(self, refs: bool = False) -> list:
         """Takes the current values out of the variables for a call that donates them (outside any running
@@ -159,7 +147,7 @@ class Pure:
         """
         loan = self._loan
         if loan is None:
-            loan = self._loan = _trace.Loan({k: i for i, k in enumerate(self._ids)})
+            loan = self._loan = Loan({k: i for i, k in enumerate(self._ids)})
         variables = self.variables
         loan.lock.acquire()
         try:
@@ -177,8 +165,8 @@ class Pure:
                 with busy.lock:  # another transform has these variables: wait for its new values
                     busy = None
             held = _held(values)
-            if self._no_refs_at != _trace.REFS[0] and self._has_refs(values, _trace.REFS[0]):  # values: lent
-                held = self._unref(values, held, refs)
+            if self._no_refs_at != REFS[0] and self._has_refs(values, REFS[0]):  # values: lent
+                held = _unref_lent(variables, loan, values, held, refs)
             for i in held:
                 if isinstance(values[i], jax.Array) and not isinstance(values[i], _Tracer):
                     values[i] = jn.array(values[i], copy=True)
@@ -186,22 +174,6 @@ class Pure:
             self.cancel()
             raise
         return values
-
-    def _unref(self, values: list, held: List[int], refs: bool) -> List[int]:
-        """lend's handling of the jax.Ref storages in `values` (changed in place); returns the positions of
-        `held` that are still to be copied."""
-        kept = self._loan.refs = {}
-        done = set()
-        held_set = set(held)
-        for i, x in enumerate(values):
-            if type(x) is _Ref:
-                done.add(i)
-                if i in held_set:
-                    kept[i] = x
-                    if refs:
-                        continue
-                values[i] = _trace.ref_get(x, self.variables[i]._label())  # a new array, nobody else has it
-        return [i for i in held if i not in done]
 
     def repay(self, values: list) -> None:
         """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). Values that
@@ -213,15 +185,7 @@ class Pure:
         loan = self._loan
         error = None
         if loan.refs:
-            values = list(values)
-            for i, ref in loan.refs.items():
-                x, values[i] = values[i], ref
-                if x is not None:
-                    try:
-                        _trace.ref_set(ref, x, self.variables[i]._label())
-                    except ValueError as e:  # another shape or dtype: stored, and the program holding it stale
-                        values[i], error = x, e
-            loan.refs = None
+            values, error = _repaid_refs(self.variables, loan, values)
         _set_all(self.variables, values)
         loan.thread = loan.values = None
         loan.lock.release()
@@ -246,7 +210,7 @@ class Pure:
         variables = self.variables
         if not (_LOCAL.frames or _tracing()):
             with _LENDING:  # no storage becomes a jax.Ref meanwhile (see _OwnValue._as_ref)
-                version = _trace.REFS[0]
+                version = REFS[0]
                 if self._no_refs_at == version or not self._has_refs(list(map(_GET, variables)), version):
                     if len(changes) == len(variables):
                         _set_all(variables, map(changes.__getitem__, range(len(variables))))
@@ -263,7 +227,7 @@ class Pure:
         ids = self._ids
         if len(values) != len(ids):
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
-        frame = _trace.Frame(dict(zip(ids, values)), self.owner, self._warned, self._describe)
+        frame = Frame(dict(zip(ids, values)), self.owner, self.warned, self.describe)
         frame.differentiated = self.differentiated
         frames = _LOCAL.frames
         depth = len(frames)
@@ -302,25 +266,46 @@ def _held(values: list) -> List[int]:
     return [i for i, n in enumerate(_refcounts(values)) if n > _UNSHARED]
 
 
-def namer(f, vc: VarCollection) -> Callable[[BaseVar], Optional[str]]:
-    """Best-effort name of a variable used by `f` (for error messages)."""
+def _unref_stored(variables: List[BaseVar]) -> list:
+    """The storages of `variables`, after storing a plain array again in each variable whose storage is a
+    jax.Ref that nothing else references (no JAX program holds it)."""
+    with _LENDING:  # no other thread takes or converts a storage meanwhile
+        values = list(map(_GET, variables))
+        for i, n in enumerate(_refcounts(values)):
+            if type(values[i]) is _Ref and n <= _UNSHARED + 1:  # held by the list and the variable only
+                values[i] = variables[i]._value = ref_get(values[i], variables[i]._label())
+    return values
 
-    def name(var: BaseVar) -> Optional[str]:
-        found = vc.names().get(id(var))
-        if found:
-            return found
-        if isinstance(f, Module):
-            found = f.vars().names().get(id(var))
-            if found:
-                return found
-            target = getattr(f, '__wrapped__', None)
-        else:
-            target = f
-        if target is not None:
-            from objax._introspect import find_used_variables
-            found = find_used_variables(target).names().get(id(var))
-            if found:
-                return found
-        return var.__dict__.get('_name')
 
-    return name
+def _unref_lent(variables: List[BaseVar], loan: Loan, values: list, held: List[int], refs: bool) -> List[int]:
+    """Pure.lend's handling of the jax.Ref storages in `values` (changed in place; the references that stay
+    go to `loan.refs`); returns the positions of `held` that are still to be copied."""
+    kept = loan.refs = {}
+    done = set()
+    held_set = set(held)
+    for i, x in enumerate(values):
+        if type(x) is _Ref:
+            done.add(i)
+            if i in held_set:
+                kept[i] = x
+                if refs:
+                    continue
+            values[i] = ref_get(x, variables[i]._label())  # a new array, nobody else has it
+    return [i for i in held if i not in done]
+
+
+def _repaid_refs(variables: List[BaseVar], loan: Loan, values: list) -> tuple:
+    """Pure.repay's handling of the references that stay: each gets the new value written into it (None: the
+    call wrote the reference itself) and goes back in the list. Returns (values, the ValueError of a value of
+    another shape or dtype, which is stored instead and leaves the program holding the reference stale)."""
+    values = list(values)
+    error = None
+    for i, ref in loan.refs.items():
+        x, values[i] = values[i], ref
+        if x is not None:
+            try:
+                ref_set(ref, x, variables[i]._label())
+            except ValueError as e:
+                values[i], error = x, e
+    loan.refs = None
+    return values, error

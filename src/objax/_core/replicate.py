@@ -1,7 +1,8 @@
-"""Where variable values live for objax.Parallel, and `VarCollection.replicate()` (decision B2).
+"""`VarCollection.replicate()`: Objax 1.8's per-device copies of the variables, for objax.Parallel.
 
 Outside a `replicate()` block a variable keeps its shape; Parallel lays its value out replicated on a mesh of
-all (global) devices (NamedSharding with PartitionSpec()) and merges what f changed after every call.
+all (global) devices (NamedSharding with PartitionSpec(), see objax._core.layout) and merges what f changed
+after every call.
 
 Inside `with vc.replicate():` objax follows Objax 1.8: each value of `vc` is stacked per device on a new
 leading axis, laid out one row per device (PartitionSpec('device'), so each device holds one copy and nothing
@@ -15,70 +16,21 @@ value, seen by every thread), while their block is open.
 """
 
 import contextlib
-import functools
 import threading
 from typing import Dict, Iterable, Set
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
-from objax import _state
+from objax._core.layout import per_device, to_default_device
+from objax._core.pure import Pure
+from objax._core.variables import RandomState, reduce_first, reduce_mean
 
-__all__ = []
+__all__ = ['replicate', 'stacked_positions']
 
 _STACKED: Dict[int, object] = {}  # id(variable) -> variable, for the variables stacked by an open block
 _STACKED_LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=None)
-def mesh(axis_name: str = 'device') -> Mesh:
-    """The 1D mesh of all devices of all processes (jax.devices() order) with axis `axis_name`."""
-    return Mesh(np.array(jax.devices()), (axis_name,))
-
-
-@functools.lru_cache(maxsize=None)
-def replicated(axis_name: str = 'device') -> NamedSharding:
-    """The sharding that keeps a full copy of a value on every device of `mesh(axis_name)`."""
-    return NamedSharding(mesh(axis_name), PartitionSpec())
-
-
-@functools.lru_cache(maxsize=None)
-def per_device(axis_name: str = 'device') -> NamedSharding:
-    """The sharding of a value stacked per device: row i of the leading axis lives on device i."""
-    return NamedSharding(mesh(axis_name), PartitionSpec(axis_name))
-
-
-def is_multiprocess(m: Mesh) -> bool:
-    return m.devices.size != len(m.local_devices)
-
-
-def place(x, sharding: NamedSharding):
-    """`x` laid out with `sharding`. A process-local value (numpy, or an array on this process's devices) is
-    taken as this process's part of the global value: all of it when replicated, its rows when sharded."""
-    if isinstance(x, jax.core.Tracer):
-        return x
-    if isinstance(x, jax.Array):
-        if x.sharding == sharding or (sharding.is_fully_replicated and x.is_fully_replicated
-                                      and x.sharding.device_set == sharding.device_set):
-            return x  # already there (a replicated value may sit on a mesh with another axis name)
-        if not is_multiprocess(sharding.mesh) or not x.is_fully_addressable:
-            return jax.device_put(x, sharding)
-    elif not is_multiprocess(sharding.mesh):
-        return jax.device_put(x, sharding)
-    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
-
-
-def to_default_device(x):
-    """`x` as an uncommitted array on this process's default device, like a freshly created value (so it mixes
-    with arrays on any device); a replicated value keeps its contents, a value split over processes stays."""
-    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
-        return x
-    if x.is_fully_replicated:
-        return jax.device_put(np.asarray(x.addressable_data(0)))
-    if x.is_fully_addressable:
-        return jax.device_put(np.asarray(x))
-    return x
 
 
 def stacked_positions(variables: Iterable) -> Set[int]:
@@ -120,8 +72,7 @@ def replicate(vc):
             transform traces its function (nothing is changed); on exit, when a variable's reduce fails (the
             variables then keep their stacked values, nothing is lost).
     """
-    from objax.variable import RandomState
-    pure = _state.Pure(None, vc)
+    pure = Pure(None, vc)
     variables = pure.variables
     names = vc.names() if hasattr(vc, 'names') else {}
     sharding = per_device('device')
@@ -157,14 +108,13 @@ def _unstack(variables, values, keys: Dict[int, object], names: Dict[int, str], 
     """Replaces each variable by its reduce of its stacked value (RandomStates: the key saved at entry). A
     floating-point variable still holding the copies made at entry, with a mean or first-copy reduce, gets its
     original array back (the reduce of identical copies, without float32 rounding of the mean)."""
-    from objax.variable import _reduce_first, reduce_mean
     reduced, errors = {}, []
     for i, (v, x) in enumerate(zip(variables, values)):
         if i in keys:
             reduced[i] = keys[i]
             continue
         reduce = v._reduce
-        if x is stacked.get(i) and (reduce is _reduce_first or reduce is reduce_mean
+        if x is stacked.get(i) and (reduce is reduce_first or reduce is reduce_mean
                                     and jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)):
             reduced[i] = saved[i]
             continue

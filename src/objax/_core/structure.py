@@ -3,13 +3,13 @@
 `GENERATION` changes whenever an attribute of a module that holds a variable or a module is replaced or
 deleted, a variable or module attribute is added to a module already collected by vars(), or a collected
 ModuleList changes. A transform compares it with the number it saw last (one integer comparison per call)
-and, when it differs, checks whether its own variables changed (see Jit and Parallel).
+and, when it differs, checks whether its own variables changed (see objax._core.transform).
 """
 
 import itertools
 import weakref
 
-__all__ = []
+__all__ = ['GENERATION', 'bump', 'is_seen', 'mark_seen']
 
 _COUNTER = itertools.count(1)
 GENERATION = 0
@@ -31,18 +31,5 @@ def mark_seen(module) -> None:
 
 
 def is_seen(module) -> bool:
+    """Whether vars() has collected `module` (see mark_seen)."""
     return _SEEN.get(id(module)) is module
-
-
-def refresh(transform) -> None:
-    """Brings a compiled transform (Jit, Parallel) up to the current structure: one built from a module alone
-    collects the module's variables again and starts over if they changed; one given an explicit collection
-    starts over with it (new programs; variables outside it are warned about once per variable, as before)."""
-    generation = GENERATION
-    if transform._follows_module:
-        vc = transform.__wrapped__.vars()
-        if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in transform.vc.items()]:
-            transform._use(vc)
-    else:
-        transform._use(transform.vc, transform._pure._warned)
-    transform._generation = generation

@@ -1,27 +1,28 @@
 """Variables: the only place where module state lives."""
 
 import abc
-from typing import Callable, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jn
 
-from objax import _repr, _trace
-from objax._array_ops import ArrayOps, register_pytree
+from objax._core import frames, refs, reprs
+from objax._core.array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
-_LOCAL = _trace.LOCAL
-_Loan = _trace.Loan
-_Ref = _trace.Ref
-_Tracer = _trace.Tracer
-_MISSING = _trace.MISSING
-_FROZEN = _trace.FROZEN
-_tracing = _trace.jax_tracing
-_top_trace = _trace.current_trace
-_EVAL_TRACE = _trace.EVAL_TRACE
+_LOCAL = frames.LOCAL
+_Loan = frames.Loan
+_Ref = refs.Ref
+_Tracer = refs.Tracer
+_MISSING = frames.MISSING
+_FROZEN = frames.FROZEN
+_tracing = refs.jax_tracing
+_top_trace = refs.current_trace
+_EVAL_TRACE = refs.EVAL_TRACE
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
-           'AssignmentError', 'VarCollection']  # VarCollection: Objax 1.8's path, see __getattr__ below
+           'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
+           'record_layout', 'layout_of']
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -43,7 +44,15 @@ def reduce_mean(x: JaxArray) -> JaxArray:
     return x.mean(0)
 
 
-def _reduce_first(x: JaxArray) -> JaxArray:
+def reduce_first(x: JaxArray) -> JaxArray:
+    """Keeps the first of the copies stacked on axis 0 (random keys, counters: identical on every device).
+
+    Args:
+        x: the copies, shape (n, *value_shape).
+
+    Returns:
+        The first copy, shape value_shape.
+    """
     return x[0]
 
 
@@ -51,7 +60,7 @@ def _as_array(tensor, var: 'BaseVar'):
     if isinstance(tensor, BaseVar):
         tensor = tensor.value
     if isinstance(tensor, _Tracer) and not _tracing():
-        raise _trace.leaked_tracer_error(var._label())
+        raise refs.leaked_tracer_error(var._label())
     if not isinstance(tensor, jax.Array):
         try:
             tensor = jn.asarray(tensor)
@@ -75,9 +84,14 @@ class BaseVar(ArrayOps, abc.ABC):
             variable is never merged.
     """
 
+    # Recorded by the rest of objax through the functions at the end of this file (never set directly):
+    _name: Optional[str] = None  # the name vars() last gave the variable, for messages
+    _spec = None  # the jax.sharding.PartitionSpec objax.sharding gave it
+    _layout = None  # the jax.sharding.NamedSharding objax.sharding.shard laid its value out with
+
     def __init__(self, reduce: Optional[Callable[[JaxArray], JaxArray]]):
         self._reduce = reduce
-        _trace.allow(self)
+        frames.allow(self)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -125,7 +139,7 @@ class BaseVar(ArrayOps, abc.ABC):
         return self
 
     def _label(self) -> str:
-        name = self.__dict__.get('_name')
+        name = self._name
         return f'{type(self).__name__} "{name}"' if name else type(self).__name__
 
     def _check_assign(self, tensor) -> JaxArray:
@@ -142,7 +156,7 @@ class BaseVar(ArrayOps, abc.ABC):
                    None)
         if old is None:
             old = storage._stored()  # an array or a jax.Ref: both have the shape
-        elif old.__class__ is _trace.FrameRef:
+        elif old.__class__ is frames.FrameRef:
             old = old.ref
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
@@ -152,13 +166,13 @@ class BaseVar(ArrayOps, abc.ABC):
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
         if value.__class__ is _Ref:
-            with _trace.at_top():
+            with refs.at_top():
                 value = value[...]
         if value is None:
-            return f'{_repr.class_path(self)}(<uninitialized>)'
+            return f'{reprs.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
-            return f'{_repr.class_path(self)}({_repr.array_repr(value)})'
-        return f'{_repr.class_path(self)}({_repr.array_repr(value)}, reduce={_repr.function_repr(self._reduce)})'
+            return f'{reprs.class_path(self)}({reprs.array_repr(value)})'
+        return f'{reprs.class_path(self)}({reprs.array_repr(value)}, reduce={reprs.function_repr(self._reduce)})'
 
 
 class _OwnValue:
@@ -167,10 +181,10 @@ class _OwnValue:
     The storage `_value` holds an array; a Loan while a donating compiled call borrows it; or, once the variable
     was used while a JAX transformation (jax.jit, grad, vmap, lax.scan...) traced code outside any objax
     transform holding it, a JAX array reference (jax.Ref) that the traced programs read and write (see
-    objax._trace). A variable created while a transformation traces may hold that trace's tracer.
+    objax._core.refs). A variable created while a transformation traces may hold that trace's tracer.
     """
 
-    _ref_kind = _trace.STATE_KIND  # kind of a FrameRef holding this variable (see objax._trace)
+    _ref_kind = refs.STATE_KIND  # kind of a FrameRef holding this variable (see objax._core.refs)
 
     def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
         self._value = _as_array(tensor, self)
@@ -179,23 +193,23 @@ class _OwnValue:
     def _read(self) -> JaxArray:
         """The current value: the one a running transform of this thread gave it, else its own."""
         if _LOCAL.frames:
-            x = _trace.lookup(self)
+            x = frames.lookup(self)
             if x is not _MISSING:
                 return self._frozen() if x is _FROZEN else x
         x = self._value
         if x.__class__ is _Loan:
             x = self._stored()
-        if _top_trace(()) is not _EVAL_TRACE:  # a JAX transformation traces (objax._trace.jax_tracing, inlined)
+        if _top_trace(()) is not _EVAL_TRACE:  # a JAX transformation traces (refs.jax_tracing, inlined)
             if x.__class__ is not _Ref:
                 if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
                     return x
                 x = self._as_ref()
-            y = _trace.recall(self)
-            return _trace.ref_get(x, self._label()) if y is _MISSING else y
+            y = frames.recall(self)
+            return refs.ref_get(x, self._label()) if y is _MISSING else y
         if _LOCAL.written:
             _LOCAL.written.clear()  # nothing traces now: the values remembered from the traces are done with
         if x.__class__ is _Ref:
-            return _trace.ref_get(x, self._label())
+            return refs.ref_get(x, self._label())
         return x
 
     def _stored(self) -> JaxArray:
@@ -212,20 +226,20 @@ class _OwnValue:
         """The concrete value, for a compiled transform that reads this variable outside its collection."""
         x = self._stored()
         if x.__class__ is _Ref:
-            with _trace.at_top():
+            with refs.at_top():
                 x = x[...]
         return x
 
     def _as_ref(self):
         """The storage as a JAX array reference, made from the current value if it is not one yet."""
         while True:
-            with _trace.STORAGE_LOCK:  # not while a donating call has the value (lend takes this lock)
+            with refs.STORAGE_LOCK:  # not while a donating call has the value (lend takes this lock)
                 x = self._value
                 if x.__class__ is _Ref:
                     return x
                 if x.__class__ is not _Loan:
-                    x = self._value = _trace.new_ref(x, self._label())
-                    _trace.REFS[0] += 1
+                    x = self._value = refs.new_ref(x, self._label())
+                    refs.REFS[0] += 1
                     return x
             if x.wait(self) is not _MISSING:
                 raise RuntimeError(f'objax: {self._label()} was used inside a JAX transformation while this '
@@ -233,39 +247,39 @@ class _OwnValue:
 
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
-        if _LOCAL.frames and _trace.store(self, tensor):
+        if _LOCAL.frames and frames.store(self, tensor):
             return
         x = self._value
         if x.__class__ is _Loan:
             x = self._stored()
         if x.__class__ is _Ref:
             if _tracing():
-                _trace.ref_set(x, tensor, self._label())
-                _trace.remember(self, tensor)
+                refs.ref_set(x, tensor, self._label())
+                frames.remember(self, tensor)
                 return
             if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
-                _trace.ref_set(x, tensor, self._label())
+                refs.ref_set(x, tensor, self._label())
                 return
             # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
             self._value = tensor
             box = [x]
             del x
-            if not _trace.sole_holder(box):
-                with _trace.STORAGE_LOCK:
+            if not refs.sole_holder(box):
+                with refs.STORAGE_LOCK:
                     self._value = box[0]
-                    _trace.REFS[0] += 1
-                _trace.ref_set(box[0], tensor, self._label())  # raises: the program reads this shape
+                    refs.REFS[0] += 1
+                refs.ref_set(box[0], tensor, self._label())  # raises: the program reads this shape
             return
         if _tracing():
             if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
                 self._value = tensor
             else:
-                _trace.ref_set(self._as_ref(), tensor, self._label())
-                _trace.remember(self, tensor)
+                refs.ref_set(self._as_ref(), tensor, self._label())
+                frames.remember(self, tensor)
             return
         if isinstance(tensor, _Tracer):
-            raise _trace.leaked_tracer_error(self._label())
-        with _trace.STORAGE_LOCK:
+            raise refs.leaked_tracer_error(self._label())
+        with refs.STORAGE_LOCK:
             if self._value.__class__ is not _Ref:
                 self._value = tensor
                 return
@@ -380,7 +394,7 @@ class TrainRef(BaseState):
         return f'TrainRef to {self.ref._label()}'
 
     def __repr__(self):
-        return f'{_repr.class_path(self)}(ref={self.ref!r})'
+        return f'{reprs.class_path(self)}(ref={self.ref!r})'
 
 
 class RandomState(StateVar):
@@ -393,7 +407,7 @@ class RandomState(StateVar):
     """
 
     def __init__(self, seed: int):
-        super().__init__(jax.random.PRNGKey(seed), _reduce_first)
+        super().__init__(jax.random.PRNGKey(seed), reduce_first)
 
     def seed(self, seed: int):
         """Resets the key to `PRNGKey(seed)`.
@@ -426,11 +440,84 @@ class RandomState(StateVar):
         return keys[1:]
 
 
+def storage_groups(items: Iterable[Tuple[str, BaseVar]]) -> List[Tuple[BaseVar, List[str]]]:
+    """The distinct variables holding the data of named variables, each with its names (a TrainRef stands for
+    the TrainVar it refers to), in order of first appearance.
 
-def __getattr__(name: str):
-    # Objax 1.8 defined VarCollection here: `from objax.variable import VarCollection` keeps working. It is
-    # imported on first access because objax.varcollection imports this module.
-    if name == 'VarCollection':
-        from objax.varcollection import VarCollection
-        return VarCollection
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    Args:
+        items: (name, variable) pairs, e.g. `vc.items()`.
+
+    Returns:
+        A list of (variable holding the data, [its names in the order met]).
+    """
+    groups = {}
+    for name, var in items:
+        storage = var._storage()
+        groups.setdefault(id(storage), (storage, []))[1].append(name)
+    return list(groups.values())
+
+
+def record_name(var: BaseVar, name: str) -> None:
+    """Records the name under which Module.vars() collected `var` (used in messages).
+
+    Args:
+        var: the variable.
+        name: its name.
+    """
+    var._name = name
+
+
+def name_of(var: BaseVar) -> Optional[str]:
+    """The name last recorded for `var` by `record_name`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        The name, or None.
+    """
+    return var._name
+
+
+def record_spec(var: BaseVar, spec) -> None:
+    """Records the sharding spec of `var` (objax.sharding.set_spec and apply_rules check it first).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        spec: a jax.sharding.PartitionSpec, or None for no spec of its own.
+    """
+    var._spec = spec
+
+
+def spec_of(var: BaseVar):
+    """The sharding spec recorded for `var` itself (a TrainRef has none: ask its storage).
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.PartitionSpec, or None.
+    """
+    return var._spec
+
+
+def record_layout(var: BaseVar, layout) -> None:
+    """Records the sharding `var`'s value was laid out with (objax.sharding.shard; None: forgotten).
+
+    Args:
+        var: the variable holding the data (not a TrainRef).
+        layout: a jax.sharding.NamedSharding, or None.
+    """
+    var._layout = layout
+
+
+def layout_of(var: BaseVar):
+    """The sharding recorded for `var` itself by `record_layout`, None if none.
+
+    Args:
+        var: the variable.
+
+    Returns:
+        A jax.sharding.NamedSharding, or None.
+    """
+    return var._layout

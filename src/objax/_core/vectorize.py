@@ -7,10 +7,12 @@ from typing import Callable, Optional, Tuple, Union
 import jax
 import numpy as np
 
-from objax import _repr, _state, _structure
-from objax.module import ForceArgs, Module, _module_and_vars
-from objax.varcollection import VarCollection
-from objax.variable import RandomState
+from objax._core import reprs, structure
+from objax._core.collection import VarCollection
+from objax._core.modules import ForceArgs, Module, module_or_function_repr
+from objax._core.pure import Pure
+from objax._core.transform import module_and_vars
+from objax._core.variables import RandomState
 
 __all__ = ['Vectorize', 'ArgumentCountError']
 
@@ -40,7 +42,7 @@ class Vectorize(Module):
     def __init__(self, f: Union[Module, Callable], vc: Optional[VarCollection] = None,
                  batch_axis: Tuple[Optional[int], ...] = (0,)):
         follows_module = vc is None
-        f, vc = _module_and_vars('Vectorize', f, vc)
+        f, vc = module_and_vars('Vectorize', f, vc)
         batch_axis = _checked_batch_axis(batch_axis)
         _check_declared_arity(f, batch_axis)
         self.__wrapped__ = f
@@ -51,9 +53,9 @@ class Vectorize(Module):
 
     def _use(self, vc: VarCollection):
         self.vc = vc
-        self._pure = _state.Pure(self.__wrapped__, vc)
+        self._pure = Pure(self.__wrapped__, vc)
         self._random = [i for i, v in enumerate(self._pure.variables) if isinstance(v, RandomState)]
-        self._generation = _structure.GENERATION
+        self._generation = structure.GENERATION
 
     def __call__(self, *args):
         """Runs f on every example of the batch and merges the variables it changed.
@@ -70,7 +72,7 @@ class Vectorize(Module):
             ValueError: a batched argument lacks its batch axis, the batch sizes disagree, or the batch is empty.
         """
         n = _batch_size(args, self.batch_axis)  # validates the arguments before any variable changes
-        if self._follows_module and self._generation != _structure.GENERATION:
+        if self._follows_module and self._generation != structure.GENERATION:
             self._use(self.__wrapped__.vars())
         pure, random = self._pure, self._random
         values = pure.values()
@@ -90,7 +92,7 @@ class Vectorize(Module):
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Vectorize)` + the wrapped module's.
 
     def __repr__(self):
-        return (f'{_repr.class_path(self)}(f={_repr.module_or_function_repr(self.__wrapped__)}, '
+        return (f'{reprs.class_path(self)}(f={module_or_function_repr(self.__wrapped__)}, '
                 f'batch_axis={self.batch_axis})')
 
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jn
 
 from objax.constants import Interpolate
-from objax.functional._checks import _check_nchw, _positive_pair
+from objax.functional._checks import check_nchw, positive_pair
 from objax.typing import JaxArray
 from objax.util.conversion import to_interpolate
 
@@ -87,8 +87,8 @@ def upsample_2d(x: JaxArray, scale: Union[Tuple[int, int], int],
         ValueError: x is not 4D, scale not positive ints, or an unknown method.
     """
     method = to_interpolate(method)
-    _check_nchw('upsample_2d', x)
-    sh, sw = _positive_pair('upsample_2d', 'scale', scale)
+    check_nchw('upsample_2d', x)
+    sh, sw = positive_pair('upsample_2d', 'scale', scale)
     n, c, h, w = x.shape
     return jax.image.resize(x, (n, c, h * sh, w * sw), method=method)
 
@@ -106,7 +106,7 @@ def upscale_nn(x: JaxArray, scale: int = 2) -> JaxArray:
     Raises:
         ValueError: x is not 4D or scale is not a positive int.
     """
-    _check_nchw('upscale_nn', x)
+    check_nchw('upscale_nn', x)
     if not isinstance(scale, numbers.Integral) or isinstance(scale, bool) or scale < 1:
         raise ValueError(f'upscale_nn: scale must be a positive int, got {scale!r}')
     return jn.repeat(jn.repeat(x, scale, axis=2), scale, axis=3)

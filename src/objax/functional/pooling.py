@@ -7,7 +7,7 @@ import jax.numpy as jn
 import numpy as np
 
 from objax.constants import ConvPadding
-from objax.functional._checks import _check_nchw, _positive_pair
+from objax.functional._checks import check_nchw, positive_pair
 from objax.typing import JaxArray
 from objax.util.conversion import to_padding
 
@@ -17,9 +17,9 @@ Padding = Union[ConvPadding, str, Sequence[Tuple[int, int]], Tuple[int, int], in
 
 
 def _pool_args(fn: str, x: JaxArray, size, strides, padding):
-    _check_nchw(fn, x)
-    size = _positive_pair(fn, 'size', size)
-    strides = size if strides is None else _positive_pair(fn, 'strides', strides)
+    check_nchw(fn, x)
+    size = positive_pair(fn, 'size', size)
+    strides = size if strides is None else positive_pair(fn, 'strides', strides)
     try:
         pad = to_padding(padding, 2)
     except (TypeError, ValueError) as e:

@@ -2,23 +2,23 @@
 
 from typing import Tuple, Union
 
-from objax.functional._checks import _check_nchw, _positive_pair
+from objax.functional._checks import check_nchw, positive_pair
 from objax.typing import JaxArray
 
 __all__ = ['batch_to_space2d', 'channel_to_space2d', 'flatten', 'space_to_batch2d', 'space_to_channel2d']
 
 
 def _spatial_blocks(fn: str, x: JaxArray, size) -> Tuple[int, int]:
-    _check_nchw(fn, x)
-    size = _positive_pair(fn, 'size', size)
+    check_nchw(fn, x)
+    size = positive_pair(fn, 'size', size)
     if x.shape[2] % size[0] or x.shape[3] % size[1]:
         raise ValueError(f'{fn}: image (H, W) = {tuple(x.shape[2:])} is not divisible by size {size}')
     return size
 
 
 def _block_count(fn: str, x: JaxArray, size, axis: int, axis_name: str) -> Tuple[int, int]:
-    _check_nchw(fn, x)
-    size = _positive_pair(fn, 'size', size)
+    check_nchw(fn, x)
+    size = positive_pair(fn, 'size', size)
     if x.shape[axis] % (size[0] * size[1]):
         raise ValueError(f'{fn}: {axis_name} dimension {x.shape[axis]} is not divisible by '
                          f'size[0] * size[1] = {size[0] * size[1]}')

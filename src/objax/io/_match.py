@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import jax
 import numpy as np
 
-from objax.variable import BaseVar, TrainRef
+from objax._core.variables import BaseVar, storage_groups
 from objax.varcollection import VarCollection
 
 __all__ = ['UnreadableFileError', 'ShapeMismatchError', 'stored_values', 'assign_checked', 'check_vc', 'describe',
@@ -45,21 +45,10 @@ def check_vc(vc, fn: str):
         raise TypeError(f'{fn}(vc): expected a VarCollection (e.g. model.vars()), got {type(vc).__name__}')
 
 
-def _target(var: BaseVar) -> BaseVar:
-    """The variable whose value is stored: a TrainRef stands for the TrainVar it refers to."""
-    return var.ref if isinstance(var, TrainRef) else var
-
-
 def stored_values(vc: VarCollection) -> Tuple[List[str], List[np.ndarray]]:
     """Names and host values of the distinct stored variables, each under its first name in `vc`."""
-    seen, names, values = set(), [], []
-    for name, var in vc.items():
-        target = _target(var)
-        if id(target) not in seen:
-            seen.add(id(target))
-            names.append(name)
-            values.append(np.asarray(jax.device_get(target.value)))
-    return names, values
+    groups = storage_groups(vc.items())
+    return [names[0] for _, names in groups], [np.asarray(jax.device_get(target.value)) for target, _ in groups]
 
 
 def _rename(renamer: Optional[Callable[[str], str]], name: str) -> str:
@@ -120,12 +109,8 @@ def assign_checked(vc: VarCollection, entries: Dict[str, object], renamer: Optio
             clashes.setdefault(new, [renamed[new]]).append(stored)
         else:
             renamed[new] = stored
-    groups: Dict[int, Tuple[BaseVar, List[str]]] = {}
-    for name, var in vc.items():
-        target = _target(var)
-        groups.setdefault(id(target), (target, []))[1].append(name)
     used, plan, missing, mismatched, shape_error = set(), [], [], [], False
-    for target, names in groups.values():
+    for target, names in storage_groups(vc.items()):
         key = next((n for n in names if n in renamed), None)
         if key is None:
             missing.append(' = '.join(map(repr, names)))

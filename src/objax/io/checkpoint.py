@@ -129,7 +129,7 @@ class Checkpoint:
                     hint = (f'restore(vc, idx={older[-1]}) loads the previous one, restore(vc, fallback=True) the '
                             f'newest readable one' if older else 'no older checkpoint exists')
                     raise UnreadableFileError(f'Checkpoint {path} is unreadable ({e}); {hint}') from e
-                warnings.warn(f'Checkpoint {path} is unreadable, trying an older one: {e}')
+                warnings.warn(f'Checkpoint {path} is unreadable, trying an older one: {e}', stacklevel=2)
                 unreadable.append(idx)
         if unreadable:
             raise UnreadableFileError(f'No readable checkpoint in {os.path.join(self.logdir, self.DIR_NAME)}: all of '

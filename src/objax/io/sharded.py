@@ -8,17 +8,37 @@ every process calls `save` and `restore` (the directory must be shared by them).
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+import warnings
+from typing import List, Optional, Tuple
 
 import jax
 import numpy as np
 
-from objax import sharding as _sharding
+from objax._core.layout import place, replicated
+from objax._core.variables import storage_groups
 from objax.io._match import check_vc
 from objax.varcollection import VarCollection
-from objax.variable import BaseVar
 
 __all__ = ['ShardedCheckpoint']
+
+
+def _orbax():
+    """orbax.checkpoint, imported on first use (loading it takes a while).
+
+    Under JAX >= 0.12.1, importing orbax-checkpoint (0.12.x) reads jax.sharding.SingleDeviceSharding in one of its
+    own annotations, which JAX deprecated: a DeprecationWarning that objax users can do nothing about. That one
+    warning, from orbax's modules, is silenced during this first import only; every other warning is left alone.
+    """
+    if not _ORBAX:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'jax\.sharding\.SingleDeviceSharding is deprecated',
+                                    category=DeprecationWarning, module=r'orbax\.')
+            import orbax.checkpoint as ocp
+        _ORBAX.append(ocp)
+    return _ORBAX[0]
+
+
+_ORBAX = []  # [orbax.checkpoint] once imported
 
 
 def _index(idx, where: str) -> int:
@@ -27,22 +47,12 @@ def _index(idx, where: str) -> int:
     return int(idx)
 
 
-def _groups(vc: VarCollection) -> List[Tuple[BaseVar, List[str]]]:
-    """(stored variable, its names in vc) for each distinct variable; a TrainRef stands for its TrainVar."""
-    groups: Dict[int, Tuple[BaseVar, List[str]]] = {}
-    for name, var in vc.items():
-        target = var._storage()
-        groups.setdefault(id(target), (target, []))[1].append(name)
-    return list(groups.values())
-
-
 def _sharding_of(x: jax.Array) -> jax.sharding.Sharding:
     """Where `x` is saved from and restored to. With several processes, a value each process holds whole
     (not laid out on a mesh) counts as one array replicated on all devices: written once, read by all."""
     if jax.process_count() == 1 or not x.is_fully_addressable:
         return x.sharding
-    from objax import _replicate
-    return _replicate.replicated('device')
+    return replicated('device')
 
 
 class ShardedCheckpoint:
@@ -75,7 +85,7 @@ class ShardedCheckpoint:
 
     def _mgr(self):
         if self._manager is None:
-            import orbax.checkpoint as ocp  # imported on first use: loading orbax takes a while
+            ocp = _orbax()
             if not self._makedir and not os.path.isdir(self.directory):
                 raise FileNotFoundError(f'ShardedCheckpoint: {self.directory} does not exist (makedir=False)')
             options = ocp.CheckpointManagerOptions(max_to_keep=self.keep_ckpts, create=self._makedir,
@@ -103,15 +113,15 @@ class ShardedCheckpoint:
         Raises:
             ValueError: checkpoint `idx` already exists, or a name holds a '/'.
         """
-        import orbax.checkpoint as ocp
+        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.save')
         idx = _index(idx, 'ShardedCheckpoint.save(idx)')
         tree = {}
-        for target, names in _groups(vc):
+        for target, names in storage_groups(vc.items()):
             if '/' in names[0]:
                 raise ValueError(f'ShardedCheckpoint.save: variable name {names[0]!r} holds a "/", which orbax '
                                  f'would read as a directory; rename it (VarCollection.rename)')
-            tree[names[0]] = _sharding._place(target.value, _sharding_of(target.value))
+            tree[names[0]] = place(target.value, _sharding_of(target.value))
         if idx in self.indices():
             raise ValueError(f'ShardedCheckpoint.save: checkpoint {idx} already exists in {self.directory}')
         self._mgr().save(idx, args=ocp.args.StandardSave(tree))
@@ -132,7 +142,7 @@ class ShardedCheckpoint:
             FileNotFoundError: there is no checkpoint `idx`.
             ValueError: names, shapes or dtypes do not match `vc`; nothing is changed then.
         """
-        import orbax.checkpoint as ocp
+        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.restore')
         available = self.indices() if os.path.isdir(self.directory) else []
         if idx is None:
@@ -147,7 +157,7 @@ class ShardedCheckpoint:
         saved = dict(self._mgr().item_metadata(idx).tree)
         abstract, plan, problems = {}, [], []
         wanted = set()
-        for target, names in _groups(vc):
+        for target, names in storage_groups(vc.items()):
             wanted.update(names)
             key = next((n for n in names if n in saved), None)
             if key is None:

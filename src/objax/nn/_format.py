@@ -1,17 +1,17 @@
 """Text of the reprs of nn layers: the Objax 1.8 function format and the `objax.nn.` class prefix.
 
-The rules are those of the core's shared repr formatter (objax/_repr.py), which this module calls.
+The rules are those of the core's shared repr formatter (objax/_core/reprs.py), which this module calls.
 """
 
 from typing import Any, Callable
 
-from objax import _repr
+from objax._core import reprs
 
 __all__ = ['format_function', 'class_path', 'layer_repr']
 
 
 def format_function(f: Callable) -> str:
-    """The Objax 1.8 text of a callable (the core's shared function format, objax._repr.function_repr).
+    """The Objax 1.8 text of a callable (the core's shared function format, objax._core.reprs.function_repr).
 
     Args:
         f: any callable.
@@ -19,11 +19,11 @@ def format_function(f: Callable) -> str:
     Returns:
         For example 'xavier_normal(*, gain=1)', 'relu' or 'GradValues'.
     """
-    return _repr.function_repr(f)
+    return reprs.function_repr(f)
 
 
 def class_path(cls: type) -> str:
-    """The public path Objax 1.8 prints for a class (objax._repr.class_path): `objax.nn.Name` for nn layers.
+    """The public path Objax 1.8 prints for a class (objax._core.reprs.class_path): `objax.nn.Name` for nn layers.
 
     Args:
         cls: any class.
@@ -31,7 +31,7 @@ def class_path(cls: type) -> str:
     Returns:
         The dotted path, e.g. 'objax.nn.Linear'.
     """
-    return _repr.class_path(cls)
+    return reprs.class_path(cls)
 
 
 def layer_repr(layer: Any, **arguments) -> str:

@@ -16,8 +16,16 @@ from objax.variable import StateVar, TrainVar
 __all__ = ['BatchNorm', 'BatchNorm0D', 'BatchNorm1D', 'BatchNorm2D']
 
 
-def _moments(x: JaxArray, redux: Tuple[int, ...]) -> Tuple[JaxArray, JaxArray]:
-    """Mean and (biased) variance of x over the axes `redux`, kept as size-1 axes."""
+def moments(x: JaxArray, redux: Tuple[int, ...]) -> Tuple[JaxArray, JaxArray]:
+    """Mean and (biased) variance of x over the axes `redux`, kept as size-1 axes (shared with SyncedBatchNorm).
+
+    Args:
+        x: the batch.
+        redux: the axes to reduce.
+
+    Returns:
+        (mean, variance), each of x's rank.
+    """
     mean = x.mean(redux, keepdims=True)
     return mean, jn.square(x - mean).mean(redux, keepdims=True)
 
@@ -83,7 +91,7 @@ class BatchNorm(Module):
         return self._normalize(x, training, update=True)
 
     def _batch_moments(self, x: JaxArray) -> Tuple[JaxArray, JaxArray]:
-        return _moments(x, self.redux)
+        return moments(x, self.redux)
 
     def _normalize(self, x: JaxArray, training: bool, update: bool) -> JaxArray:
         self._check_input(x)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jn
 
 from objax.functional.parallel import pmean
-from objax.nn.batchnorm import BatchNorm, _moments
+from objax.nn.batchnorm import BatchNorm, moments
 from objax.typing import JaxArray
 
 __all__ = ['SyncedBatchNorm', 'SyncedBatchNorm0D', 'SyncedBatchNorm1D', 'SyncedBatchNorm2D']
@@ -27,7 +27,7 @@ def _synced_moments(x: JaxArray, redux: Tuple[int, ...], axis_name: str = _AXIS)
     """Mean and variance of x over `redux` and over all devices of `axis_name` (equal shard sizes);
     exactly the local moments when the axis is not bound."""
     if not _axis_is_bound(axis_name):
-        return _moments(x, redux)
+        return moments(x, redux)
     mean = pmean(x.mean(redux, keepdims=True), axis_name)
     var = pmean(jn.square(x - mean).mean(redux, keepdims=True), axis_name)
     return mean, var

@@ -29,11 +29,6 @@ def zeros_like_var(var: BaseVar) -> JaxArray:
     return jn.zeros(value.shape, value.dtype)
 
 
-def reduce_first(x: JaxArray) -> JaxArray:
-    """Keeps the first of the copies stacked on axis 0 (for counters, identical on every device)."""
-    return x[0]
-
-
 def optimizer_repr(obj: Any, **args) -> str:
     """`objax.optimizer.Class(k1=v1, ...)` for the optimizers of this package, `module.Class(...)` otherwise."""
     cls = type(obj)

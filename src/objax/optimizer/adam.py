@@ -4,9 +4,10 @@ from typing import List, Optional, Union
 
 import jax.numpy as jn
 
+from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_OPEN, assign_all, cast_like, check_grads, check_hyper, \
-    check_lr, optimizer_repr, reduce_first, train_refs, zeros_like_var
+    check_lr, optimizer_repr, train_refs, zeros_like_var
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar

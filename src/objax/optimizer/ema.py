@@ -4,10 +4,11 @@ from typing import Callable, List, Tuple
 
 import jax.numpy as jn
 
-from objax import _state
+from objax._core.pure import Pure
+from objax._core.variables import reduce_first
 from objax.module import Module, ModuleList
 from objax.optimizer._common import NON_NEGATIVE, UNIT_CLOSED, assign_all, cast_like, check_hyper, \
-    optimizer_repr, reduce_first, zeros_like_var
+    optimizer_repr, zeros_like_var
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, RandomState, StateVar, TrainRef, TrainVar
@@ -106,7 +107,7 @@ class ExponentialMovingAverage(Module):
 
         def run_with_averages(*args, **kwargs):
             refs, averages = self.refs_and_values()
-            pure = _state.Pure(f, refs)  # one distinct variable per averaged entry, in the same order
+            pure = Pure(f, refs)  # one distinct variable per averaged entry, in the same order
             return pure(averages, *args, **kwargs)[0]
 
         return run_with_averages

@@ -5,8 +5,9 @@ from typing import Any, List, Optional, Union
 import jax
 import jax.numpy as jn
 
+from objax._core.variables import reduce_first
 from objax.module import Module
-from objax.optimizer._common import assign_all, cast_like, check_grads, check_lr, reduce_first, train_refs
+from objax.optimizer._common import assign_all, cast_like, check_grads, check_lr, train_refs
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
 from objax.variable import StateVar, reduce_mean

@@ -3,11 +3,12 @@
 import jax
 import numpy as np
 
+from objax._core.variables import AssignmentError as AssignmentCheckError
+
 __all__ = ['AssignmentCheckError', 'assert_assigned_type_and_shape_match']
 
-
-class AssignmentCheckError(ValueError, AssertionError):
-    """A value that cannot be assigned; catchable as AssertionError (as in Objax 1.8) and as ValueError."""
+# AssignmentCheckError is objax.AssignmentError (a ValueError and an AssertionError, as in Objax 1.8) under the
+# name this module always gave it: one error for every refused assignment.
 
 
 def assert_assigned_type_and_shape_match(existing_tensor, new_tensor):

@@ -109,7 +109,6 @@ def to_png(x: Array) -> bytes:
     Raises:
         ValueError: x is not 3-D with 1, 3 or 4 channels, or its dtype is neither uint8 nor floating point.
     """
-    from PIL import Image
     x = np.asarray(x)
     is_float = np.issubdtype(x.dtype, np.floating) or x.dtype.name == 'bfloat16'
     if not is_float and x.dtype != np.uint8:
@@ -120,6 +119,19 @@ def to_png(x: Array) -> bytes:
     pixels = normalize_to_uint8(x.astype(np.float32)).transpose(1, 2, 0) if is_float else x
     if pixels.shape[2] == 1:
         pixels = np.broadcast_to(pixels, pixels.shape[:2] + (3,))
+    return encode_png(pixels)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """The PNG file of uint8 pixels, stored as they are (shared by to_png and objax.jaxboard's images).
+
+    Args:
+        pixels: a uint8 array (H, W) for a gray image, or (H, W, 3) RGB, or (H, W, 4) RGBA.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    from PIL import Image
     with io.BytesIO() as buffer:
         Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format='png')
         return buffer.getvalue()

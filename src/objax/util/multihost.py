@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from objax import _replicate
+from objax._core import layout
 
 __all__ = ['gather_to_host', 'get_local_devices', 'make_global_batch', 'map_to_device', 'multi_host_barrier',
            'process_count', 'process_index']
@@ -49,11 +49,11 @@ def _global_leaf(x, batched: NamedSharding, replicated: NamedSharding, ndev_loca
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return x  # already a global array
     if np.ndim(x) == 0:
-        return _replicate.place(np.asarray(x), replicated)
+        return layout.place(np.asarray(x), replicated, local_part=True)
     if np.shape(x)[0] % ndev_local:
         raise ValueError(f'make_global_batch: a local batch of {np.shape(x)[0]} rows (shape {np.shape(x)}) does '
                          f'not divide evenly among the {ndev_local} devices of this process')
-    return _replicate.place(x, batched)
+    return layout.place(x, batched, local_part=True)
 
 
 def make_global_batch(x: Any, axis_name: str = 'device', mesh: Optional[Mesh] = None) -> Any:
@@ -80,7 +80,7 @@ def make_global_batch(x: Any, axis_name: str = 'device', mesh: Optional[Mesh] = 
             process's number of row blocks.
     """
     if mesh is None:
-        mesh = _replicate.mesh(axis_name)
+        mesh = layout.mesh(axis_name)
         ndev_local = len(mesh.local_devices)
     else:
         if axis_name not in mesh.shape:

@@ -1,15 +1,17 @@
-"""Objax2Tf: an Objax module as a TensorFlow module (tf.Module), through jax.experimental.jax2tf."""
+"""Objax2Tf: an Objax module as a TensorFlow module (tf.Module), run through jax.export and XlaCallModule."""
 
-import functools
 import importlib
 import re
 import types
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import jax
+import jax.export
 import numpy as np
 
-from objax import _state
+from objax._core.pure import Pure
 from objax.module import Module
+from objax.util import _tf_call
 from objax.varcollection import VarCollection
 from objax.variable import BaseVar, TrainVar
 
@@ -20,15 +22,15 @@ _TF_CLASSES = {}  # (user class, tf.Module) -> the class actually instantiated (
 
 
 def _import_tensorflow():
-    """(tensorflow, jax2tf), or an ImportError that says TensorFlow is needed."""
+    """The tensorflow module, or an ImportError that says TensorFlow is needed."""
     try:
         tf = importlib.import_module('tensorflow')
-        jax2tf = importlib.import_module('jax.experimental.jax2tf')
+        importlib.import_module('tensorflow.compiler.tf2xla.python.xla')  # the XlaCallModule op
     except ImportError as e:
         raise ImportError(f'objax.util.Objax2Tf needs TensorFlow, which is not installed or cannot be imported '
                           f'({e}). Install it with `pip install tensorflow` (or `pip install objax[tf]`); the '
-                          f'module is converted through jax.experimental.jax2tf.') from e
-    return tf, jax2tf
+                          f'module is exported with jax.export and run by TensorFlow\'s XlaCallModule op.') from e
+    return tf
 
 
 def _pure_call(module: Module, vc: VarCollection) -> Tuple[Callable, List[BaseVar]]:
@@ -36,7 +38,7 @@ def _pure_call(module: Module, vc: VarCollection) -> Tuple[Callable, List[BaseVa
     holding `values[i]` (the distinct variables of `vc`, in `vc` order), as a pure function (objax's core
     primitive). The module's variables are left as they were: state changes made by the call (running
     statistics, random keys, recurrent states) are dropped."""
-    pure = _state.Pure(module, vc)
+    pure = Pure(module, vc)
 
     def call(values, *args, **kwargs):
         return pure(values, *args, **kwargs)[0]
@@ -51,8 +53,9 @@ def _tf_name(name: str) -> str:
 
 
 def _polymorphic_shape(x, index: int = 0):
-    """jax2tf polymorphic shape of the TF input number `index` (None when its static shape is fully known):
-    an unknown leading size is the batch `b`, shared by all inputs; other unknown sizes get their own symbol."""
+    """The jax.export.symbolic_shape specification of the TF input number `index` (None when its static shape is
+    fully known): an unknown leading size is the batch `b`, shared by all inputs; other unknown sizes get their
+    own symbol."""
     shape = getattr(x, 'shape', None)
     if shape is None:
         return None
@@ -68,13 +71,14 @@ class Objax2Tf:
 
     The module's variables become tf.Variables, in `module.vars()` order (TrainVars trainable), listed in
     `objax_variables`; their values are copied at construction. `__call__` is a tf.function running the module
-    converted with jax2tf, so `m.__call__.get_concrete_function(tf.TensorSpec((None, 3, 32, 32), tf.float32))`
-    gives a serving signature for tf.saved_model.save; sizes unknown in the input spec are shape-polymorphic.
-    Needs TensorFlow.
+    exported with jax.export, serialized at the newest StableHLO version both the installed JAX writes and the
+    installed TensorFlow reads, through TensorFlow's XlaCallModule op (differentiable by tf.GradientTape). So
+    `m.__call__.get_concrete_function(tf.TensorSpec((None, 3, 32, 32), tf.float32))` gives a serving signature for
+    tf.saved_model.save; sizes unknown in the input spec are symbolic dimensions. Needs TensorFlow.
     """
 
     def __new__(cls, module: Module, platforms: Optional[Sequence[str]] = None):
-        tf, _ = _import_tensorflow()
+        tf = _import_tensorflow()
         if not issubclass(cls, tf.Module):
             key = (cls, tf.Module)
             if key not in _TF_CLASSES:
@@ -98,7 +102,7 @@ class Objax2Tf:
             TypeError: `module` is not an objax.Module.
             ValueError: `platforms` names an unknown platform.
         """
-        tf, _ = _import_tensorflow()
+        tf = _import_tensorflow()
         if not isinstance(module, Module):
             raise TypeError(f'Objax2Tf(module): module must be an objax.Module, got {type(module).__name__}')
         if platforms is not None:
@@ -129,14 +133,26 @@ class Objax2Tf:
 
         Raises:
             TypeError: a keyword argument is a tensor.
+            RuntimeError: (a VersionMismatchError) the installed TensorFlow cannot run what the installed JAX
+                writes (no StableHLO version in common, or a calling convention too new for XlaCallModule); the
+                message names both versions and what to install.
         """
-        tf, jax2tf = _import_tensorflow()
+        tf = _import_tensorflow()
         for k, v in kwargs.items():
             if isinstance(v, (tf.Tensor, tf.Variable, np.ndarray)):
                 raise TypeError(f'Objax2Tf: keyword argument {k!r} must be a Python value (it is fixed in the '
                                 f'converted function), got a {type(v).__name__}; pass tensors positionally')
-        shapes = [None] + [_polymorphic_shape(x, i) for i, x in enumerate(args)]
-        call = functools.partial(self._objax_call, **kwargs) if kwargs else self._objax_call
-        converted = jax2tf.convert(call, polymorphic_shapes=shapes,
-                                   native_serialization_platforms=self._objax_platforms)
-        return converted(list(self.objax_variables), *args)
+        values = [tf.convert_to_tensor(v) for v in self.objax_variables]
+        args = [tf.convert_to_tensor(x) for x in args]
+        scope = jax.export.SymbolicScope()
+        specs = [jax.ShapeDtypeStruct(tuple(v.shape), v.dtype.as_numpy_dtype) for v in values]
+        for i, x in enumerate(args):
+            spec = _polymorphic_shape(x, i)
+            shape = tuple(x.shape) if spec is None else jax.export.symbolic_shape(spec, scope=scope)
+            specs.append(jax.ShapeDtypeStruct(shape, x.dtype.as_numpy_dtype))
+        call, nvalues = self._objax_call, len(values)
+
+        def flat(*xs):
+            return call(list(xs[:nvalues]), *xs[nvalues:], **kwargs)
+
+        return _tf_call.call(flat, values + args, specs, self._objax_platforms)

@@ -4,7 +4,8 @@ import functools
 import inspect
 from typing import Callable, Iterable, List, Tuple
 
-from objax import _repr
+from objax._core import reprs
+from objax._core.modules import force_positional
 
 __all__ = ['args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names', 're_sign',
            'repr_function']
@@ -93,17 +94,7 @@ def override_args_kwargs(f: Callable, args: Iterable, kwargs: dict, new_kwargs: 
     Returns:
         (list of positional arguments, dict of keyword arguments).
     """
-    args, new_kwargs = list(args), dict(new_kwargs)
-    try:
-        params = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    for i, p in enumerate(params[:len(args)]):
-        if p.kind not in _POSITIONAL:
-            break
-        if p.name in new_kwargs:
-            args[i] = new_kwargs.pop(p.name)
-    return args, {**kwargs, **new_kwargs}
+    return force_positional(f, args, kwargs, new_kwargs)
 
 
 def re_sign(f: Callable) -> Callable:
@@ -144,4 +135,4 @@ def repr_function(f: Callable) -> str:
     Returns:
         The text, e.g. 'leaky_relu(*, negative_slope=0.01)'.
     """
-    return _repr.function_repr(f)
+    return reprs.function_repr(f)

@@ -7,14 +7,20 @@ the sibling modules, are re-exported here.
 import contextlib
 import math
 import numbers
-import sys
 
-from objax._introspect import find_used_variables
+from objax._core.introspect import find_used_variables
+from objax._core.reprs import class_path
 from objax.util.conversion import to_interpolate, to_padding, to_tuple
 from objax.util.multihost import get_local_devices, map_to_device, multi_host_barrier
 from objax.util.renamer import Renamer
-from objax.util.signature import (args_indexes, local_kwargs, override_args_kwargs, positional_args_names, re_sign,
-                                  repr_function)
+from objax.util.signature import (
+    args_indexes,
+    local_kwargs,
+    override_args_kwargs,
+    positional_args_names,
+    re_sign,
+    repr_function,
+)
 
 __all__ = ['EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables', 'ilog2']
 # Objax 1.8's objax.util.util names defined in the sibling modules.
@@ -66,18 +72,9 @@ def class_name(x) -> str:
         The qualified class name, a str.
     """
     cls = x if isinstance(x, type) else type(x)
-    module, qualname = cls.__module__, cls.__qualname__
-    if module in ('builtins', '__main__'):
-        return qualname
-    parts = module.split('.')
-    for n in range(1, len(parts) + 1):
-        candidate = sys.modules.get('.'.join(parts[:n]))
-        found = candidate
-        for attr in qualname.split('.'):
-            found = getattr(found, attr, None)
-        if found is cls:
-            return f'{".".join(parts[:n])}.{qualname}'
-    return f'{module}.{qualname}'
+    if cls.__module__ in ('builtins', '__main__'):
+        return cls.__qualname__
+    return class_path(cls)
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ from typing import Callable, List, Tuple, Union
 import jax
 import jax.numpy as jn
 
-from objax import _repr, _state
+from objax._core.modules import module_or_function_repr, prefixed
+from objax._core.pure import Pure
 from objax.gradient import GradValues
-from objax.module import Function, Module, _prefixed
+from objax.module import Function, Module
 from objax.random import DEFAULT_GENERATOR, Generator, normal
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
@@ -148,7 +149,7 @@ class PrivateGradValues(Module):
     def _clip_scales(self, num_microbatches: int, args) -> JaxArray:
         """Clipping factor of each microbatch, computed one microbatch at a time (jax.lax.map). Variables are left
         as they were, so the next pass sees the same state and draws the same per-microbatch random keys."""
-        pure = _state.Pure(self.gv, self.vc)
+        pure = Pure(self.gv, self.vc)
         before = pure.values()
         random = [i for i, v in enumerate(pure.variables) if isinstance(v, RandomState)]
         keys = [pure.variables[i].split(num_microbatches) for i in random]  # the keys Vectorize gives the microbatches
@@ -225,7 +226,7 @@ class PrivateGradValues(Module):
             The VarCollection of the differentiated variables and of the noise generator.
         """
         prefix = f'{scope}({type(self).__name__})'
-        out = _prefixed(self.vc, prefix)
+        out = prefixed(self.vc, prefix)
         known = {id(v) for v in out.values()}
         keygen = self.keygen.vars(f'{prefix}.keygen')
         out.update((k, v) for k, v in keygen.items() if id(v) not in known)
@@ -233,6 +234,6 @@ class PrivateGradValues(Module):
 
     def __repr__(self):
         cls = type(self)
-        return (f'{cls.__module__}.{cls.__qualname__}(f={_repr.module_or_function_repr(self.gv.__wrapped__)}, '
+        return (f'{cls.__module__}.{cls.__qualname__}(f={module_or_function_repr(self.gv.__wrapped__)}, '
                 f'noise_multiplier={self.noise_multiplier}, l2_norm_clip={self.l2_norm_clip}, '
                 f'microbatch={self.microbatch}, batch_axis={self.batch_axis})')

@@ -61,7 +61,8 @@ def _log_moment_fractional(q: float, sigma: float, alpha: float) -> float:
     for i in range(_MAX_TERMS):
         j = alpha - i
         log_coef = float(_log_binom(alpha, np.float64(i)))
-        # Below z0: expand in powers of q*mu1/((1-q)*mu0); E_{mu0}[(mu1/mu0)^i; z <= z0] = e^((i^2-i)/2s^2) P(N(i,s^2) <= z0).
+        # Below z0: expand in powers of q*mu1/((1-q)*mu0);
+        # E_{mu0}[(mu1/mu0)^i; z <= z0] = e^((i^2-i)/2s^2) P(N(i,s^2) <= z0).
         below = (log_coef + i * math.log(q) + j * math.log1p(-q) + (i * i - i) / (2 * sigma ** 2)
                  + special.log_ndtr((z0 - i) / sigma))
         # Above z0: expand in powers of (1-q)*mu0/(q*mu1); the moment of order j = alpha - i over z > z0.

@@ -1,0 +1,46 @@
+"""Runs examples/train_sharded.py briefly on 8 CPU devices in a subprocess: trains on a 2x4 (data, model) mesh,
+writes sharded checkpoints and TensorBoard logs, then resumes on an 8-way FSDP mesh."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / 'examples' / 'train_sharded.py'
+TINY = ('--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16, '--steps', 3)
+
+
+def _run(*args, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+    env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLE.parent.parent / 'src'), env.get('PYTHONPATH', '')])
+    out = subprocess.run([sys.executable, str(EXAMPLE), *map(str, args)], capture_output=True, text=True, env=env,
+                         timeout=400)
+    if check:
+        assert out.returncode == 0, f'{args} failed:\n{out.stdout}\n{out.stderr[-3000:]}'
+    return out
+
+
+def _accuracy(stdout: str) -> float:
+    last = stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r'Next-token accuracy: (\d+\.\d\d)% on 1536 held-out tokens', last)
+    assert match, f'last line is not the final metric: {last!r}'
+    return float(match.group(1)) / 100
+
+
+def test_trains_on_2x4_mesh_then_resumes_with_fsdp(tmp_path):
+    first = _run('--mesh', 'data=2,model=4', '--logdir', tmp_path, '--epochs', 1, *TINY)
+    assert "Mesh {'data': 2, 'model': 4} over 8 devices (1 processes)" in first.stdout
+    assert 0 <= _accuracy(first.stdout) <= 1 and 'lm: 100%' in first.stderr  # tqdm bar on stderr
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['1']
+    assert glob.glob(str(tmp_path / 'tb' / 'events.out.tfevents.*'))
+
+    second = _run('--mesh', 'data=8', '--logdir', tmp_path, '--epochs', 2, *TINY)
+    assert f'Resuming from {tmp_path / "sharded" / "1"}: 1 of 2 epochs done' in second.stdout
+    assert 'Trained epochs 2-2' in second.stdout
+    _accuracy(second.stdout)
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['1', '2']
+
+    bad = _run('--mesh', 'data=3', '--logdir', tmp_path, *TINY, check=False)
+    assert bad.returncode == 2 and 'need 3 devices, there are 8' in bad.stderr
