@@ -33,6 +33,7 @@ CORE_ORDER = [
     'objax._core.structure',
     'objax._core.array_ops',
     'objax._core.invariant',
+    'objax._core.refs',
     'objax._core.frames',
     'objax._core.variables',
     'objax._core.layout',

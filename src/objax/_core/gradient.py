@@ -58,6 +58,7 @@ class _DerivativeBase(Module):
         self.input_argnums = tuple(input_argnums or ())
         self._derivative_fn = derivative_fn
         self._pure = Pure(f, variables)
+        self._pure.differentiated = True
         position = {id(v): i for i, v in enumerate(self._pure.variables)}
         # Positions (in _pure.variables) of the differentiated TrainVars, in vc's order.
         self._train = [position[id(v)] for v in variables if isinstance(v, TrainVar)]

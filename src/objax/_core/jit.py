@@ -7,7 +7,8 @@ import jax
 from objax._core import frames, layout, reprs, structure
 from objax._core.collection import VarCollection
 from objax._core.modules import Module, module_or_function_repr
-from objax._core.pure import Pure, has_tracer
+from objax._core.pure import NO_REFS, Pure, has_tracer
+from objax._core.refs import jax_tracing
 from objax._core.transform import CompiledTransform, values_first
 
 __all__ = ['Jit']
@@ -51,6 +52,7 @@ class Jit(CompiledTransform):
         super().__init__('Jit', f, vc, donate)
         self.static_argnums = tuple(static_argnums or ())
         self._static_argnames = static_argnames
+        self._close_refs = False  # see _run
         self._use(self.vc)
 
     def _compile(self):
@@ -60,21 +62,33 @@ class Jit(CompiledTransform):
 
     def _jitted(self, pure: Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
-        variable's new value) with the values' buffers donated (reused for the new values)."""
+        variable's new value) with the values' buffers donated (reused for the new values).
+
+        The keyword `_objax_refs` gives the jax.Ref storages ({position: reference}, None at their positions in
+        values; see objax._core.pure.Pure.refs_of): f reads and writes them in place, in order with any other JAX
+        program f calls that uses them. When such a program closes over one of them, JAX refuses it as an
+        argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them instead,
+        closed over by this program, which then holds them (see _run)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = values_first(self.static_argnums)
+        names = self._static_argnames
+        names = ((names,) if isinstance(names, str) else tuple(names or ())) + ('_objax_closed_refs',)
         layouts = self._layouts
 
-        def fun(values, *args, **kwargs):
-            outputs, changes = pure(values, *args, **kwargs)
+        def fun(values, *args, _objax_refs=NO_REFS, _objax_closed_refs=(), **kwargs):
+            refs = dict(_objax_closed_refs) or _objax_refs
+            if refs:
+                values = list(values)
+                for i, ref in refs.items():
+                    values[i] = frames.FrameRef.of(ref)
+            outputs, changes = pure(values, *args, **kwargs)  # no change at the references' positions
             if layouts is not None:  # variables laid out by objax.sharding.shard: new values keep their layout
                 changes = {i: layout.constrain(x, layouts[i]) for i, x in changes.items()}
             if donate:
-                return outputs, [changes.get(i, x) for i, x in enumerate(values)]
+                return outputs, [None if i in refs else changes.get(i, x) for i, x in enumerate(values)]
             return outputs, changes
 
-        return jax.jit(fun, static_argnums=argnums, static_argnames=self._static_argnames,
-                       donate_argnums=(0,) if donate else ())
+        return jax.jit(fun, static_argnums=argnums, static_argnames=names, donate_argnums=(0,) if donate else ())
 
     def __call__(self, *args, **kwargs):
         """Runs the compiled function on the current variable values and stores the new ones.
@@ -96,26 +110,52 @@ class Jit(CompiledTransform):
             if self._layout_version != layout.VERSION and self._layouts_changed():
                 self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
             pure = self._pure
-            if self._call_donating is None or _LOCAL.frames or has_tracer((args, kwargs)):
-                # Inside another transform (objax or jax): nothing to donate.
+            if _LOCAL.frames or jax_tracing() or has_tracer((args, kwargs)):
+                # Inside another transform (objax or jax): nothing to donate; the values are read and written
+                # where that transform keeps them.
                 outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
                 pure.write(changes)
                 return outputs
-            values = pure.lend()
+            if self._call_donating is None:
+                values, refs = pure.refs_of(pure.values(refs=True))
+                if refs:
+                    outputs, changes = self._run(self._call, values, refs, args, kwargs)
+                else:
+                    outputs, changes = self._call(self._placed(values), *args, **kwargs)
+                pure.write(changes)
+                return outputs
+            values = pure.lend(refs=True)
             try:
-                outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
+                values, refs = pure.refs_of(values)
+                if refs:
+                    outputs, values = self._run(self._call_donating, values, refs, args, kwargs)
+                else:
+                    outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
             except BaseException:
                 pure.cancel()
                 raise
             pure.repay(values)
         return outputs
 
+    def _run(self, call: Callable, values: list, refs: dict, args: tuple, kwargs: dict):
+        """call(values, *args, **kwargs), given the variables kept in jax.Ref storages (see objax._core.refs), which
+        the program writes in place: passed as arguments, or closed over once f turned out to call another JAX
+        program that closes over one of them."""
+        if not self._close_refs:
+            try:
+                return call(self._placed(values), *args, _objax_refs=refs, **kwargs)
+            except ValueError as e:  # raised while tracing, before anything ran or was donated
+                if 'closed over and passed' not in str(e):
+                    raise
+                self._close_refs = True
+        return call(self._placed(values), *args, _objax_closed_refs=tuple(refs.items()), **kwargs)
+
     def _placed(self, values: list) -> list:
         """values, each laid out as its variable's objax.sharding layout (a value assigned from outside is
         moved there once; values already in place are passed as they are)."""
         if self._layouts is None:
             return values
-        return [x if s is None else layout.place(x, s) for x, s in zip(values, self._layouts)]
+        return [x if s is None or x is None else layout.place(x, s) for x, s in zip(values, self._layouts)]
 
     # No vars() of its own (as in Objax 1.8): Module.vars names the variables `(Jit)` + the wrapped module's.
 

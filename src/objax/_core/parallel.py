@@ -37,8 +37,16 @@ import jax.numpy as jn
 from objax._core import frames, layout, reprs, structure
 from objax._core.collection import VarCollection
 from objax._core.modules import Module, module_or_function_repr
-from objax._core.parallel_program import Plan, check_stacked, compile_program, place_args, static_positions
+from objax._core.parallel_program import (
+    Plan,
+    check_stacked,
+    compile_program,
+    place_args,
+    place_for_trace,
+    static_positions,
+)
 from objax._core.pure import has_tracer
+from objax._core.refs import jax_tracing
 from objax._core.replicate import stacked_positions
 from objax._core.transform import CompiledTransform
 from objax._core.variables import RandomState
@@ -155,18 +163,22 @@ class Parallel(CompiledTransform):
                 pending, self._inflight = self._inflight, None
                 pending.block_until_ready()
                 del pending
+            tracing = not _LOCAL.frames and jax_tracing()
+            if tracing:  # inside a JAX transformation: the values become references, laid out on the mesh first
+                place_for_trace(self._plan, self._pure, stacked)
             if stacked:  # inside `with vc.replicate():`, Objax 1.8's per-device copies
                 outputs, values = self._call_stacked(stacked, placed_args)
             else:
-                outputs, values = self._call_replicated(placed_args)
+                outputs, values = self._call_replicated(placed_args, tracing)
             if self._cpu and not (values and isinstance(values[0], jax.core.Tracer)):
                 self._inflight = _first_array(values, outputs)
         return outputs
 
-    def _call_replicated(self, placed_args: list):
-        """A call outside `replicate()`: values replicated in, changes merged; returns (outputs, new values)."""
+    def _call_replicated(self, placed_args: list, tracing: bool):
+        """A call outside `replicate()`: values replicated in, changes merged; returns (outputs, new values).
+        `tracing`: a JAX transformation traces the call (outside any objax transform): nothing is donated."""
         pure = self._pure
-        donating = self.donate and not _LOCAL.frames and not has_tracer(placed_args)
+        donating = self.donate and not _LOCAL.frames and not tracing and not has_tracer(placed_args)
         values = pure.lend() if donating else pure.values()
         try:
             outputs, values = self._run(values, placed_args, donating)

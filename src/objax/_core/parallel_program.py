@@ -23,11 +23,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from objax._core import invariant, layout
 from objax._core.pure import Pure
+from objax._core.refs import Ref, at_top
 from objax._core.transform import values_first
 from objax._core.variables import reduce_first, reduce_mean
 from objax.typing import JaxArray
 
-__all__ = ['Plan', 'check_stacked', 'compile_program', 'place_args', 'static_positions']
+__all__ = ['Plan', 'check_stacked', 'compile_program', 'place_args', 'place_for_trace', 'static_positions']
 
 
 class Plan:
@@ -271,3 +272,37 @@ def check_stacked(plan: Plan, pure: Pure, values: List, stacked: FrozenSet[int])
             raise ValueError(f'{plan.owner}: variable "{pure.describe(var) or var._label()}" is stacked per device '
                              f'by `replicate()` but its value has shape {tuple(shape)}, expected '
                              f'({plan.ndevices}, ...) (one row per device); it was reassigned inside the block')
+
+
+def place_for_trace(plan: Plan, pure: Pure, stacked: FrozenSet[int]) -> None:
+    """Lays the variables' values out on the mesh before a JAX transformation (e.g. jax.jit around a Parallel)
+    makes them the JAX array references its traced program reads (see objax._core.refs): the program needs
+    them where the mesh is. Stacked values (inside `with vc.replicate():`) go one row per device, the others
+    replicated.
+
+    Args:
+        plan: the Parallel's plan.
+        pure: its pure function.
+        stacked: the positions of the stacked variables.
+
+    Raises:
+        ValueError: a variable is already kept in a reference on other devices (a program compiled by JAX
+            reads it there).
+    """
+    placed = {}
+    with at_top():
+        for i, var in enumerate(pure.variables):
+            sharding = plan.per_device if i in stacked else plan.replicated
+            x = var._stored()
+            if isinstance(x, Ref):
+                if x.sharding.device_set != sharding.device_set:
+                    name = (pure.describe(var) if pure.describe else None) or var._label()
+                    raise ValueError(f'{plan.owner}: variable "{name}" is kept in a JAX array reference on other '
+                                     f'devices (a program compiled by JAX reads it there), so it cannot be used on '
+                                     f'this mesh inside a JAX transformation; call {plan.owner} outside JAX '
+                                     f'transformations')
+            elif not isinstance(x, jax.core.Tracer):
+                y = layout.place(x, sharding, local_part=True)
+                if y is not x:
+                    placed[i] = y
+        pure.write(placed)

@@ -6,12 +6,19 @@ from typing import Callable, Iterable, List, Optional, Tuple
 import jax
 import jax.numpy as jn
 
-from objax._core import frames, reprs
+from objax._core import frames, refs, reprs
 from objax._core.array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
 _LOCAL = frames.LOCAL
 _Loan = frames.Loan
+_Ref = refs.Ref
+_Tracer = refs.Tracer
+_MISSING = frames.MISSING
+_FROZEN = frames.FROZEN
+_tracing = refs.jax_tracing
+_top_trace = refs.current_trace
+_EVAL_TRACE = refs.EVAL_TRACE
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
@@ -52,6 +59,8 @@ def reduce_first(x: JaxArray) -> JaxArray:
 def _as_array(tensor, var: 'BaseVar'):
     if isinstance(tensor, BaseVar):
         tensor = tensor.value
+    if isinstance(tensor, _Tracer) and not _tracing():
+        raise refs.leaked_tracer_error(var._label())
     if not isinstance(tensor, jax.Array):
         try:
             tensor = jn.asarray(tensor)
@@ -145,7 +154,11 @@ class BaseVar(ArrayOps, abc.ABC):
         # Parallel under replicate()), looked up without the outside-collection warning of a read.
         storage = self._storage()
         old = next((frame.values[id(storage)] for frame in reversed(_LOCAL.frames) if id(storage) in frame.values),
-                   storage._stored())
+                   None)
+        if old is None:
+            old = storage._stored()  # an array or a jax.Ref: both have the shape
+        elif old.__class__ is frames.FrameRef:
+            old = old.ref
         if old.shape != tensor.shape:
             raise AssignmentError(f'Cannot assign to {self._label()}: shape {tuple(tensor.shape)} does not match '
                                   f'the variable shape {tuple(old.shape)}')
@@ -153,6 +166,9 @@ class BaseVar(ArrayOps, abc.ABC):
 
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
+        if value.__class__ is _Ref:
+            with refs.at_top():
+                value = value[...]
         if value is None:
             return f'{reprs.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
@@ -161,7 +177,15 @@ class BaseVar(ArrayOps, abc.ABC):
 
 
 class _OwnValue:
-    """Mixin of the variables that hold their own value (all but references)."""
+    """Mixin of the variables that hold their own value (all but references).
+
+    The storage `_value` holds an array; a Loan while a donating compiled call borrows it; or, once the variable
+    was used while a JAX transformation (jax.jit, grad, vmap, lax.scan...) traced code outside any objax
+    transform holding it, a JAX array reference (jax.Ref) that the traced programs read and write (see
+    objax._core.refs). A variable created while a transformation traces may hold that trace's tracer.
+    """
+
+    _ref_kind = refs.STATE_KIND  # kind of a FrameRef holding this variable (see objax._core.refs)
 
     def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
         self._value = _as_array(tensor, self)
@@ -171,28 +195,96 @@ class _OwnValue:
         """The current value: the one a running transform of this thread gave it, else its own."""
         if _LOCAL.frames:
             x = frames.lookup(self)
-            if x is not frames.MISSING:
-                return x
+            if x is not _MISSING:
+                return self._frozen() if x is _FROZEN else x
         x = self._value
         if x.__class__ is _Loan:
             x = self._stored()
+        if _top_trace(()) is not _EVAL_TRACE:  # a JAX transformation traces (refs.jax_tracing, inlined)
+            if x.__class__ is not _Ref:
+                if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
+                    return x
+                x = self._as_ref()
+            y = frames.recall(self)
+            return refs.ref_get(x, self._label()) if y is _MISSING else y
+        if _LOCAL.written:
+            _LOCAL.written.clear()  # nothing traces now: the values remembered from the traces are done with
+        if x.__class__ is _Ref:
+            return refs.ref_get(x, self._label())
         return x
 
     def _stored(self) -> JaxArray:
-        """The value in storage, once any compiled call that borrowed it (donation) has stored its new value."""
+        """The storage (an array, or a jax.Ref), once any compiled call that borrowed it (donation) has stored
+        its new value."""
         x = self._value
         while x.__class__ is _Loan:
             x = x.wait(self)
-            if x is frames.MISSING:
+            if x is _MISSING:
                 x = self._value
         return x
 
+    def _frozen(self) -> JaxArray:
+        """The concrete value, for a compiled transform that reads this variable outside its collection."""
+        x = self._stored()
+        if x.__class__ is _Ref:
+            with refs.at_top():
+                x = x[...]
+        return x
+
+    def _as_ref(self):
+        """The storage as a JAX array reference, made from the current value if it is not one yet."""
+        while True:
+            with refs.STORAGE_LOCK:  # not while a donating call has the value (lend takes this lock)
+                x = self._value
+                if x.__class__ is _Ref:
+                    return x
+                if x.__class__ is not _Loan:
+                    x = self._value = refs.new_ref(x, self._label())
+                    refs.REFS[0] += 1
+                    return x
+            if x.wait(self) is not _MISSING:
+                raise RuntimeError(f'objax: {self._label()} was used inside a JAX transformation while this '
+                                   f'thread lends it to a compiled call')
+
     def _write(self, tensor: JaxArray):
         """Stores `tensor` (already checked) where `_read` finds it."""
-        if not (_LOCAL.frames and frames.store(self, tensor)):
-            if self._value.__class__ is _Loan:
-                self._stored()
+        if _LOCAL.frames and frames.store(self, tensor):
+            return
+        x = self._value
+        if x.__class__ is _Loan:
+            x = self._stored()
+        if x.__class__ is _Ref:
+            if _tracing():
+                refs.ref_set(x, tensor, self._label())
+                frames.remember(self, tensor)
+                return
+            if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
+                refs.ref_set(x, tensor, self._label())
+                return
+            # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
             self._value = tensor
+            box = [x]
+            del x
+            if not refs.sole_holder(box):
+                with refs.STORAGE_LOCK:
+                    self._value = box[0]
+                    refs.REFS[0] += 1
+                refs.ref_set(box[0], tensor, self._label())  # raises: the program reads this shape
+            return
+        if _tracing():
+            if isinstance(x, _Tracer):  # created while this transformation traces: the value is its own
+                self._value = tensor
+            else:
+                refs.ref_set(self._as_ref(), tensor, self._label())
+                frames.remember(self, tensor)
+            return
+        if isinstance(tensor, _Tracer):
+            raise refs.leaked_tracer_error(self._label())
+        with refs.STORAGE_LOCK:
+            if self._value.__class__ is not _Ref:
+                self._value = tensor
+                return
+        self._write(tensor)  # another thread's JAX transformation made it a reference meanwhile
 
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must be an array of the variable's shape.
@@ -221,6 +313,8 @@ class TrainVar(_OwnValue, BaseVar):
     Raises:
         TypeError: `tensor` cannot be converted to an array.
     """
+
+    _ref_kind = None  # what a JAX transformation nested in objax.Grad reads of it is differentiated
 
     def _refuse(self, tensor: JaxArray):
         raise ValueError(f'{self._label()}.value is read-only: TrainVars are changed through their gradients. '
