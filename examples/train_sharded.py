@@ -121,6 +121,8 @@ def main():
     if min(args.epochs, args.steps, args.batch, args.seq, args.width, args.depth, args.heads) < 1:
         parser.error('--epochs, --steps, --batch, --seq, --width, --depth and --heads must be positive')
     if args.coordinator:
+        if os.environ.get('JAX_PLATFORMS', '') == 'cpu':  # CPU devices of several processes talk through gloo
+            jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
     try:

@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _workers import free_port  # noqa: E402
+
 EXAMPLE = Path(__file__).resolve().parents[2] / 'examples' / 'train_sharded.py'
 TINY = ('--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16, '--steps', 3)
 
@@ -44,3 +49,34 @@ def test_trains_on_2x4_mesh_then_resumes_with_fsdp(tmp_path):
 
     bad = _run('--mesh', 'data=3', '--logdir', tmp_path, *TINY, check=False)
     assert bad.returncode == 2 and 'need 3 devices, there are 8' in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_import_objax_before_initialising(tmp_path):
+    # The example imports objax at the top and calls jax.distributed.initialize() in main(), as every multi-host
+    # script does: that only works if importing objax touches no device.
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
+    env.update(XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+    env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLE.parent.parent / 'src'), env.get('PYTHONPATH', '')])
+    logs = [open(tmp_path / f'log{i}.txt', 'w+') for i in range(2)]
+    args = [sys.executable, EXAMPLE, '--mesh', 'data=4', '--logdir', tmp_path / 'run', '--epochs', 1, *TINY,
+            '--coordinator', f'127.0.0.1:{port}', '--num-processes', 2]
+    procs = [subprocess.Popen([str(a) for a in args + ['--process-id', i]], stdout=logs[i],
+                              stderr=subprocess.STDOUT, env=env, text=True) for i in range(2)]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    out = []
+    for f in logs:
+        f.seek(0)
+        out.append(f.read())
+        f.close()
+    assert codes == [0, 0], '\n---\n'.join(o[-3000:] for o in out)
+    assert "Mesh {'data': 4} over 4 devices (2 processes)" in out[0]
+    _accuracy(out[0].replace('\r', '\n').strip().rsplit('\n', 1)[-1] + '\n')
+    assert sorted(os.listdir(tmp_path / 'run' / 'sharded')) == ['1']

@@ -17,7 +17,7 @@ the frame then holds a reference made at the frame's own trace level (FrameRef).
 
 import threading
 import warnings
-from typing import Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 import jax
 
@@ -117,19 +117,27 @@ class FrameRef:
 
 class Loan:
     """Stands in a variable's storage while a donating call has lent its value to a compiled program (see
-    pure.Pure.lend): other threads reading or writing the variable wait until the new value is stored."""
-    __slots__ = ('lock', 'thread', 'values', 'index', 'refs')
+    pure.Pure.lend): other threads reading or writing the variable wait until the new value is stored.
 
-    def __init__(self, index: Dict[int, int]):
+    A Loan made with `make` instead stands for a value not made yet (a variable created before JAX may touch a
+    device): the first reader calls `make(var)`, which stores the value, and reads the storage again."""
+    __slots__ = ('lock', 'thread', 'values', 'index', 'refs', 'make')
+
+    def __init__(self, index: Dict[int, int], make: Optional[Callable[[Any], None]] = None):
         self.lock = threading.Lock()  # held from lend to repay
         self.thread = None  # the lending thread
         self.values = None  # the lent values
         self.index = index  # id(variable) -> position in values
         self.refs = None  # {position: the JAX array reference that stays the variable's storage}
+        self.make = make  # stores the value of a variable made on first use
 
     def wait(self, var):
         """The lent value when called from the lending thread; else waits for the repayment and returns
-        MISSING (read the storage again)."""
+        MISSING (read the storage again). A value made on first use is made (once) and MISSING returned."""
+        if self.make is not None:
+            with self.lock:
+                self.make(var)
+            return MISSING
         if self.thread == threading.get_ident():
             return self.values[self.index[id(var)]]
         with self.lock:

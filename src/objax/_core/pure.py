@@ -74,6 +74,10 @@ class Pure:
                  describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
         self.f = f
         self.variables = storage_of(vc)
+        for v in self.variables:  # values made on first use are made now: values() and lend() read storages
+            x = v._value
+            if x.__class__ is _Loan and x.make is not None:
+                v._stored()
         self.owner = owner
         self._ids = [id(v) for v in self.variables]
         self.warned = set()  # variables already warned about: once per compiled function and variable

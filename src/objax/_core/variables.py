@@ -166,6 +166,8 @@ class BaseVar(ArrayOps, abc.ABC):
 
     def __repr__(self):
         value = self._storage().__dict__.get('_value')
+        if value.__class__ is _Loan and value.make is not None:
+            value = self._storage()._stored()
         if value.__class__ is _Ref:
             with refs.at_top():
                 value = value[...]
@@ -410,6 +412,24 @@ class RandomState(StateVar):
     def __init__(self, seed: int):
         super().__init__(jax.random.PRNGKey(seed), reduce_first)
 
+    @classmethod
+    def on_first_use(cls, seed: int) -> 'RandomState':
+        """A RandomState whose key `PRNGKey(seed)` is made when the state is first read or written, not now:
+        creating it touches no device, so a module-level generator lets `jax.distributed.initialize()` run after
+        `import objax`.
+
+        Args:
+            seed: the key is `jax.random.PRNGKey(seed)`.
+
+        Returns:
+            The state, equal in every use to `RandomState(seed)`.
+        """
+        state = cls.__new__(cls)
+        loan = _Loan({}, make=lambda var: _make_key(var, loan, seed))
+        state._value = loan
+        BaseVar.__init__(state, reduce_first)
+        return state
+
     def seed(self, seed: int):
         """Resets the key to `PRNGKey(seed)`.
 
@@ -439,6 +459,13 @@ class RandomState(StateVar):
             keys = jax.random.split(self.value, n + 1)
         self._write(keys[0])
         return keys[1:]
+
+
+def _make_key(var: RandomState, loan, seed: int) -> None:
+    """Stores the key of a RandomState made on first use, unless another thread has stored it already."""
+    if var._value is loan:
+        with jax.ensure_compile_time_eval():  # a concrete key, even when first used while a function traces
+            var._value = jax.random.PRNGKey(seed)
 
 
 def storage_groups(items: Iterable[Tuple[str, BaseVar]]) -> List[Tuple[BaseVar, List[str]]]:

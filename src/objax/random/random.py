@@ -39,7 +39,9 @@ class Generator(Module):
     def __init__(self, seed: int = 0):
         _check_seed(seed, 'objax.random.Generator')
         self._seed = seed
-        self._key = RandomState(seed)
+        # The key is made on first use: creating a generator (DEFAULT_GENERATOR at import) touches no device, so
+        # jax.distributed.initialize() may run after `import objax`.
+        self._key = RandomState.on_first_use(seed)
 
     def seed(self, seed: int = 0):
         """Restarts the stream from `seed`.
