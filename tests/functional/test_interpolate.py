@@ -1,5 +1,9 @@
 """interpolate / upsample_2d / upscale_nn against hand-computed values, numpy loops and jax.image.resize."""
 
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jn
 import numpy as np
@@ -107,3 +111,18 @@ def test_bad_input():
         upscale_nn(jn.ones((4, 4)))
     with pytest.raises(ValueError, match='positive int'):
         upscale_nn(x, 1.5)
+
+
+def test_objax18_attribute_path_functional_core_ops():
+    # Objax 1.8's tests call objax.functional.core.ops.interpolate after a plain `import objax` (a fresh process,
+    # so that no other test has imported the submodule first).
+    code = ('import objax, numpy as np\n'
+            'x = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)\n'
+            'a = objax.functional.core.ops.interpolate(x, size=(4, 6))\n'
+            'b = objax.functional.core.ops.upsample_2d(x, scale=(2, 2))\n'
+            'print(a.shape, b.shape)\n')
+    src = pathlib.Path(__file__).resolve().parents[2] / 'src'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                         env={'PYTHONPATH': str(src), 'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['(1,', '1,', '4,', '6)', '(1,', '1,', '4,', '6)']
