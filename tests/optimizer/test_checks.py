@@ -1,6 +1,8 @@
 """Optimizer steps are all-or-nothing, hyper-parameters given as numbers are checked, a step keeps every
 variable's dtype (so a jitted step compiles once), and the reprs are Objax 1.8's."""
 
+import warnings
+
 import jax.numpy as jn
 import numpy as np
 import optax
@@ -191,7 +193,8 @@ def test_values_objax_accepted_still_work(name):
 def test_boundary_hyper_parameters_accepted():
     vc = _vc(True)
     Momentum(vc, momentum=0)(0.1, _grads(vc), momentum=0.0)
-    Adam(vc, beta1=0, beta2=0.0, eps=0)(0.1, _grads(vc), beta1=0.0, beta2=0.5)
+    with pytest.warns(UserWarning, match='eps=0'):  # accepted, with a warning about zero gradients
+        Adam(vc, beta1=0, beta2=0.0, eps=0)(0.1, _grads(vc), beta1=0.0, beta2=0.5)
     LARS(vc, momentum=0, weight_decay=0, tc=0, eps=0)(0.1, _grads(vc))
     assert all(np.all(np.isfinite(np.asarray(v.value))) for v in vc)
 
@@ -283,3 +286,15 @@ def test_reprs():
 
     assert repr(MyAdam(vc)) == f'{__name__}.MyAdam(beta1=0.9, beta2=0.999, eps=1e-08)'
 
+
+
+def test_adam_warns_that_eps_zero_gives_nan_for_zero_gradients():
+    w = objax.TrainVar(jn.ones(3))
+    with pytest.warns(UserWarning, match='eps=0'):
+        opt = objax.optimizer.Adam(objax.VarCollection({'w': w}), eps=0)
+    opt(0.1, [jn.array([0., 1., 0.])])
+    values = np.asarray(w.value)
+    assert np.isnan(values[[0, 2]]).all() and np.isfinite(values[1])  # the formula is kept, as Objax 1.8 and optax
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        objax.optimizer.Adam(objax.VarCollection({'w': w}), eps=1e-8)

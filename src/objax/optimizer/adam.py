@@ -1,5 +1,6 @@
 """Adam with bias correction."""
 
+import warnings
 from typing import List, Optional, Union
 
 import jax.numpy as jn
@@ -43,10 +44,18 @@ class Adam(Module):
         Raises:
             TypeError: vc is not a VarCollection.
             ValueError: beta1 or beta2 (numbers) outside [0, 1), eps negative, NaN or infinite.
+
+        Warns:
+            UserWarning: eps is 0: a parameter whose gradient is exactly zero so far gets 0/0, NaN (the formula
+                of Objax 1.8 and optax, kept unchanged).
         """
         self.beta1 = check_hyper('Adam', 'beta1', beta1, UNIT_OPEN)
         self.beta2 = check_hyper('Adam', 'beta2', beta2, UNIT_OPEN)
         self.eps = check_hyper('Adam', 'eps', eps, NON_NEGATIVE)
+        if self.eps == 0:
+            warnings.warn('Adam: eps=0 makes every parameter whose gradients have all been exactly zero NaN at the '
+                          'next step (0 / 0 in m / sqrt(v + eps)); use a small positive eps such as 1e-8',
+                          UserWarning, stacklevel=2)
         self.step = StateVar(jn.array(0, jn.uint32), reduce=reduce_first)
         self.train_vars = train_refs('Adam', vc)
         self.m = ModuleList(zero_slot(ref) for ref in self.train_vars)
