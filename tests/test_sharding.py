@@ -98,14 +98,13 @@ def test_data_and_tensor_parallel_2x4_equals_single_device(donate):
     mesh = make_mesh('data=2,model=4')
     layouts = shard(vc, mesh, rules=TENSOR_RULES)
     assert layouts['(Sequential)[0](Linear).w'].spec == P(None, 'model')
-    assert layouts['(Sequential)[2](Linear).w'].spec == P('model', None)
+    assert layouts['(Sequential)[2](Linear).w'].spec == P('model')  # written as JAX writes it: no trailing None
     assert layouts['(Sequential)[4](Linear).w'].spec == P(None, 'model')
     assert layouts['(Sequential)[2](Linear).b'].spec == P()
     trained = [n for n, v in vc.items() if n.startswith('(Sequential)') and isinstance(v, objax.TrainVar)]
     slot = {n: i for i, n in enumerate(trained)}  # slot i of Adam and of the EMA tracks the i-th TrainVar
     assert layouts[f"(Adam).m(ModuleList)[{slot['(Sequential)[0](Linear).w']}]"].spec == P(None, 'model')
-    assert layouts[f"(ExponentialMovingAverage).m(ModuleList)[{slot['(Sequential)[2](Linear).w']}]"].spec == P(
-        'model', None)
+    assert layouts[f"(ExponentialMovingAverage).m(ModuleList)[{slot['(Sequential)[2](Linear).w']}]"].spec == P('model')
     x, y = make_global_batch(batch, 'data', mesh=mesh)
     assert x.sharding.spec == P('data') and x.addressable_shards[0].data.shape == (BATCH // 2, SIZES[0])
     losses, values = train(vc, step, (x, y))
@@ -147,7 +146,7 @@ def test_momentum_and_lars_slots_follow_their_variables(opt_class):
     layouts = shard(vc, mesh, rules=TENSOR_RULES)
     trained = [n for n, v in vc.items() if n.startswith('(Sequential)') and isinstance(v, objax.TrainVar)]
     name = f"({opt_class.__name__}).m(ModuleList)[{trained.index('(Sequential)[2](Linear).w')}]"
-    assert layouts[name].spec == P('model', None)
+    assert layouts[name].spec == P('model')
     losses, values = train(vc, step, batch)  # a local batch: jit lays it out itself
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)
     for a, b in zip(values, ref_values):
@@ -286,3 +285,69 @@ def test_make_mesh():
         make_global_batch(np.ones((8, 2)), 'rows', mesh=m)
     x = make_global_batch(np.arange(8.), 'model', mesh=m)  # split 4 ways over 'model', repeated over 'data'
     assert {s.data.shape for s in x.addressable_shards} == {(2,)} and x.sharding.spec == P('model')
+
+
+def _mlp():
+    model = objax.nn.Sequential([objax.nn.Linear(8, 16), objax.functional.relu, objax.nn.Linear(16, 8)])
+    return model, model.vars()
+
+
+def test_exact_variable_name_rule_matches_itself():
+    # fnmatch alone reads "[2]" as a character class, so the name vars() prints would never match itself.
+    model, vc = _mlp()
+    layouts = shard(vc, make_mesh('data=2,model=4'), rules=[('(Sequential)[2](Linear).w', P('model', None))])
+    assert layouts['(Sequential)[2](Linear).w'].spec == P('model')
+    assert model[2].w.value.sharding.spec == P('model')
+    assert layouts['(Sequential)[0](Linear).w'].spec == P()
+
+
+def test_rule_that_matches_nothing_is_refused_and_changes_nothing():
+    model, vc = _mlp()
+    mesh = make_mesh('data=2,model=4')
+    before = [v.value.sharding for v in vc]
+    with pytest.raises(ValueError, match=re.escape("'*(Conv2D).w'")) as e:
+        shard(vc, mesh, rules=[('*(Linear).w', P(None, 'model')), ('*(Conv2D).w', P('model'))])
+    assert 'nothing was changed' in str(e.value)
+    assert [get_spec(v) for v in vc] == [None] * 4
+    assert [v.value.sharding for v in vc] == before
+    with pytest.raises(ValueError, match='match no variable'):
+        apply_rules(vc, [(re.compile('Embedding'), P('model'))])
+    with pytest.warns(UserWarning, match=re.escape("'*(Conv2D).w'")):
+        layouts = shard(vc, mesh, rules=[('*(Linear).w', P(None, 'model')), ('*(Conv2D).w', P('model'))],
+                        strict=False)
+    assert layouts['(Sequential)[0](Linear).w'].spec == P(None, 'model')
+
+
+def test_spec_holding_an_int_is_a_clear_error_and_changes_nothing():
+    model, vc = _mlp()
+    mesh = make_mesh('data=2,model=4')
+    with pytest.raises(ValueError, match=r"'\*\(Linear\).w'.*(P|PartitionSpec)\(1, None\) entry 0 is 1"):
+        shard(vc, mesh, rules=[('*(Linear).w', P(1, None))])
+    assert [get_spec(v) for v in vc] == [None] * 4
+    assert shard(vc, mesh)['(Sequential)[0](Linear).w'].spec == P()  # later calls are not poisoned
+    with pytest.raises(ValueError, match='entry 1'):
+        set_spec(model[0].w, P(None, ('model', 2)))
+    assert get_spec(model[0].w) is None
+
+
+def test_trailing_none_layout_equals_what_jax_reports_and_compiles_once():
+    model, vc = _mlp()
+    opt = objax.optimizer.SGD(vc)
+    traces = []
+    gv = objax.GradValues(lambda x: (model(x) ** 2).mean(), vc)
+
+    def train_op(x):
+        traces.append(1)
+        grads, values = gv(x)
+        opt(0.01, grads)
+        return values[0]
+
+    step = objax.Jit(train_op, vc + opt.vars())
+    shard(vc + opt.vars(), make_mesh('data=2,model=4'), rules=[('*(Linear).w', P('model', None))])
+    w = model[0].w
+    assert layout(w) == w.value.sharding  # the recorded layout is the one the value has
+    x = jn.ones((4, 8))
+    for _ in range(3):
+        step(x)
+        assert w.value.sharding == layout(w) and w.value.sharding.spec == P('model')
+    assert len(traces) == 1

@@ -67,7 +67,7 @@ def test_optax_adam_state_is_laid_out_as_its_parameters_and_trains_as_one_device
     mesh = make_mesh({'data': 8})
     layouts = shard(model.vars() + opt.vars(), mesh, rules=rules + [fsdp(mesh)])
     if rules:
-        assert layouts['(Sequential)[0](Linear).w'].spec == P('data', None)
+        assert layouts['(Sequential)[0](Linear).w'].spec == P('data')
     moments = _moments(opt)
     assert len(moments) == 2 * len(opt.train_vars) == 12
     for path, var, param in moments:

@@ -22,6 +22,7 @@ the mesh may span the devices of every process; each process builds the same mod
 
 import fnmatch
 import re
+import warnings
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
@@ -144,9 +145,19 @@ def layout(var: BaseVar) -> Optional[NamedSharding]:
     return layout_of(var._storage())
 
 
+def _check_entries(spec: PartitionSpec, name: str):
+    """Refuses a spec entry that is not None, a mesh axis name or a tuple of names (e.g. an int)."""
+    for dim, entry in enumerate(spec):
+        names = entry if isinstance(entry, tuple) else (entry,)
+        if entry is not None and not all(isinstance(a, str) for a in names):
+            raise ValueError(f'{name}: PartitionSpec {spec} entry {dim} is {entry!r}; each entry must be None, a '
+                             f'mesh axis name or a tuple of axis names')
+
+
 def _check_spec_rank(spec, var: BaseVar, name: str):
     if not isinstance(spec, PartitionSpec):
         raise TypeError(f'{name}: expected a jax.sharding.PartitionSpec, got {type(spec).__name__}')
+    _check_entries(spec, name)
     shape = np.shape(var._storage().value)
     if len(spec) > len(shape):
         raise ValueError(f'{name}: PartitionSpec {spec} has {len(spec)} entries but the value has only '
@@ -159,8 +170,10 @@ def _match(rule, name: str, var: BaseVar) -> Tuple[bool, Optional[PartitionSpec]
         spec = rule(name, var)
         return spec is not None, spec
     pattern, spec = rule
-    found = pattern.search(name) if isinstance(pattern, re.Pattern) else fnmatch.fnmatchcase(name, pattern)
-    return bool(found), spec
+    if isinstance(pattern, re.Pattern):
+        return bool(pattern.search(name)), spec
+    # The exact name vars() prints matches itself, although fnmatch reads its `[1]` as a character class.
+    return name == pattern or fnmatch.fnmatchcase(name, pattern), spec
 
 
 def _check_rules(rules) -> List[Rule]:
@@ -172,10 +185,18 @@ def _check_rules(rules) -> List[Rule]:
         if not ok or not (rule[1] is None or isinstance(rule[1], PartitionSpec)):
             raise TypeError(f'sharding rules[{i}]: expected (glob or re.Pattern, PartitionSpec or None) or a '
                             f'callable(name, var) -> PartitionSpec, got {rule!r}')
+        if rule[1] is not None:
+            _check_entries(rule[1], f'sharding rule {_rule_label(rule)}')
     return rules
 
 
-def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dict[str, PartitionSpec]:
+def _rule_label(rule) -> str:
+    pattern = rule[0].pattern if isinstance(rule[0], re.Pattern) else rule[0]
+    return f'({pattern!r}, {rule[1]})'
+
+
+def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping], strict: bool = True
+                ) -> Dict[str, PartitionSpec]:
     """Gives each variable of `vc` the spec of the first rule that matches one of its names.
 
     Args:
@@ -184,19 +205,27 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
         rules: in order, (pattern, spec) pairs (or a dict pattern -> spec) where the pattern is a glob over the
             whole name (fnmatch: `*(Linear).w`) or a compiled regular expression (re.search), or callables
             `rule(name, var) -> PartitionSpec or None` (e.g. `fsdp(mesh)`). A spec of None leaves the variable
-            unmatched by later rules and without a spec.
+            unmatched by later rules and without a spec. The exact name `vars()` prints always matches itself.
+        strict: a (pattern, spec) rule whose pattern matches no name of `vc` raises ValueError (a misspelled
+            name would otherwise leave its variable replicated); False: it warns instead. Callable rules such
+            as `fsdp` may match nothing.
 
     Returns:
         {name: spec} of the variables that a rule matched (the first name of each).
 
     Raises:
-        TypeError, ValueError: a malformed rule, or a spec that does not fit a variable's value; nothing is
+        TypeError, ValueError: a malformed rule (an entry of a spec that is not None, an axis name or a tuple of
+            them), a rule that matches no variable, or a spec that does not fit a variable's value; nothing is
             changed then.
     """
     rules = _check_rules(rules)
     chosen, names, slots = {}, {}, _slot_owners(vc)
+    used = set()
     for name, var in vc.items():
         storage = var._storage()
+        for i, rule in enumerate(rules):
+            if not callable(rule) and i not in used and _match(rule, name, var)[0]:
+                used.add(i)
         if id(storage) in chosen or _tracked(storage, slots) is not None:
             continue
         for rule in rules:
@@ -207,6 +236,13 @@ def apply_rules(vc: VarCollection, rules: Union[Iterable[Rule], Mapping]) -> Dic
                 chosen[id(storage)] = (storage, spec)
                 names[id(storage)] = name
                 break
+    unused = [_rule_label(rule) for i, rule in enumerate(rules) if not callable(rule) and i not in used]
+    if unused:
+        message = (f'sharding rules match no variable of the collection: {", ".join(unused)} (patterns are globs '
+                   f'over whole names such as "(Sequential)[0](Linear).w", or re.compile(...) searched in them)')
+        if strict:
+            raise ValueError(message + '; nothing was changed')
+        warnings.warn(message, UserWarning, stacklevel=2)
     for storage, spec in chosen.values():
         record_spec(storage, spec)
     return {names[k]: spec for k, (_, spec) in chosen.items() if spec is not None}
@@ -306,7 +342,7 @@ def _resolve(vc: VarCollection, mesh: Mesh) -> List[Tuple[str, BaseVar, NamedSha
         if problem:
             errors.append(f'"{name}" (shape {shape}, spec {spec}): {problem}')
         else:
-            out.append((name, storage, NamedSharding(mesh, spec)))
+            out.append((name, storage, canonical(NamedSharding(mesh, spec))))
     if errors:
         raise ValueError('shard: these variables cannot be laid out on the mesh '
                          f'{dict(mesh.shape)}; nothing was changed:\n  ' + '\n  '.join(errors))
@@ -331,21 +367,23 @@ def _spec_problem(spec: PartitionSpec, shape: Tuple[int, ...], mesh: Mesh) -> st
     return ''
 
 
-def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], Mapping]] = None
-          ) -> Dict[str, NamedSharding]:
+def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], Mapping]] = None,
+          strict: bool = True) -> Dict[str, NamedSharding]:
     """Lays every value of `vc` out on `mesh` according to its variable's spec (replicated without one).
 
     Args:
         vc: the variables (model, optimizer, ...); optimizer slots follow the variable they track.
         mesh: a mesh with Auto axes (see `make_mesh`), over the devices of one or of all processes.
         rules: optional rules applied first (see `apply_rules`).
+        strict: with rules, whether a rule that matches no variable raises (True) or warns (see `apply_rules`).
 
     Returns:
-        {name: NamedSharding} for each distinct variable (its first name).
+        {name: NamedSharding} for each distinct variable (its first name), each spec written without trailing
+        None entries, as JAX writes layouts (P('model', None) gives P('model')), so layouts compare equal.
 
     Raises:
-        ValueError: a spec names an axis the mesh lacks or a dimension does not divide among its devices;
-            nothing is changed then.
+        ValueError: a spec names an axis the mesh lacks or a dimension does not divide among its devices, or a
+            rule is malformed or matches nothing; nothing is changed then.
     """
     if not isinstance(vc, VarCollection):
         raise TypeError(f'shard(vc): expected a VarCollection, got {type(vc).__name__}')
@@ -356,16 +394,16 @@ def shard(vc: VarCollection, mesh: Mesh, rules: Optional[Union[Iterable[Rule], M
                          f'objax.sharding.make_mesh or jax.make_mesh(..., axis_types=(AxisType.Auto,) * n)')
     if rules is not None:
         saved = {id(v._storage()): (v._storage(), spec_of(v._storage())) for v in vc.values()}
-        apply_rules(vc, rules)
+        apply_rules(vc, rules, strict)
         try:
             resolved = _resolve(vc, mesh)
-        except ValueError:
+        except BaseException:
             for v, spec in saved.values():
                 record_spec(v, spec)
             raise
     else:
         resolved = _resolve(vc, mesh)
-    placed = [place(v.value, canonical(s)) for _, v, s in resolved]  # as compiled steps will return them
+    placed = [place(v.value, s) for _, v, s in resolved]  # canonical: as compiled steps will return them
     for (_, v, s), x in zip(resolved, placed):
         v.assign(x)  # the same value, laid out on the mesh
         record_layout(v, s)
