@@ -180,3 +180,48 @@ def test_two_jits_sharing_a_variable_from_two_threads_lose_no_update():
         t.join()
     assert errors == []
     assert int(counter.value) == 3 + 3000
+
+
+def _callback_model(fail_for_batch=None):
+    """A Linear layer and a Jit whose function passes its input through a host callback that raises while
+    `failing[0]` is true (only for batches of `fail_for_batch` rows, when given)."""
+    model = objax.nn.Linear(3, 2)
+    failing = [False]
+
+    def host(x):
+        if failing[0]:
+            raise RuntimeError('the host callback failed')
+        return x
+
+    def f(x):
+        if fail_for_batch is None or x.shape[0] == fail_for_batch:
+            x = jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+        model.w.assign(model.w.value + 1)
+        return model(x)
+
+    return model, objax.Jit(f, model.vars()), failing
+
+
+def test_a_callback_failing_while_the_program_runs_keeps_the_variables():
+    model, step, failing = _callback_model()
+    step(jn.ones((1, 3)))
+    before = np.asarray(model.w.value)
+    failing[0] = True
+    with pytest.raises(Exception, match='the host callback failed'):
+        step(jn.ones((1, 3)))
+    np.testing.assert_array_equal(np.asarray(model.w.value), before)  # still readable, unchanged
+    failing[0] = False
+    step(jn.ones((1, 3)))
+    np.testing.assert_array_equal(np.asarray(model.w.value), before + 1)
+
+
+def test_a_donating_call_that_fails_after_donating_names_the_lost_variables():
+    # A program compiled first without a callback donates; a later signature calls back and fails while it runs.
+    model, step, failing = _callback_model(fail_for_batch=2)
+    step(jn.ones((1, 3)))
+    failing[0] = True
+    with pytest.raises(RuntimeError, match=r'Jit\(.*f\) failed while its compiled program ran') as e:
+        step(jn.ones((2, 3)))
+    message = str(e.value)
+    assert '2 donated variable value(s): (Linear).b, (Linear).w' in message and 'donate=False' in message
+    assert 'the host callback failed' in ''.join(map(str, (e.value.__cause__,)))

@@ -9,7 +9,7 @@ from objax._core.collection import VarCollection
 from objax._core.modules import Module, module_or_function_repr
 from objax._core.pure import NO_REFS, Pure, has_tracer
 from objax._core.refs import jax_tracing
-from objax._core.transform import CompiledTransform, values_first
+from objax._core.transform import CompiledTransform, calls_back, lost_values_error, values_first
 
 __all__ = ['Jit']
 
@@ -59,6 +59,7 @@ class Jit(CompiledTransform):
         """New programs for `self._pure`, compiled at their first call, with the variables' current layouts."""
         self._call = self._jitted(self._pure)
         self._call_donating = self._jitted(self._pure, donate=True) if self.donate else None
+        self._check_callbacks = self.donate  # see _keep_donating
 
     def _jitted(self, pure: Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
@@ -116,6 +117,8 @@ class Jit(CompiledTransform):
                 outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
                 pure.write(changes)
                 return outputs
+            if self._check_callbacks:
+                self._keep_donating(args, kwargs)
             if self._call_donating is None:
                 values, refs = pure.refs_of(pure.values(refs=True))
                 if refs:
@@ -124,18 +127,33 @@ class Jit(CompiledTransform):
                     outputs, changes = self._call(self._placed(values), *args, **kwargs)
                 pure.write(changes)
                 return outputs
-            values = pure.lend(refs=True)
+            lent = pure.lend(refs=True)
             try:
-                values, refs = pure.refs_of(values)
+                values, refs = pure.refs_of(lent)
                 if refs:
                     outputs, values = self._run(self._call_donating, values, refs, args, kwargs)
                 else:
                     outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
-            except BaseException:
+            except BaseException as e:
                 pure.cancel()
+                lost = lost_values_error(self._owner, pure, lent, e)
+                if lost is not None:
+                    raise lost from e
                 raise
             pure.repay(values)
         return outputs
+
+    def _keep_donating(self, args: tuple, kwargs: dict):
+        """Before the first donating call of new programs: a function that calls back into Python (whose
+        callback may raise while the program runs, after the program took the donated buffers) is not donated,
+        so that such a failure never costs the variables their values. The trace made here is the one the call
+        then uses (jax.jit caches it)."""
+        self._check_callbacks = False
+        values, refs = self._pure.refs_of(self._pure.values(refs=True))
+        if refs:
+            return
+        if calls_back(self._call_donating.trace(self._placed(values), *args, **kwargs).jaxpr):
+            self._call_donating = None
 
     def _run(self, call: Callable, values: list, refs: dict, args: tuple, kwargs: dict):
         """call(values, *args, **kwargs), given the variables kept in jax.Ref storages (see objax._core.refs), which

@@ -48,7 +48,7 @@ from objax._core.parallel_program import (
 from objax._core.pure import has_tracer
 from objax._core.refs import jax_tracing
 from objax._core.replicate import stacked_positions
-from objax._core.transform import CompiledTransform
+from objax._core.transform import CompiledTransform, lost_values_error
 from objax._core.variables import RandomState
 from objax.typing import JaxArray
 
@@ -180,11 +180,15 @@ class Parallel(CompiledTransform):
         pure = self._pure
         donating = self.donate and not _LOCAL.frames and not tracing and not has_tracer(placed_args)
         values = pure.lend() if donating else pure.values()
+        lent = list(values)
         try:
             outputs, values = self._run(values, placed_args, donating)
-        except BaseException:
+        except BaseException as e:
             if donating:
                 pure.cancel()
+                lost = lost_values_error(self._owner, pure, lent, e)
+                if lost is not None:
+                    raise lost from e
             raise
         if donating:
             pure.repay(values)

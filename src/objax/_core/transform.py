@@ -5,6 +5,8 @@ a change of the module structure or of the variables' layouts that concerns them
 import threading
 from typing import Callable, Optional, Sequence, Set, Tuple, Union
 
+import jax
+
 from objax._core import layout, structure
 from objax._core.collection import VarCollection
 from objax._core.functions import Function
@@ -12,7 +14,7 @@ from objax._core.introspect import variable_namer
 from objax._core.modules import Module
 from objax._core.pure import Pure
 
-__all__ = ['CompiledTransform', 'module_and_vars', 'owner_label', 'values_first']
+__all__ = ['CompiledTransform', 'calls_back', 'lost_values_error', 'module_and_vars', 'owner_label', 'values_first']
 
 
 def module_and_vars(owner: str, f: Union[Module, Callable],
@@ -57,6 +59,53 @@ def owner_label(owner: str, f: Module) -> str:
         For example 'Jit(train_op)'.
     """
     return f'{owner}({getattr(getattr(f, "__wrapped__", f), "__qualname__", type(f).__name__)})'
+
+
+def calls_back(jaxpr) -> bool:
+    """Whether a traced program calls back into Python (jax.pure_callback, io_callback, jax.debug.callback...),
+    anywhere in it, sub-programs (cond branches, loop bodies, inner jits) included.
+
+    Args:
+        jaxpr: a Jaxpr or ClosedJaxpr.
+
+    Returns:
+        True when some equation is a host callback.
+    """
+    jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+    for eqn in jaxpr.eqns:
+        if 'callback' in eqn.primitive.name:
+            return True
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, 'jaxpr', sub)
+                if hasattr(inner, 'eqns') and calls_back(inner):
+                    return True
+    return False
+
+
+def lost_values_error(owner: str, pure: Pure, lent: list, error: BaseException) -> Optional[RuntimeError]:
+    """The error to raise when a donating call failed after its program took the variables' buffers (a failure
+    while it ran): None when every lent value is intact (the variables simply get them back).
+
+    Args:
+        owner: the transform's label, e.g. 'Jit(train_op)'.
+        pure: the transform's pure function (its variables, in the order of `lent`).
+        lent: the values lent to the call.
+        error: what the call raised.
+
+    Returns:
+        A RuntimeError naming the variables whose values are lost and how to recover, or None.
+    """
+    lost = [v for v, x in zip(pure.variables, lent) if isinstance(x, jax.Array) and x.is_deleted()]
+    if not lost:
+        return None
+    names = [pure.describe(v) if pure.describe else None for v in lost]
+    shown = ', '.join(n or v._label() for n, v in zip(names, lost[:8])) + (' ...' if len(lost) > 8 else '')
+    first = str(error).strip().split('\n', 1)[0][:200]
+    return RuntimeError(f'{owner} failed while its compiled program ran ({type(error).__name__}: {first}), after '
+                        f'the program had taken the buffers of {len(lost)} donated variable value(s): {shown}. '
+                        f'Those values are lost: assign them again (e.g. restore the last checkpoint). Pass '
+                        f'donate=False to keep the old values through failing calls.')
 
 
 def values_first(static_argnums: Sequence[int]) -> Tuple[int, ...]:
