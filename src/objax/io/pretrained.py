@@ -315,16 +315,18 @@ def load_tensors(targets: Mapping[str, Union[Target, List[Target]]], tensors: Ma
                         + ', '.join(f'{n!r} {_shape_and_dtype(tensors, n)[0]} in {_file(tensors, n, source)}'
                                     for n in unexpected))
     for name, pairs in plan.items():
+        reported = False
         for var, transform in pairs:
             if id(var) in seen:
                 problems.append(f'{labels[id(var)]} is the target of both {seen[id(var)]!r} and {name!r}')
             seen[id(var)] = name
-            if name in tensors:
+            if name in tensors and not reported:  # one problem per tensor (a fused tensor feeds several)
                 shape, dtype = _shape_and_dtype(tensors, name)
                 problem, of_shape = _check_one(name, shape, dtype, var, transform, labels[id(var)],
                                                _file(tensors, name, source))
                 if problem:
                     shape_error |= of_shape
+                    reported = True
                     problems.append(problem)
     if problems:
         error = ShapeMismatchError if shape_error else ValueError
