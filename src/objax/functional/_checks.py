@@ -1,12 +1,12 @@
-"""Argument checks shared by the image functions (NCHW inputs, positive sizes)."""
+"""Argument checks shared by the functions and layers: NCHW inputs, positive sizes, broadcastable masks."""
 
 import numbers
-from typing import Tuple, Union
+from typing import Sequence, Tuple, Union
 
 from objax.typing import JaxArray
 from objax.util.conversion import to_tuple
 
-__all__ = ['check_nchw', 'positive_pair']
+__all__ = ['check_broadcastable', 'check_nchw', 'positive_int', 'positive_pair']
 
 
 def check_nchw(fn: str, x: JaxArray):
@@ -21,6 +21,25 @@ def check_nchw(fn: str, x: JaxArray):
     """
     if getattr(x, 'ndim', None) != 4:
         raise ValueError(f'{fn}: x must be a 4D NCHW array, got shape {tuple(getattr(x, "shape", ()))}')
+
+
+def positive_int(fn: str, name: str, v) -> int:
+    """`v` as an int when it is a positive integer (not a bool).
+
+    Args:
+        fn: the calling function's or layer's name, for the message.
+        name: the argument's name, for the message.
+        v: the value given.
+
+    Returns:
+        int(v).
+
+    Raises:
+        ValueError: v is not a positive int.
+    """
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v <= 0:
+        raise ValueError(f'{fn}: {name} must be a positive int, got {v!r}')
+    return int(v)
 
 
 def positive_pair(fn: str, name: str, v: Union[Tuple[int, int], int]) -> Tuple[int, int]:
@@ -46,3 +65,22 @@ def positive_pair(fn: str, name: str, v: Union[Tuple[int, int], int]) -> Tuple[i
     if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in pair):
         raise ValueError(f'{fn}: {name} must be a positive int or a pair of positive ints, got {v!r}')
     return int(pair[0]), int(pair[1])
+
+
+def check_broadcastable(fn: str, name: str, shape: Sequence[int], target: Sequence[int], described: str):
+    """Refuses a shape that does not broadcast to `target` (numpy rules, the result being exactly `target`).
+
+    Args:
+        fn: the calling function's or layer's name, for the message.
+        name: the argument's name, for the message.
+        shape: the argument's shape.
+        target: the shape it must broadcast to.
+        described: the target in words, e.g. '(batch, heads, T, S)'.
+
+    Raises:
+        ValueError: shape has more dimensions than target, or a size that is neither 1 nor target's.
+    """
+    shape, target = tuple(shape), tuple(target)
+    ok = len(shape) <= len(target) and all(a in (1, b) for a, b in zip(shape[::-1], target[::-1]))
+    if not ok:
+        raise ValueError(f'{fn}: {name} of shape {shape} does not broadcast to {described} = {target}')
