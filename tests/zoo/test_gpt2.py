@@ -178,6 +178,7 @@ def test_refused_files_name_the_tensor(tmp_path, change, error, expected):
     ({'n_inner': 100}, 'n_inner 100'),
     ({'scale_attn_by_inverse_layer_idx': True}, 'scale_attn_by_inverse_layer_idx True'),
     ({'add_cross_attention': True}, 'add_cross_attention True'),
+    ({'tie_word_embeddings': False}, r'tie_word_embeddings False \(supported: True\)'),
 ])
 def test_unsupported_configurations_are_named(tmp_path, config, expected):
     with pytest.raises(ValueError, match=expected):

@@ -24,7 +24,7 @@ __all__ = ['GPT2']
 _TANH_GELU = ('gelu_new', 'gelu_pytorch_tanh', 'gelu_fast')
 # config.json entries (name, value of the architecture built here) that change the computation otherwise.
 _REQUIRED = (('scale_attn_weights', True), ('scale_attn_by_inverse_layer_idx', False),
-             ('add_cross_attention', False))
+             ('add_cross_attention', False), ('tie_word_embeddings', True))
 
 
 _NO_KEY = np.zeros(2, np.uint32)  # the (unused) random key of greedy steps
