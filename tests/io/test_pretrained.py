@@ -229,6 +229,20 @@ def test_loads_onto_a_mesh_with_rules(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_the_other_variables_of_the_collection_go_onto_the_mesh_too():
+    mesh = make_mesh('data=2,model=4')
+    net = Net()
+    net.steps = objax.StateVar(jax.device_put(jn.zeros(3), jax.devices()[5]))  # no tensor loads it
+    net.noise = objax.random.Generator(1)
+    load_tensors(net.targets(), torch_style(), mesh=mesh, rules=RULES, vc=net.vars())
+    for var in (net.steps, net.noise.key):
+        assert var.value.sharding == NamedSharding(mesh, P()) and layout(var) == NamedSharding(mesh, P())
+    without = Net()
+    without.steps = objax.StateVar(jn.zeros(3))
+    load_tensors(without.targets(), torch_style(), mesh=mesh)  # no vc: only the loaded variables move
+    assert len(without.steps.value.devices()) == 1 and layout(without.steps) is None
+
+
 def test_a_spec_that_does_not_fit_the_mesh_changes_nothing():
     mesh = make_mesh('data=2,model=4')
     net = Net()

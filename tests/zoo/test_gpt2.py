@@ -233,6 +233,29 @@ def test_loading_onto_a_mesh_keeps_the_logits():
     assert relative_error(jitted(REF['tokens']), REF['logits']) < 1e-4
     np.testing.assert_array_equal(np.asarray(model.generate(REF['prompt'], NEW_TOKENS)), REF['greedy'])
     assert model.blocks[1].fc2.w.value.sharding.is_equivalent_to(NamedSharding(mesh, P('model')), 2)
+    assert not model.vars().subset(objax.RandomState)  # without dropout the model holds no random key
+
+
+def test_fine_tuning_with_dropout_on_a_mesh():
+    mesh = make_mesh('data=2,model=4')
+    generator = objax.random.DEFAULT_GENERATOR.key
+    try:
+        model = GPT2.from_pretrained(FOLDER, mesh=mesh, rules=RULES, dropout=0.1)
+        assert generator.value.sharding.is_equivalent_to(NamedSharding(mesh, P()), 1)  # with the model
+        grad_values = objax.GradValues(lambda x: lm_loss(model, x, training=True), model.vars())
+        opt = objax.optimizer.Adam(model.vars())
+
+        def train_op(x):
+            grads, values = grad_values(x)
+            opt(1e-3, grads)
+            return values[0]
+
+        train_op = objax.Jit(train_op, model.vars() + opt.vars())
+        losses = [float(train_op(REF['tokens'])) for _ in range(3)]
+        assert losses[-1] < losses[0]
+        assert model.blocks[0].fc1.w.value.sharding.is_equivalent_to(NamedSharding(mesh, P(None, 'model')), 2)
+    finally:
+        objax.sharding.unshard(objax.random.DEFAULT_GENERATOR.vars())  # the other tests use one device
 
 
 def test_constructor_checks():

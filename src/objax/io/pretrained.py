@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from objax._core.layout import canonical, changed
-from objax._core.variables import record_layout
+from objax._core.variables import record_layout, storage_groups
 from objax.io._match import ShapeMismatchError, UnreadableFileError, assign_all, open_for_reading, place_like_current
 from objax.io.safetensors import DTYPES
 from objax.sharding import apply_rules, get_spec, set_spec
@@ -74,7 +74,12 @@ def _parse_header(path: str) -> Dict[str, _Entry]:
 class SafetensorsReader(Mapping):
     """The tensors of one or several safetensors files, read lazily: `reader[name]` reads one tensor from disk as a
     numpy array (bfloat16 and float8 through ml_dtypes); `shape(name)`, `dtype(name)` and `file(name)` read nothing.
-    Made by `read_tensors`."""
+    Made by `read_tensors`.
+
+    Args:
+        entries: tensor name -> where it lies in which file (read from the headers by `read_tensors`).
+        source: the path that was opened, for messages.
+    """
 
     def __init__(self, entries: Dict[str, _Entry], source: str):
         self._entries, self.source = entries, source
@@ -284,7 +289,9 @@ def load_tensors(targets: Mapping[str, Union[Target, List[Target]]], tensors: Ma
         source: the name of the tensors in messages when `tensors` is not a `read_tensors` reader (which names
             each tensor's file).
         vc: the names of the variables, for messages and for `rules` (e.g. `model.vars()`); without it the
-            variables are named by their tensor names.
+            variables are named by their tensor names. With `mesh`, the variables of `vc` that no tensor loads
+            (e.g. random keys) are laid out on the mesh as well (by their specs; replicated without one), so
+            that the whole collection lives on the mesh.
         ignore: names of tensors that are not weights (e.g. stored attention masks); skipped when present.
 
     Raises:
@@ -332,14 +339,19 @@ def load_tensors(targets: Mapping[str, Union[Target, List[Target]]], tensors: Ma
         error = ShapeMismatchError if shape_error else ValueError
         raise error('load_tensors: nothing was loaded:\n  ' + '\n  '.join(problems))
     variables = [var for pairs in plan.values() for var, _ in pairs]
+    values = [(var, (name, transform)) for name, pairs in plan.items() for var, transform in pairs]
     shardings = {}
     if mesh is not None:
         names = vc if vc is not None else VarCollection({labels[id(v)]: v for v in variables})
+        others = [var for var, _ in storage_groups(names.items()) if id(var) not in seen]  # e.g. random keys
+        variables += others
+        values += [(var, None) for var in others]
         shardings = _mesh_shardings(variables, names, mesh, rules, labels)
-    values = [(var, (name, transform)) for name, pairs in plan.items() for var, transform in pairs]
     last = [None, None]  # the tensor read last (a tensor feeding several variables is read once)
 
     def place(var: BaseVar, what) -> jax.Array:
+        if what is None:  # a variable of `vc` that no tensor loads: its current value, onto the mesh
+            return jax.device_put(var.value, shardings[id(var)])
         name, transform = what
         if last[0] != name:
             last[:] = name, None  # frees the previous tensor first

@@ -2,14 +2,23 @@
 
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 from objax import functional
 from objax.module import Module
 from objax.nn import Dropout, LayerNorm, Linear, MultiHeadAttention
 from objax.typing import JaxArray
 
-__all__ = ['PreNormBlock', 'read_config', 'split_columns']
+__all__ = ['PreNormBlock', 'dropout_layer', 'maybe_dropout', 'read_config', 'split_columns']
+
+
+def dropout_layer(keep: float) -> Optional[Dropout]:
+    """A Dropout keeping `keep`, or None when it keeps everything (so that the model holds no random key)."""
+    return Dropout(keep) if keep < 1 else None
+
+
+def maybe_dropout(layer: Optional[Dropout], x: JaxArray, training: bool) -> JaxArray:
+    return x if layer is None else layer(x, training)
 
 
 class PreNormBlock(Module):
@@ -23,7 +32,7 @@ class PreNormBlock(Module):
         self.norm2 = LayerNorm(dim, eps=eps)
         self.fc1 = Linear(dim, hidden)
         self.fc2 = Linear(hidden, dim)
-        self.dropout = Dropout(keep)
+        self.dropout = dropout_layer(keep)
         self.approximate = approximate
 
     def __call__(self, x: JaxArray, training: bool, cache=None):
@@ -33,9 +42,9 @@ class PreNormBlock(Module):
             h = self.attn(h)
         else:
             h, cache = self.attn(h, cache=cache)
-        x = x + self.dropout(h, training)
+        x = x + maybe_dropout(self.dropout, h, training)
         h = self.fc2(functional.gelu(self.fc1(self.norm2(x)), approximate=self.approximate))
-        return x + self.dropout(h, training), cache
+        return x + maybe_dropout(self.dropout, h, training), cache
 
 
 def split_columns(n: int, i: int, count: int = 3):

@@ -13,10 +13,10 @@ from objax import random
 from objax.io.pretrained import load_tensors, read_tensors
 from objax.jit import Jit
 from objax.module import Module, ModuleList
-from objax.nn import Dropout, Embedding, LayerNorm
+from objax.nn import Embedding, LayerNorm
 from objax.nn.init import truncated_normal
 from objax.typing import JaxArray
-from objax.zoo._transformer import PreNormBlock, read_config, split_columns
+from objax.zoo._transformer import PreNormBlock, dropout_layer, maybe_dropout, read_config, split_columns
 
 __all__ = ['GPT2']
 
@@ -79,7 +79,7 @@ class GPT2(Module):
         self.n_positions, self.n_embd, self.n_head = int(n_positions), int(n_embd), int(n_head)
         self.wte = Embedding(vocab_size, n_embd, w_init=_normal(0.02))
         self.wpe = Embedding(n_positions, n_embd, w_init=_normal(0.01))
-        self.drop = Dropout(1 - dropout)
+        self.drop = dropout_layer(1 - dropout)  # None without dropout: the model then holds no random key
         self.blocks = ModuleList(PreNormBlock(n_embd, n_head, 4 * n_embd, layer_norm_epsilon, causal=True,
                                               approximate=True, keep=1 - dropout) for _ in range(n_layer))
         self.ln_f = LayerNorm(n_embd, eps=layer_norm_epsilon)
@@ -113,7 +113,7 @@ class GPT2(Module):
         """(logits, new caches or None); with caches, the tokens follow the cached positions."""
         start = 0 if caches is None else caches[0].index
         positions = start + jn.arange(tokens.shape[1])
-        x = self.drop(self.wte(tokens) + self.wpe(positions), training)
+        x = maybe_dropout(self.drop, self.wte(tokens) + self.wpe(positions), training)
         new = []
         for i, block in enumerate(self.blocks):
             x, cache = block(x, training, None if caches is None else caches[i])
@@ -218,25 +218,26 @@ class GPT2(Module):
         if 'lm_head.weight' in tensors:
             _check_tied(tensors, prefix + 'wte.weight')
             ignore.append('lm_head.weight')
-        load_tensors(model._targets(prefix), tensors, mesh=mesh, rules=rules, vc=model.vars(), ignore=ignore)
+        load_tensors(_targets(model, prefix), tensors, mesh=mesh, rules=rules, vc=model.vars(), ignore=ignore)
         return model
 
-    def _targets(self, prefix: str) -> Dict[str, object]:
-        """Hugging Face tensor name -> variable (GPT-2's Conv1D weights are stored (in, out), as objax's)."""
-        out = {f'{prefix}wte.weight': self.wte.w, f'{prefix}wpe.weight': self.wpe.w,
-               f'{prefix}ln_f.weight': self.ln_f.gamma, f'{prefix}ln_f.bias': self.ln_f.beta}
-        for i, block in enumerate(self.blocks):
-            h, attn = f'{prefix}h.{i}.', block.attn
-            qkv = (attn.query, attn.key, attn.value)
-            out.update({
-                h + 'ln_1.weight': block.norm1.gamma, h + 'ln_1.bias': block.norm1.beta,
-                h + 'attn.c_attn.weight': [(lin.w, split_columns(self.n_embd, j)) for j, lin in enumerate(qkv)],
-                h + 'attn.c_attn.bias': [(lin.b, split_columns(self.n_embd, j)) for j, lin in enumerate(qkv)],
-                h + 'attn.c_proj.weight': attn.out.w, h + 'attn.c_proj.bias': attn.out.b,
-                h + 'ln_2.weight': block.norm2.gamma, h + 'ln_2.bias': block.norm2.beta,
-                h + 'mlp.c_fc.weight': block.fc1.w, h + 'mlp.c_fc.bias': block.fc1.b,
-                h + 'mlp.c_proj.weight': block.fc2.w, h + 'mlp.c_proj.bias': block.fc2.b})
-        return out
+
+def _targets(model: GPT2, prefix: str) -> Dict[str, object]:
+    """Hugging Face tensor name -> variable (GPT-2's Conv1D weights are stored (in, out), as objax's)."""
+    out = {f'{prefix}wte.weight': model.wte.w, f'{prefix}wpe.weight': model.wpe.w,
+           f'{prefix}ln_f.weight': model.ln_f.gamma, f'{prefix}ln_f.bias': model.ln_f.beta}
+    for i, block in enumerate(model.blocks):
+        h, attn = f'{prefix}h.{i}.', block.attn
+        qkv = (attn.query, attn.key, attn.value)
+        out.update({
+            h + 'ln_1.weight': block.norm1.gamma, h + 'ln_1.bias': block.norm1.beta,
+            h + 'attn.c_attn.weight': [(lin.w, split_columns(model.n_embd, j)) for j, lin in enumerate(qkv)],
+            h + 'attn.c_attn.bias': [(lin.b, split_columns(model.n_embd, j)) for j, lin in enumerate(qkv)],
+            h + 'attn.c_proj.weight': attn.out.w, h + 'attn.c_proj.bias': attn.out.b,
+            h + 'ln_2.weight': block.norm2.gamma, h + 'ln_2.bias': block.norm2.beta,
+            h + 'mlp.c_fc.weight': block.fc1.w, h + 'mlp.c_fc.bias': block.fc1.b,
+            h + 'mlp.c_proj.weight': block.fc2.w, h + 'mlp.c_proj.bias': block.fc2.b})
+    return out
 
 
 def _check_config(config: Dict, directory: str):
