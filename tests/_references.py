@@ -1,5 +1,7 @@
 """Reference formulas in plain numpy (float64, explicit loops where it keeps them obvious) for the layer tests."""
 
+import pathlib
+
 import numpy as np
 
 
@@ -59,3 +61,11 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     i, f, g, o = (gates[:, j * n:(j + 1) * n] for j in range(4))
     c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
     return sigmoid(o) * np.tanh(c), c
+
+
+def torch_layers():
+    """The PyTorch layer fixtures: inputs, parameters (PyTorch's layout) and outputs, as described in
+    tests/data/pretrained/README.md."""
+    path = pathlib.Path(__file__).resolve().parent / 'data' / 'pretrained' / 'torch_layers.npz'
+    with np.load(path) as data:
+        return dict(data)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jn
 import numpy as np
 import scipy.special
+from _references import torch_layers
 
 from objax import functional
 
@@ -31,3 +32,11 @@ def test_silu_is_swish():
     assert functional.silu is functional.swish
     np.testing.assert_allclose(functional.silu(jn.asarray(X, jn.float32)), X * scipy.special.expit(X), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_match_pytorch():
+    data = torch_layers()
+    x = jn.asarray(data['act_x'])
+    np.testing.assert_allclose(functional.gelu(x), data['gelu_y'], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(functional.gelu(x, approximate=True), data['gelu_tanh_y'], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(functional.silu(x), data['silu_y'], rtol=1e-6, atol=1e-6)

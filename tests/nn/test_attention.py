@@ -5,8 +5,10 @@ import jax.numpy as jn
 import numpy as np
 import pytest
 from _references import attention as np_attention
+from _references import torch_layers
 
 import objax
+from objax.functional import causal_mask
 from objax.nn import KVCache, MultiHeadAttention
 
 RNG = np.random.default_rng(11)
@@ -174,6 +176,39 @@ def test_user_mask_with_the_cache():
     assert not np.allclose(want, layer(x), atol=1e-3)
     with pytest.raises(ValueError, match=r'mask of shape \(2, 1, 1, 5\).*max_length'):
         layer(x[:, :1], mask=padding[..., :5], cache=layer.init_cache(2, 6))
+
+
+def _from_torch(data, causal=False):
+    """nn.MultiheadAttention(16, 4)'s weights: in_proj rows [q; k; v] (out, in) -> three Linear w (in, out)."""
+    layer = MultiHeadAttention(16, 4, causal=causal)
+    weights = np.split(data['mha_in_proj_weight'], 3)
+    biases = np.split(data['mha_in_proj_bias'], 3)
+    for linear, w, b in zip((layer.query, layer.key, layer.value), weights, biases):
+        linear.w.assign(jn.asarray(w.T))
+        linear.b.assign(jn.asarray(b))
+    layer.out.w.assign(jn.asarray(data['mha_out_proj_weight'].T))
+    layer.out.b.assign(jn.asarray(data['mha_out_proj_bias']))
+    return layer
+
+
+def test_matches_pytorch():
+    data = torch_layers()
+    layer, causal = _from_torch(data), _from_torch(data, causal=True)
+    x, padding = data['mha_x'], data['mha_padding_mask'][:, None, None, :]
+    np.testing.assert_array_equal(data['mha_causal_mask'], causal_mask(6))
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer(x), data['mha_self_y'], **tol)
+    np.testing.assert_allclose(layer(x, mask=data['mha_causal_mask']), data['mha_causal_y'], **tol)
+    np.testing.assert_allclose(causal(x), data['mha_causal_y'], **tol)
+    np.testing.assert_allclose(layer(x, mask=padding), data['mha_padding_y'], **tol)
+    np.testing.assert_allclose(causal(x, mask=padding), data['mha_causal_padding_y'], **tol)
+    np.testing.assert_allclose(layer(x, data['mha_context']), data['mha_cross_y'], **tol)
+    # Decoding one position at a time through the cache gives PyTorch's causal outputs too.
+    cache, ys = causal.init_cache(2, 8), []
+    for t in range(6):
+        y, cache = causal(x[:, t:t + 1], cache=cache)
+        ys.append(y)
+    np.testing.assert_allclose(jn.concatenate(ys, 1), data['mha_causal_y'], **tol)
 
 
 def test_errors():

@@ -5,6 +5,7 @@ import jax.numpy as jn
 import numpy as np
 import pytest
 from _references import layer_norm as np_layer_norm
+from _references import torch_layers
 
 import objax
 from objax.nn import LayerNorm, RMSNorm
@@ -86,6 +87,17 @@ def test_gradients_match_jax_grad_of_the_formula():
     np.testing.assert_allclose(loss, formula(ln.gamma.value, ln.beta.value), rtol=1e-5)
     for got, expected in zip(grads, want):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_matches_pytorch():
+    data = torch_layers()
+    ln = LayerNorm(16, eps=1e-5)
+    ln.gamma.assign(jn.asarray(data['layernorm_weight']))
+    ln.beta.assign(jn.asarray(data['layernorm_bias']))
+    np.testing.assert_allclose(ln(data['layernorm_x']), data['layernorm_y'], rtol=1e-5, atol=1e-5)
+    rms = RMSNorm(16, eps=1e-6)
+    rms.gamma.assign(jn.asarray(data['rmsnorm_weight']))
+    np.testing.assert_allclose(rms(data['rmsnorm_x']), data['rmsnorm_y'], rtol=1e-5, atol=1e-5)
 
 
 def test_errors():
