@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from objax._core.layout import canonical, changed
+from objax._core.layout import place as place_on
 from objax._core.variables import record_layout, storage_groups
 from objax.io._match import ShapeMismatchError, UnreadableFileError, assign_all, open_for_reading, place_like_current
 from objax.io.safetensors import DTYPES
@@ -351,7 +352,7 @@ def load_tensors(targets: Mapping[str, Union[Target, List[Target]]], tensors: Ma
 
     def place(var: BaseVar, what) -> jax.Array:
         if what is None:  # a variable of `vc` that no tensor loads: its current value, onto the mesh
-            return jax.device_put(var.value, shardings[id(var)])
+            return place_on(var.value, shardings[id(var)])
         name, transform = what
         if last[0] != name:
             last[:] = name, None  # frees the previous tensor first
