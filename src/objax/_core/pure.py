@@ -65,10 +65,13 @@ class Pure:
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
         differentiated: set by the gradient transforms, whose calls get differentiated trainable values.
+        open_reads: set by Remat and the control flow: with an `owner`, a read outside vc looks through to the
+            enclosing transforms (or the storage) instead of being frozen; a write outside vc still raises.
         warned: ids of the variables already warned about (kept by a compiled transform across rebuilds).
         describe: the `describe` given.
     """
     differentiated = False
+    open_reads = False
 
     def __init__(self, f: Optional[Callable], vc: Iterable[BaseVar], owner: Optional[str] = None,
                  describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
@@ -229,6 +232,7 @@ class Pure:
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
         frame = Frame(dict(zip(ids, values)), self.owner, self.warned, self.describe)
         frame.differentiated = self.differentiated
+        frame.open_reads = self.open_reads
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
