@@ -8,9 +8,10 @@ from objax.nn.groupnorm import GroupNorm, GroupNorm0D, GroupNorm1D, GroupNorm2D
 from objax.nn.linear import Linear
 from objax.nn.moving_average import ExponentialMovingAverage, MovingAverage
 from objax.nn.sequential import Sequential
+from objax.nn.stack import Stack
 from objax.nn.synced_batchnorm import SyncedBatchNorm, SyncedBatchNorm0D, SyncedBatchNorm1D, SyncedBatchNorm2D
 
 __all__ = ['init', 'BatchNorm', 'BatchNorm0D', 'BatchNorm1D', 'BatchNorm2D', 'Conv2D', 'ConvTranspose2D', 'Dropout',
            'ExponentialMovingAverage', 'GroupNorm', 'GroupNorm0D', 'GroupNorm1D', 'GroupNorm2D', 'Linear',
-           'MovingAverage', 'Sequential', 'SyncedBatchNorm', 'SyncedBatchNorm0D', 'SyncedBatchNorm1D',
+           'MovingAverage', 'Sequential', 'Stack', 'SyncedBatchNorm', 'SyncedBatchNorm0D', 'SyncedBatchNorm1D',
            'SyncedBatchNorm2D']
