@@ -102,11 +102,20 @@ def test_the_body_is_traced_again_only_when_it_first_writes_a_variable():
 
 
 def test_scan_follows_its_module():
-    model = objax.nn.Sequential([objax.nn.Linear(2, 2)])
-    scan = objax.Scan(lambda c, x: (model(c), x), model.vars())
-    plain = objax.Scan(objax.Function(lambda c, x: (model(c), x), model.vars()))
-    np.testing.assert_allclose(scan(jn.ones(2), length=2)[0], model(model(jn.ones(2))), rtol=1e-6)
-    assert plain.vars().keys() == scan.vars().keys()
+    class Body(objax.Module):
+        def __init__(self):
+            self.layers = objax.nn.Sequential([objax.nn.Linear(2, 2)])
+
+        def __call__(self, c, x):
+            return self.layers(c, training=True), x
+
+    body = Body()
+    scan = objax.Scan(body)
+    scan(jn.ones((3, 2)), length=2)
+    body.layers.append(objax.nn.BatchNorm0D(2, momentum=0.5))  # writes variables that were not collected
+    scan(jn.ones((3, 2)), length=2)
+    assert not np.allclose(body.layers[1].running_var.value, 1)
+    assert '(Scan)(Body).layers(Sequential)[1](BatchNorm0D).running_mean' in scan.vars()
 
 
 # ------------------------------------------------------------------------------------------------- ForiLoop
