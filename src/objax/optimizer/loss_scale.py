@@ -56,7 +56,8 @@ class DynamicLossScale(Module):
 
     The scale and the count of finite steps are StateVars (`loss_scale`, `counter`), so they are saved in
     checkpoints and updated inside objax.Jit: the skip is a `jnp.where` in the compiled step, with no
-    synchronization with the host.
+    synchronization with the host. Under objax.Parallel, average the gradients over the devices (pmean) before
+    the call, so that every device takes the same decision.
     """
 
     def __init__(self, optimizer: Module, initial_scale: float = 2.0 ** 15, period: int = 2000,
