@@ -196,6 +196,8 @@ class ExampleRun(objax.util.TrainingRun):
             self.summary = objax.jaxboard.Summary()
 
     def save(self) -> str:
+        if self.tensorboard is not None:
+            self.tensorboard.flush()  # what was logged before a checkpoint survives a kill after it
         scalars = {k: v.values for k, v in self.summary.items() if isinstance(v, objax.jaxboard.DelayedScalar)}
         self.state['summary'] = {k: (str(np.asarray(v[0]).dtype), [np.asarray(x).item() for x in v])
                                  for k, v in scalars.items() if v}

@@ -99,19 +99,22 @@ class TrainingRun:
     in a `logdir` that holds checkpoints, it restores the newest one, so that the same command run again, after
     a SIGKILL at any moment, continues from the last checkpoint and ends with the same values, bit for bit, as
     a run never interrupted (given deterministic steps, as XLA's on CPU; the data order must follow from the
-    position or from `numpy_rng` generators). The loop::
-
-        with objax.util.TrainingRun(logdir, vc, epochs=10, steps_per_epoch=100, save_every=50) as run:
-            for epoch in run.epochs():           # saves at the end of each epoch
-                order = np.random.default_rng([seed, epoch]).permutation(n)
-                for step in run.steps():         # starts mid-epoch after a resume; saves every 50 steps
-                    train_op(x[order[step * batch:(step + 1) * batch]])
+    position or come from `numpy_rng` generators). See "Runs that survive being killed" in docs/saving.md.
 
     A stop signal (SIGTERM by default: what Kubernetes, Slurm and spot VMs send) saves a checkpoint at the next
     step boundary and exits with status 0 (SystemExit(0), so `finally` blocks run; `stopped` is then True).
     With several processes (jax.distributed), every process saves at the same step: JAX's preemption service,
     which catches SIGTERM itself, lets them agree on it (`reached_preemption_sync_point`); `stop_signals` and
     `request_stop` apply to single-process runs. Loop over `steps()` to its end in every epoch.
+
+    Example:
+        ```
+        with objax.util.TrainingRun(logdir, vc, epochs=10, steps_per_epoch=100, save_every=50) as run:
+            for epoch in run.epochs():           # saves at the end of each epoch
+                order = np.random.default_rng([seed, epoch]).permutation(n)
+                for step in run.steps():         # starts mid-epoch after a resume; saves every 50 steps
+                    train_op(x[order[step * batch:(step + 1) * batch]])
+        ```
 
     Attributes:
         vc: the collection saved: `vc`, DEFAULT_GENERATOR's key and the state entry.
