@@ -216,13 +216,28 @@ def test_generate_text_with_a_tokenizer(tmp_path, run):
     assert ' '.join(f'w{i}' for i in reference['greedy'][0]) in out.stdout.splitlines(), out.stdout
 
 
-def test_train_sharded_resumes_exactly(tmp_path, run):
-    """The sharded example (ShardedCheckpoint, 8 devices on a 2x4 mesh): 6 steps in 2 epochs, saved every 2."""
-    args = ('--mesh', 'data=2,model=4', '--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16,
-            '--steps', 3, '--epochs', 2, '--save-every', 2)
-    first = run('train_sharded.py', '--logdir', tmp_path, *args, devices=8)
-    final = _interrupt_and_resume(run, 'train_sharded.py', tmp_path / 'again', args, term_at=1, kill_at=5,
+def test_train_sharded_trains_resumes_exactly_and_on_another_mesh(tmp_path, run):
+    """The sharded example (ShardedCheckpoint) on 8 devices: a 2x4 (data, model) mesh, 6 steps in 2 epochs saved
+    every 2, then resumed on an 8-way FSDP mesh."""
+    tiny = ('--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16, '--steps', 3, '--save-every', 2)
+    first = run('train_sharded.py', '--mesh', 'data=2,model=4', '--logdir', tmp_path, '--epochs', 2, *tiny, devices=8)
+    assert "Mesh {'data': 2, 'model': 4} over 8 devices (1 processes)" in first.stdout
+    last = first.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r'Next-token accuracy: \d+\.\d\d% on 1536 held-out tokens', last), last
+    assert 'lm: 100%' in first.stderr  # tqdm bar on stderr
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['4', '6']  # indexed by step: 3 per epoch, saved every 2
+    assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+
+    final = _interrupt_and_resume(run, 'train_sharded.py', tmp_path / 'again',
+                                  ('--mesh', 'data=2,model=4', '--epochs', 2, *tiny), term_at=1, kill_at=5,
                                   resumed_at=4, devices=8)
     assert _ending(final.stdout) == _ending(first.stdout)
-    assert sorted(os.listdir(tmp_path / 'again' / 'sharded')) == ['4', '6']
     _same_run(tmp_path, tmp_path / 'again')
+
+    second = run('train_sharded.py', '--mesh', 'data=8', '--logdir', tmp_path, '--epochs', 3, *tiny, devices=8)
+    assert f'Resuming from {tmp_path / "sharded" / "6"}: 6 steps done (epoch 2, step 0)' in second.stdout
+    assert 'Trained epochs 3-3' in second.stdout and 'Next-token accuracy' in second.stdout
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['8', '9']
+
+    bad = run('train_sharded.py', '--mesh', 'data=3', '--logdir', tmp_path, *tiny, devices=8, check=False)
+    assert bad.returncode == 2 and 'need 3 devices, there are 8' in bad.stderr

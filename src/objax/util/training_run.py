@@ -118,6 +118,7 @@ class TrainingRun:
 
     Attributes:
         vc: the collection saved: `vc`, DEFAULT_GENERATOR's key and the state entry.
+        epochs_total: the `epochs` argument; `steps_per_epoch` and `save_every` are kept under their names.
         epoch: the current epoch (0-based; equals `epochs` once the run is done).
         step: steps done in the current epoch.
         global_step: steps done in all, the index of the checkpoints.
