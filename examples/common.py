@@ -144,7 +144,8 @@ def variables_digest(vc: objax.VarCollection) -> str:
 
 
 # Test hook, for tests/examples only: OBJAX_EXAMPLE_TEST_SIGNAL=KILL@k (or TERM@k, ...) makes the run send
-# itself SIGKILL (SIGTERM, ...) during step k of the whole run (counted from 1), as a scheduler would.
+# itself SIGKILL (SIGTERM, then waits half a second) during step k of the whole run (counted from 1), as a
+# scheduler would.
 _TEST_SIGNAL = 'OBJAX_EXAMPLE_TEST_SIGNAL'
 
 
@@ -159,8 +160,7 @@ class ExampleRun(objax.util.TrainingRun):
         try:
             super().__init__(logdir, vc, epochs, steps_per_epoch, save_every=save_every, sharded=sharded)
         except ValueError as e:
-            raise SystemExit(f'Cannot resume from {logdir} (trained with other settings? use another '
-                             f'--logdir):\n{e}') from e
+            raise SystemExit(str(e)) from e  # cannot resume: the message names the checkpoint and the problem
         self.logdir, self.start_epoch = logdir, self.epoch
         self.done = self.epoch >= epochs
         lead = jax.process_index() == 0
@@ -186,6 +186,7 @@ class ExampleRun(objax.util.TrainingRun):
             self.progress.update()
             if self.test_signal and self.global_step + 1 == self.test_signal[1]:
                 os.kill(os.getpid(), self.test_signal[0])
+                time.sleep(0.5)  # as a scheduler's notice: the processes have time to agree on a step soon after
 
     def epochs(self):
         for epoch in super().epochs():

@@ -123,11 +123,14 @@ def main():
     args = parser.parse_args()
     if min(args.epochs, args.steps, args.batch, args.seq, args.width, args.depth, args.heads) < 1:
         parser.error('--epochs, --steps, --batch, --seq, --width, --depth and --heads must be positive')
+    cpu_processes = args.coordinator and os.environ.get('JAX_PLATFORMS', '') == 'cpu'
     if args.coordinator:
-        if os.environ.get('JAX_PLATFORMS', '') == 'cpu':  # CPU devices of several processes talk through gloo
+        if cpu_processes:  # CPU devices of several processes talk through gloo
             jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    use_compile_cache(args.no_compile_cache)
+    # Not with several CPU processes: under JAX 0.12.1 their second run hung in its first step with the programs
+    # read from the persistent compilation cache (gloo collectives); JAX 0.10.2 ran fine.
+    use_compile_cache(args.no_compile_cache or bool(cpu_processes))
 
     try:
         mesh = make_mesh(args.mesh or {'data': -1})

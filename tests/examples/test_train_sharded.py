@@ -29,8 +29,7 @@ def _two_processes(tmp_path, logdir, *args, signal_1: str = '') -> list:
     OBJAX_EXAMPLE_TEST_SIGNAL for process 1 only. Returns [(exit status, output)] of both processes."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-    env.update(XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu',
-               OBJAX_COMPILE_CACHE=str(tmp_path / 'cache'))
+    env.update(XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
     env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLE.parent.parent / 'src'), env.get('PYTHONPATH', '')])
     logs = [open(tmp_path / f'log{i}.txt', 'w+') for i in range(2)]
     command = [sys.executable, EXAMPLE, '--mesh', 'data=4', '--logdir', logdir, *TINY, *args,
