@@ -26,6 +26,7 @@ TEXT = ' '.join(['the fox and the dog read a short story together.',
 def run(tmp_path, *args):
     env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
                OBJAX_COMPILE_CACHE=str(tmp_path / 'jax_cache'), JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLES.parent / 'src'), env.get('PYTHONPATH', '')])
     out = subprocess.run([sys.executable, str(EXAMPLES / 'finetune_lora.py'), *map(str, args)], capture_output=True,
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, f'{args} failed:\n{out.stdout}\n{out.stderr[-3000:]}'
