@@ -162,6 +162,19 @@ def test_generate_refuses_bad_arguments(models):
         model(np.ones((1, 2), np.int32), attention_mask=np.ones((1, 3)))
 
 
+def test_remat_gives_the_same_loss_and_gradients():
+    tokens = jn.asarray(REF['llama_tiny']['tokens'])
+    results = []
+    for remat in (False, True):
+        model = Llama.from_pretrained(DATA / 'llama_tiny', remat=remat)
+        grad_values = objax.Jit(objax.GradValues(lambda x: lm_loss(model, x), model.vars()), model.vars())
+        grads, (value,) = grad_values(tokens)
+        results.append((float(value), [np.asarray(g) for g in grads]))
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_bfloat16_loading_holds_bfloat16_weights():
     ref = REF['llama_tiny']
     model = Llama.from_pretrained(DATA / 'llama_tiny', dtype=jn.bfloat16)

@@ -1,9 +1,11 @@
 """Llama-family language models (Llama 2 and 3, Qwen2 and 2.5, Mistral, SmolLM...) with Hugging Face's weights:
 loading, logits, generation with a key/value cache, LoRA adapters in PEFT's format, and saving back."""
 
+import functools
 import os
 from typing import Callable, Optional, Tuple
 
+import jax
 import jax.numpy as jn
 from jax.sharding import Mesh
 
@@ -45,7 +47,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         ```
     """
 
-    def __init__(self, config: LlamaConfig, dtype=None, initializer_range: Optional[float] = 0.02):
+    def __init__(self, config: LlamaConfig, dtype=None, initializer_range: Optional[float] = 0.02,
+                 remat: bool = False):
         """Creates a model of the given configuration.
 
         Args:
@@ -54,6 +57,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
                 computes in bfloat16, normalizations and rotary angles in float32).
             initializer_range: standard deviation of the normal draws of the weights (transformers' default);
                 None fills them with zeros (as `from_pretrained` does before loading).
+            remat: recompute each block's activations in the backward pass (jax.checkpoint around each block)
+                instead of keeping them: training keeps only each block's input (batch, time, hidden).
 
         Raises:
             TypeError: config is not a LlamaConfig.
@@ -65,7 +70,7 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         if not jn.issubdtype(dtype, jn.floating):
             raise ValueError(f'Llama: dtype must be a floating-point dtype, got {dtype}')
         init = _initializer(initializer_range, dtype)
-        self.config = config
+        self.config, self.remat = config, bool(remat)
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, w_init=init)
         self.layers = ModuleList(LlamaBlock(config, init) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -129,7 +134,9 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         frequencies = self.config.frequencies(positions)
         if caches is None:
             for block in self.layers:
-                x = block(x, positions=positions, frequencies=frequencies, mask=mask, training=training)
+                call = functools.partial(block, positions=positions, frequencies=frequencies, mask=mask,
+                                         training=training)
+                x = jax.checkpoint(call)(x) if self.remat else call(x)
             return x, None
         new = []
         for block, cache in zip(self.layers, caches):
@@ -142,7 +149,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         return self.embed_tokens.attend(h) if self.lm_head is None else project(self.lm_head, h, training)
 
     @classmethod
-    def from_pretrained(cls, directory: str, dtype=None, mesh: Optional[Mesh] = None, rules=None) -> 'Llama':
+    def from_pretrained(cls, directory: str, dtype=None, mesh: Optional[Mesh] = None, rules=None,
+                        remat: bool = False) -> 'Llama':
         """Loads a model saved by Hugging Face transformers (`save_pretrained`, or a folder downloaded from the
         Hub): config.json (transformers 5's `rope_parameters` or the earlier `rope_theta` + `rope_scaling`) and
         model.safetensors, or model.safetensors.index.json with its shards, in float32, bfloat16 or float16.
@@ -157,6 +165,7 @@ class Llama(LlamaGeneration, LlamaHub, Module):
                 objax.io.load_tensors), laid out by `rules`; replicated without them.
             rules: objax.sharding rules over the model's variable names, e.g.
                 `[('*.q_proj(Linear).w', P(None, 'model'))]`.
+            remat: recompute each block's activations in the backward pass (see Llama).
 
         Returns:
             The model; its eos_token_id and pad_token_id come from config.json, overridden by
@@ -171,7 +180,7 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         """
         config = LlamaConfig.from_pretrained(directory)
         tensors = read_tensors(directory)
-        model = cls(config, dtype=dtype, initializer_range=None)
+        model = cls(config, dtype=dtype, initializer_range=None, remat=remat)
         ignore = [name for name in tensors if name.endswith('.rotary_emb.inv_freq')]  # older transformers' buffers
         if config.tie_word_embeddings and 'lm_head.weight' in tensors:
             check_tied(tensors, 'lm_head.weight', 'model.embed_tokens.weight', 'Llama')
