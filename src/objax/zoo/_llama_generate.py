@@ -103,8 +103,8 @@ class LlamaGeneration:
                 mask = causal_mask(t, length, offset=caches[0].index)[None, None] & key_mask[:, None, None, :]
                 x, caches = self._decoder(self.embed_tokens(tokens), positions, mask, caches, False)
                 token = choose_tokens(self._head(x[:, -1], False), temperature, top_k, top_p, key)
-                token = jn.where(done, pad, token)
-                return token, caches, done | jn.any(token[:, None] == eos[None], axis=1)
+                token = jn.where(done, pad, token)[:, None]
+                return token, positions[:, -1:] + 1, caches, done | jn.any(token == eos[None], axis=1)
 
             self._compiled.clear()
             self._compiled.update(ids=ids, step=Jit(step, variables))
@@ -175,12 +175,11 @@ class LlamaGeneration:
         args = (jn.asarray(eos), jn.asarray(pad, jn.int32), jn.asarray(temperature, jn.float32),
                 jn.asarray(top_k, jn.int32), jn.asarray(top_p, jn.float32))
         real, stop = jn.asarray(real), bool((eos >= 0).any())
-        token, caches, done = step(tokens, positions, real, caches, jn.zeros(batch, bool), *args, keys())
-        out, position = [token], jn.asarray(positions[:, -1:] + 1)
+        token, position, caches, done = step(tokens, positions, real, caches, jn.zeros(batch, bool), *args, keys())
+        out = [token]
         for _ in range(new - 1):
             if stop and bool(done.all()):
                 break
-            token, caches, done = step(token[:, None], position, real, caches, done, *args, keys())
+            token, position, caches, done = step(token, position, real, caches, done, *args, keys())
             out.append(token)
-            position = position + 1
-        return np.asarray(jn.stack(out, axis=1))
+        return np.asarray(jn.concatenate(out, axis=1))
