@@ -167,7 +167,7 @@ def test_remat_gives_the_same_loss_and_gradients():
     results = []
     for remat in (False, True):
         model = Llama.from_pretrained(DATA / 'llama_tiny', remat=remat)
-        grad_values = objax.Jit(objax.GradValues(lambda x: lm_loss(model, x), model.vars()), model.vars())
+        grad_values = objax.Jit(objax.GradValues(lambda x, model=model: lm_loss(model, x), model.vars()), model.vars())
         grads, (value,) = grad_values(tokens)
         results.append((float(value), [np.asarray(g) for g in grads]))
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
