@@ -5,7 +5,8 @@ import threading
 from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from objax._core import reprs, structure
-from objax._core.collection import VarCollection
+from objax._core.collection import VarCollection, count
+from objax._core.display import render_attributes
 from objax._core.variables import BaseVar, record_name
 
 __all__ = ['Module', 'ModuleList', 'ForceArgs', 'force_positional', 'module_or_function_repr', 'prefixed']
@@ -99,6 +100,21 @@ class Module:
     def __repr__(self):
         return f'{reprs.class_path(self)}()'
 
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows (see objax._core.display): a foldable tree of the module's attributes
+        (sub-modules, variables with their kind, value summary and sharding, other values), with the parameter
+        count of vars() on its first line.
+
+        Args:
+            path: the module's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        items = [(f'{k}=', f'.{k}', v) for k, v in self.__dict__.items() if not k.startswith('__')]
+        return render_attributes(self, items, ('(', ')'), count(self.vars()), path, subtree_renderer)
+
 
 class ModuleList(Module, list):
     """A list whose variables and modules are seen by vars() (a plain list's are not)."""
@@ -130,6 +146,19 @@ class ModuleList(Module, list):
 
     def __repr__(self):
         return _list_repr(self)
+
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows: the items as a foldable list, with the parameter count of vars().
+
+        Args:
+            path: the list's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        items = [('', f'[{i}]', v) for i, v in enumerate(self)]
+        return render_attributes(self, items, ('([', '])'), count(self.vars()), path, subtree_renderer)
 
     def _changed(self):
         if structure.is_seen(self):
