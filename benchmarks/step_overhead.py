@@ -1,6 +1,7 @@
 """Cost of one jitted SGD training step: objax (GradValues + SGD inside Jit) vs the same step in pure JAX.
 
-MLP of width 64 with depth 4 and 32, batch 32, softmax cross-entropy. Both versions run in the same process,
+A dispatch-bound step (one 4x4 layer, batch 1) and MLPs of width 64 with depth 4 and 32, batch 32, softmax
+cross-entropy. Both versions run in the same process,
 interleaved, and the median step time of each is printed with their ratio (objax / pure JAX). Two pairings:
 objax's default Jit (donates the variables' buffers) against jax.jit with donate_argnums, and
 Jit(donate=False) against jax.jit without donation.
@@ -17,13 +18,15 @@ import numpy as np
 
 import objax
 
-WIDTH, BATCH, NCLASS, LR = 64, 32, 10, 0.01
+LR = 0.01
+# (depth, width, batch, classes): one 4x4 layer on one example, where the per-call cost is all there is, then MLPs.
+SIZES = ((0, 4, 1, 4), (4, 64, 32, 10), (32, 64, 32, 10))
 
 
 class MLP(objax.Module):
-    def __init__(self, depth: int):
-        self.layers = objax.ModuleList([objax.nn.Linear(WIDTH, WIDTH) for _ in range(depth)])
-        self.head = objax.nn.Linear(WIDTH, NCLASS)
+    def __init__(self, depth: int, width: int, nclass: int):
+        self.layers = objax.ModuleList([objax.nn.Linear(width, width) for _ in range(depth)])
+        self.head = objax.nn.Linear(width, nclass)
 
     def __call__(self, x):
         for layer in self.layers:
@@ -32,11 +35,11 @@ class MLP(objax.Module):
 
 
 def cross_entropy(logits, labels):
-    return -(jax.nn.log_softmax(logits) * jax.nn.one_hot(labels, NCLASS)).sum(1).mean()
+    return -(jax.nn.log_softmax(logits) * jax.nn.one_hot(labels, logits.shape[-1])).sum(1).mean()
 
 
-def objax_step(depth: int, donate: bool):
-    model = MLP(depth)
+def objax_step(depth: int, width: int, nclass: int, donate: bool):
+    model = MLP(depth, width, nclass)
     opt = objax.optimizer.SGD(model.vars())
 
     def loss(x, y):
@@ -76,14 +79,14 @@ def time_calls(fn, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(depth: int, steps: int, repeats: int, donate: bool):
-    step, tensors = objax_step(depth, donate)
+def measure(depth: int, width: int, batch: int, nclass: int, steps: int, repeats: int, donate: bool):
+    step, tensors = objax_step(depth, width, nclass, donate)
     params = [tuple(jn.array(t, copy=True) for t in tensors[i:i + 2]) for i in range(0, len(tensors), 2)]
     del tensors
     pure = jax_step(params, donate)
     rng = np.random.default_rng(0)
-    x = jn.asarray(rng.normal(size=(BATCH, WIDTH)).astype(np.float32))
-    y = jn.asarray(rng.integers(0, NCLASS, size=BATCH))
+    x = jn.asarray(rng.normal(size=(batch, width)).astype(np.float32))
+    y = jn.asarray(rng.integers(0, nclass, size=batch))
     state = {'params': params}
 
     def pure_call():
@@ -102,13 +105,14 @@ def main():
     parser.add_argument('--steps', type=int, default=2000, help='steps per timing')
     parser.add_argument('--repeats', type=int, default=7, help='timings per implementation (median kept)')
     args = parser.parse_args()
-    print(f'jax {jax.__version__} on {jax.devices()[0].platform}; MLP width {WIDTH}, batch {BATCH}')
-    print(f'{"depth":>5} {"donation":>8} {"objax (us)":>11} {"pure JAX (us)":>14} {"ratio":>6}')
-    for depth in (4, 32):
+    print(f'jax {jax.__version__} on {jax.devices()[0].platform}')
+    print(f'{"depth":>5} {"width":>5} {"batch":>5} {"donation":>8} {"objax (us)":>11} {"pure JAX (us)":>14} '
+          f'{"ratio":>6}')
+    for depth, width, batch, nclass in SIZES:
         for donate in (True, False):
-            t_objax, t_jax = measure(depth, args.steps, args.repeats, donate)
-            print(f'{depth:5d} {"yes" if donate else "no":>8} {t_objax * 1e6:11.1f} {t_jax * 1e6:14.1f} '
-                  f'{t_objax / t_jax:6.3f}')
+            t_objax, t_jax = measure(depth, width, batch, nclass, args.steps, args.repeats, donate)
+            print(f'{depth:5d} {width:5d} {batch:5d} {"yes" if donate else "no":>8} {t_objax * 1e6:11.1f} '
+                  f'{t_jax * 1e6:14.1f} {t_objax / t_jax:6.3f}')
 
 
 if __name__ == '__main__':

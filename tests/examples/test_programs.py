@@ -4,6 +4,7 @@ exit status, final metric line, checkpoints, resuming, TensorBoard events, progr
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,36 @@ def test_second_run_reads_the_persistent_compilation_cache(tmp_path, run):
     assert programs2 == programs and hits2 == programs
     assert seconds2 < 0.5 * seconds
     assert _accuracy(second.stdout) == _accuracy(first.stdout)  # same seed, same numbers
+
+
+PRETRAINED = Path(__file__).resolve().parents[1] / 'data' / 'pretrained'
+
+
+def test_generate_text_prints_the_greedy_tokens_of_transformers(run):
+    reference = np.load(PRETRAINED / 'gpt2_tiny_reference.npz')
+    prompts = [arg for row in reference['prompt'] for arg in ('--prompt-ids', ','.join(map(str, row)))]
+    new = reference['greedy'].shape[1] - reference['prompt'].shape[1]
+    out = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', *prompts, '--max-new-tokens', new)
+    printed = [line[len('ids: '):] for line in out.stdout.splitlines() if line.startswith('ids: ')]
+    assert printed == [','.join(map(str, row)) for row in reference['greedy']], out.stdout
+    assert 'Loaded' in out.stdout and '20 tokens in' in out.stdout
+    sampled = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', *prompts[:2], '--max-new-tokens', 4,
+                  '--temperature', 1.5, '--seed', 1)
+    assert sampled.stdout.count('ids: ') == 1
+    refused = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', '--prompt', 'Hello', check=False)
+    assert refused.returncode != 0 and 'give token ids with --prompt-ids' in refused.stderr
+
+
+def test_generate_text_with_a_tokenizer(tmp_path, run):
+    tokenizers = pytest.importorskip('tokenizers')
+    reference = np.load(PRETRAINED / 'gpt2_tiny_reference.npz')
+    folder = tmp_path / 'gpt2'
+    shutil.copytree(PRETRAINED / 'gpt2_tiny', folder)
+    words = {f'w{i}': i for i in range(128)}  # a word-level vocabulary: token i is the word 'w<i>'
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token='w0'))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(folder / 'tokenizer.json'))
+    new = reference['greedy'].shape[1] - reference['prompt'].shape[1]
+    prompt = ' '.join(f'w{i}' for i in reference['prompt'][0])
+    out = run('generate_text.py', '--model', folder, '--prompt', prompt, '--max-new-tokens', new)
+    assert ' '.join(f'w{i}' for i in reference['greedy'][0]) in out.stdout.splitlines(), out.stdout

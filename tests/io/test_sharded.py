@@ -104,3 +104,73 @@ def test_mismatched_collection_changes_nothing(tmp_path):
     assert "unexpected in the checkpoint (no variable of that name): '(Adam).step'" in message
     for k, v in values(target).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def _data_files(path):
+    """The array data files of a checkpoint directory (orbax's OCDBT data blocks)."""
+    return sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files
+                  if os.sep + 'd' + os.sep in os.path.join(root, f) + os.sep or os.path.basename(root) == 'd')
+
+
+def test_save_below_the_newest_keeps_the_checkpoint_just_written_and_warns(tmp_path):
+    vc = build(2)
+    ckpt = ShardedCheckpoint(tmp_path, keep_ckpts=2, verbose=False)
+    ckpt.save(vc, 5)
+    ckpt.save(vc, 6)
+    with pytest.warns(UserWarning, match='newer than this one'):
+        path = ckpt.save(vc, 3)
+    assert os.path.isdir(path) and ckpt.indices() == [3, 5, 6]  # nothing newer deleted, nor the one just written
+    ckpt.save(vc, 7)
+    assert ckpt.indices() == [6, 7]  # retention keeps the newest two
+
+
+# orbax reports the failed reads of its background tasks once more when they are collected
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_flipped_byte_in_a_data_file_never_restores_other_numbers(tmp_path):
+    saved = build(3)
+    ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False).save(saved, 1)
+    files = _data_files(tmp_path / 'sharded' / '1')
+    assert files
+    refused = 0
+    for name in files:
+        data = bytearray(open(name, 'rb').read())
+        for position in (len(data) // 2, len(data) - 5):
+            target = build(4)
+            before = values(target)
+            data[position] ^= 0x10
+            open(name, 'wb').write(bytes(data))
+            try:
+                ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False).restore(target)
+            except objax.io.UnreadableFileError as e:
+                assert str(tmp_path / 'sharded' / '1') in str(e)
+                assert all(np.array_equal(before[k], v) for k, v in values(target).items())  # nothing changed
+                refused += 1
+            else:  # a byte that holds no value (padding, an unused field): every value must be the saved one
+                assert all(np.array_equal(values(saved)[k], v) for k, v in values(target).items())
+            data[position] ^= 0x10
+            open(name, 'wb').write(bytes(data))
+    assert refused  # flips in the arrays' data are caught
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('damage', ['truncated shard', 'truncated metadata', 'deleted metadata'])
+def test_damaged_checkpoint_files_are_refused_naming_the_checkpoint(tmp_path, damage):
+    ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False).save(build(5), 1)
+    path = tmp_path / 'sharded' / '1'
+    metadata = path / 'default' / '_METADATA'
+    if damage == 'truncated shard':
+        for name in _data_files(path):
+            open(name, 'r+b').truncate(os.path.getsize(name) // 2)
+    elif damage == 'truncated metadata':
+        open(metadata, 'r+b').truncate(os.path.getsize(metadata) // 2)
+    else:
+        os.remove(metadata)
+    target = build(6)
+    before = values(target)
+    error = FileNotFoundError if damage == 'deleted metadata' else objax.io.UnreadableFileError
+    with pytest.raises(error) as e:
+        ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False).restore(target)
+    assert str(path) in str(e.value)
+    if damage != 'truncated shard':
+        assert '_METADATA' in str(e.value)
+    assert all(np.array_equal(before[k], v) for k, v in values(target).items())

@@ -15,13 +15,14 @@ from objax.varcollection import VarCollection
 __all__ = ['save_safetensors', 'load_safetensors', 'tensors_to_bytes', 'tensors_from_bytes']
 
 FileOrPath = Union[str, os.PathLike, IO[BinaryIO]]
-_DTYPES = {
+# safetensors dtype names -> numpy dtypes (ml_dtypes for bfloat16 and the float8 types); also read by pretrained.py.
+DTYPES = {
     'BOOL': np.bool_, 'U8': np.uint8, 'I8': np.int8, 'U16': np.uint16, 'I16': np.int16, 'U32': np.uint32,
     'I32': np.int32, 'U64': np.uint64, 'I64': np.int64, 'F16': np.float16, 'F32': np.float32, 'F64': np.float64,
     'C64': np.complex64, 'BF16': ml_dtypes.bfloat16, 'F8_E4M3': ml_dtypes.float8_e4m3fn,
     'F8_E5M2': ml_dtypes.float8_e5m2,
 }
-_NAMES = {np.dtype(t).name for t in _DTYPES.values()}
+_NAMES = {np.dtype(t).name for t in DTYPES.values()}
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:
@@ -94,7 +95,7 @@ def tensors_from_bytes(data: bytes, source: str) -> Dict[str, np.ndarray]:
         raise UnreadableFileError(f'{source} cannot be read as a safetensors file: {e}') from None
     entries = {}
     for name, info in tensors:
-        dtype = _DTYPES.get(info['dtype'])
+        dtype = DTYPES.get(info['dtype'])
         if dtype is None:
             raise UnreadableFileError(f'{source}: tensor {name!r} has unsupported dtype {info["dtype"]}')
         try:

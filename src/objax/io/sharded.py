@@ -12,11 +12,12 @@ import warnings
 from typing import List, Optional, Tuple
 
 import jax
+import jax.numpy as jn
 import numpy as np
 
 from objax._core.layout import place, replicated
 from objax._core.variables import storage_groups
-from objax.io._match import check_vc
+from objax.io._match import UnreadableFileError, check_vc
 from objax.varcollection import VarCollection
 
 __all__ = ['ShardedCheckpoint']
@@ -45,6 +46,33 @@ def _index(idx, where: str) -> int:
     if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or idx < 0:
         raise ValueError(f'{where}: expected an int >= 0, got {idx!r}')
     return int(idx)
+
+
+_FINGERPRINTS = '__objax_fingerprints__'  # the checkpoint entry holding one fingerprint per saved value
+
+
+@jax.jit
+def _fingerprint(x: jax.Array) -> jax.Array:
+    """Two uint32 sums over the bits of `x`, each element weighted by an odd function of its position: the same
+    for every layout of the value (integer sums do not depend on the order of addition), different after any
+    change of one element."""
+    if x.dtype == jn.bool_:
+        x = x.astype(jn.uint8)
+    size = x.dtype.itemsize
+    if size == 8:
+        bits = jax.lax.bitcast_convert_type(x, jn.uint32).reshape(-1)
+    else:
+        bits = jax.lax.bitcast_convert_type(x, {1: jn.uint8, 2: jn.uint16, 4: jn.uint32}[size]).reshape(-1)
+        bits = bits.astype(jn.uint32)
+    i = jn.arange(bits.size, dtype=jn.uint32)
+    first = jn.sum(bits * (2 * i + 1), dtype=jn.uint32)
+    second = jn.sum((bits ^ jn.uint32(0x9E3779B9)) * (2 * (i * jn.uint32(2654435761)) + 1), dtype=jn.uint32)
+    return jn.stack([first, second])
+
+
+def _fingerprints(tree: dict) -> np.ndarray:
+    """Fingerprints of the values of `tree`, in the order of its sorted names, shape (n, 2) uint32."""
+    return np.stack([np.asarray(_fingerprint(tree[k])) for k in sorted(tree)] or [np.zeros(2, np.uint32)])
 
 
 def _sharding_of(x: jax.Array) -> jax.sharding.Sharding:
@@ -88,7 +116,9 @@ class ShardedCheckpoint:
             ocp = _orbax()
             if not self._makedir and not os.path.isdir(self.directory):
                 raise FileNotFoundError(f'ShardedCheckpoint: {self.directory} does not exist (makedir=False)')
-            options = ocp.CheckpointManagerOptions(max_to_keep=self.keep_ckpts, create=self._makedir,
+            # Retention is done by `save` itself: orbax's max_to_keep would delete a save below the newest index
+            # (the one just written) as the oldest.
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=self._makedir,
                                                    enable_async_checkpointing=False)
             self._manager = ocp.CheckpointManager(self.directory, options=options,
                                                   item_handlers=ocp.StandardCheckpointHandler())
@@ -102,6 +132,10 @@ class ShardedCheckpoint:
 
     def save(self, vc: VarCollection, idx: int) -> str:
         """Writes checkpoint `idx` (every process its own shards), then deletes all but the newest `keep_ckpts`.
+
+        The checkpoint just written is never deleted, nor are those with a higher index: saving below the newest
+        index (e.g. a run restarted from 0 in an old logdir) warns, as `restore()` would not load it. A
+        fingerprint of every value is saved with it and checked by `restore`.
 
         Args:
             vc: the variables to save, under their names in vc (a TrainRef is saved as its TrainVar).
@@ -122,10 +156,23 @@ class ShardedCheckpoint:
                 raise ValueError(f'ShardedCheckpoint.save: variable name {names[0]!r} holds a "/", which orbax '
                                  f'would read as a directory; rename it (VarCollection.rename)')
             tree[names[0]] = place(target.value, _sharding_of(target.value))
-        if idx in self.indices():
+        existing = self.indices()
+        if idx in existing:
             raise ValueError(f'ShardedCheckpoint.save: checkpoint {idx} already exists in {self.directory}')
-        self._mgr().save(idx, args=ocp.args.StandardSave(tree))
+        fingerprints = jax.device_put(_fingerprints(tree))
+        tree[_FINGERPRINTS] = place(fingerprints, _sharding_of(fingerprints))
+        if not self._mgr().save(idx, args=ocp.args.StandardSave(tree), force=True):
+            raise RuntimeError(f"ShardedCheckpoint.save: orbax did not write checkpoint {idx} in {self.directory}")
         self._mgr().wait_until_finished()
+        newer = [i for i in existing if i > idx]
+        if newer:
+            warnings.warn(f'ShardedCheckpoint.save(idx={idx}): {self.directory} already holds checkpoint '
+                          f'{max(newer)}, newer than this one, so restore() will not load this save. Continue '
+                          f'from the restored index (idx, _ = ckpt.restore(vc)) or use a new logdir. '
+                          f'Checkpoints newer than {idx} are never deleted by this save.', stacklevel=2)
+        for old in sorted(existing + [idx])[:-self.keep_ckpts]:
+            if old < idx:
+                self._mgr().delete(old)
         return os.path.join(self.directory, str(idx))
 
     def restore(self, vc: VarCollection, idx: Optional[int] = None) -> Tuple[int, str]:
@@ -139,8 +186,10 @@ class ShardedCheckpoint:
             (idx, directory), or (0, '') when there is no checkpoint.
 
         Raises:
-            FileNotFoundError: there is no checkpoint `idx`.
+            FileNotFoundError: there is no checkpoint `idx`, or its metadata file is missing.
             ValueError: names, shapes or dtypes do not match `vc`; nothing is changed then.
+            objax.io.UnreadableFileError: (a ValueError) a file of the checkpoint is truncated or corrupted, or
+                the values read differ from those saved; it names the checkpoint and nothing is changed.
         """
         ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.restore')
@@ -154,7 +203,8 @@ class ShardedCheckpoint:
             raise FileNotFoundError(f'ShardedCheckpoint.restore(idx={idx}): no such checkpoint in '
                                     f'{self.directory}; available indices: {available}')
         path = os.path.join(self.directory, str(idx))
-        saved = dict(self._mgr().item_metadata(idx).tree)
+        saved = self._saved_entries(idx, path)
+        fingerprints = saved.pop(_FINGERPRINTS, None)
         abstract, plan, problems = {}, [], []
         wanted = set()
         for target, names in storage_groups(vc.items()):
@@ -175,12 +225,43 @@ class ShardedCheckpoint:
         if problems:
             raise ValueError(f'Cannot restore {path} into the VarCollection, nothing was changed:\n  '
                              + '\n  '.join(problems))
+        if fingerprints is not None:
+            abstract[_FINGERPRINTS] = jax.ShapeDtypeStruct(fingerprints.shape, np.dtype(fingerprints.dtype),
+                                                           sharding=replicated('device'))
+        try:
+            restored = self._mgr().restore(idx, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # tensorstore and orbax raise their own types for damaged files
+            raise UnreadableFileError(f'ShardedCheckpoint: cannot read the data of {path} (a file is missing, '
+                                      f'truncated or corrupted): {type(e).__name__}: {e}') from e
+        if fingerprints is not None:
+            expected = np.asarray(restored.pop(_FINGERPRINTS))
+            found = _fingerprints(restored)
+            keys = sorted(restored)
+            bad = [keys[i] for i in range(len(keys)) if not np.array_equal(expected[i], found[i])]
+            if bad or expected.shape != found.shape:
+                raise UnreadableFileError(f'ShardedCheckpoint: {path} is corrupted: the values read for '
+                                          f'{", ".join(map(repr, bad)) or "its entries"} differ from those '
+                                          f'saved (fingerprint mismatch); nothing was changed')
         if self.verbose:
             print('Resuming from', path)
-        restored = self._mgr().restore(idx, args=ocp.args.StandardRestore(abstract))
         for target, key in plan:
             target.assign(restored[key])
         return idx, path
+
+    def _saved_entries(self, idx: int, path: str) -> dict:
+        """{name: metadata} of the entries of checkpoint `idx`, or a clear error when its metadata is damaged."""
+        metadata = os.path.join(path, 'default', '_METADATA')
+        if not os.path.isfile(metadata):
+            raise FileNotFoundError(f'ShardedCheckpoint: {path} is damaged: its metadata file {metadata} is missing')
+        try:
+            found = self._mgr().item_metadata(idx)
+            tree = getattr(found, 'tree', None)
+            if tree is None:
+                raise ValueError('no entries could be read')
+            return dict(tree)
+        except Exception as e:  # orbax raises json, tensorstore and attribute errors for damaged metadata
+            raise UnreadableFileError(f'ShardedCheckpoint: cannot read the metadata of {path} ({metadata} may be '
+                                      f'truncated or corrupted): {type(e).__name__}: {e}') from e
 
     def close(self):
         """Releases orbax's resources (also done when the object is garbage collected)."""
