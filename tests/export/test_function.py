@@ -16,6 +16,7 @@ import pytest
 from _models import randomize_batchnorm
 
 import objax
+from objax.zoo.gpt2 import GPT2
 from objax.zoo.wide_resnet import WideResNet
 
 SRC = Path(__file__).resolve().parents[2] / 'src'
@@ -64,6 +65,19 @@ def test_wide_resnet_served_in_a_fresh_process_for_two_batch_sizes(tmp_path):
     for name, x in batches.items():
         expected = np.asarray(model(x, training=False))
         assert served[name].shape == expected.shape == (len(x), 10)
+        np.testing.assert_allclose(served[name], expected, atol=TOL, rtol=TOL)
+
+
+def test_gpt2_served_in_a_fresh_process_for_two_batch_sizes(tmp_path):
+    rng = np.random.default_rng(1)
+    model = GPT2(vocab_size=128, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    path = tmp_path / 'gpt2.export'
+    objax.export.save(path, lambda tokens: model(tokens, training=False), model.vars(), np.zeros((1, 16), np.int32))
+    batches = {f'b{n}': rng.integers(0, 128, size=(n, 16)).astype(np.int32) for n in (2, 5)}
+    served = serve_in_fresh_process(path, batches, tmp_path)
+    for name, tokens in batches.items():
+        expected = np.asarray(model(tokens, training=False))
+        assert served[name].shape == expected.shape == (len(tokens), 16, 128)
         np.testing.assert_allclose(served[name], expected, atol=TOL, rtol=TOL)
 
 

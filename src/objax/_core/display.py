@@ -14,7 +14,7 @@ import math
 from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple
 
 import jax
-from jax.sharding import NamedSharding, SingleDeviceSharding
+from jax.sharding import NamedSharding
 
 from objax._core import reprs
 
@@ -54,7 +54,7 @@ def human_bytes(n: int) -> str:
 
 
 def sharding_text(value: Any) -> Optional[str]:
-    """Where an array lives, briefly: 'cpu:0' for one device, else its partition spec and mesh shape.
+    """Where an array lives, briefly: 'cpu:0' on one device, else its partition spec and mesh shape.
 
     Args:
         value: a jax.Array (anything else, e.g. a tracer or a numpy array, gives None).
@@ -65,7 +65,7 @@ def sharding_text(value: Any) -> Optional[str]:
     sharding = getattr(value, 'sharding', None) if isinstance(value, jax.Array) else None
     if sharding is None or isinstance(value, jax.core.Tracer):
         return None
-    if isinstance(sharding, SingleDeviceSharding):
+    if len(sharding.device_set) == 1:
         device, = sharding.device_set
         return f'{device.platform}:{device.id}'
     if isinstance(sharding, NamedSharding):

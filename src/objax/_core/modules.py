@@ -102,8 +102,8 @@ class Module:
 
     def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
         """The rendering treescope shows (see objax._core.display): a foldable tree of the module's attributes
-        (sub-modules, variables with their kind, value summary and sharding, other values), with the parameter
-        count of vars() on its first line.
+        (sub-modules, variables with their kind, value summary and sharding, other public values), with the
+        parameter count of vars() on its first line.
 
         Args:
             path: the module's path from the rendered root.
@@ -112,7 +112,8 @@ class Module:
         Returns:
             A treescope rendering.
         """
-        items = [(f'{k}=', f'.{k}', v) for k, v in self.__dict__.items() if not k.startswith('__')]
+        items = [(f'{k}=', f'.{k}', v) for k, v in self.__dict__.items()
+                 if not k.startswith('_') or isinstance(v, (BaseVar, Module))]  # what vars() sees, and public values
         return render_attributes(self, items, ('(', ')'), count(self.vars()), path, subtree_renderer)
 
 

@@ -19,6 +19,8 @@ from objax.zoo.wide_resnet import WideResNet
 treescope = pytest.importorskip('treescope', reason='treescope is not installed: pip install -e ".[display]"')
 
 SRC = Path(__file__).resolve().parents[2] / 'src'
+# treescope 0.1.10 looks through numpy's attributes for its canonical names, touching the deprecated np.chararray.
+pytestmark = pytest.mark.filterwarnings('ignore:The chararray class is deprecated:DeprecationWarning')
 
 
 @pytest.fixture(scope='module')
