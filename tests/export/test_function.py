@@ -237,3 +237,19 @@ def test_saving_again_writes_the_same_bytes(tmp_path):
     for path in (a, b):
         objax.export.save(path, model, model.vars(), np.zeros((1, 3), np.float32))
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_program_from_a_newer_jax_is_explained(tmp_path):
+    model = objax.nn.Linear(3, 2)
+    path = tmp_path / 'linear.export'
+    objax.export.save(path, model, model.vars(), np.zeros((1, 3), np.float32))
+    served = objax.export.load(path)
+    served.manifest['versions']['jax'] = '99.0.0'
+
+    def compile_fails(*args):  # what an older JAX says of a newer program
+        raise RuntimeError("INVALID_ARGUMENT: Failed to deserialize StableHLO: unregistered operation 'vhlo.x_v9'")
+
+    served._call = compile_fails
+    with pytest.raises(RuntimeError, match=r"linear.export' was written by JAX 99.0.0, whose program JAX .* cannot "
+                                           r"compile .* run it with JAX 99.0.0 or newer, or save it again"):
+        served(np.zeros((2, 3), np.float32))

@@ -251,12 +251,21 @@ class ExportedFunction:
 
         Raises:
             TypeError: the number of arguments differs from the signature.
-            ValueError: a shape or dtype does not match the signature (JAX's message says which).
+            ValueError: a shape or dtype does not match the signature.
+            RuntimeError: the program was written by a newer JAX whose StableHLO this JAX cannot read.
         """
         self._check(args)
         place = contextlib.nullcontext() if self._device is None else jax.default_device(self._device)
-        with place:
-            return self._call(self.values, *args)
+        try:
+            with place:
+                return self._call(self.values, *args)
+        except Exception as e:
+            written = self.manifest.get('versions', {}).get('jax')
+            if written == jax.__version__ or 'deserialize' not in str(e):
+                raise
+            raise RuntimeError(f'{describe(self.path)} was written by JAX {written}, whose program JAX '
+                               f'{jax.__version__} cannot compile (a newer StableHLO than it reads): run it with JAX '
+                               f'{written} or newer, or save it again with this JAX. JAX says: {e}') from e
 
     def _check(self, args: tuple):
         """Raises a clear error naming the argument whose structure, dtype or shape differs from the signature."""
