@@ -48,6 +48,8 @@ CORE_ORDER = [
     'objax._core.jit',
     'objax._core.gradient',
     'objax._core.vectorize',
+    'objax._core.remat',
+    'objax._core.control_flow',
     'objax._core.parallel_program',
     'objax._core.parallel',
 ]
