@@ -67,6 +67,17 @@ def test_text_rendering_shows_kind_shape_dtype_sharding_and_summary():
     assert expanded.splitlines()[0] == 'objax.TrainVar(  # float32(3, 4), 12 elements'
 
 
+def test_modules_with_their_own_vars_show_what_vars_gives():
+    stack = objax.nn.Stack(lambda: objax.nn.Linear(4, 4), 3)  # vars(): the (3, ...) stacked variables
+    model = objax.nn.MixedPrecision(objax.nn.Sequential([stack, objax.nn.Linear(4, 2)]))
+    text = treescope.render_to_text(model)
+    assert '__wrapped__=objax.nn.Sequential([' in text and '_template' not in text and '_layer' not in text
+    assert "vars()=objax.VarCollection({'(Stack).layer(Linear).b': objax.TrainVar(" in text
+    assert 'float32(3, 4, 4)' in text and text.count('objax.TrainVar(') == len(model.vars())
+    page = treescope.render_to_html(model, compressed=False)
+    assert ".__wrapped__[0].vars()['(Stack).layer(Linear).w'].value" in copy_paths(page)  # paths that evaluate
+
+
 def test_sharded_variables_show_their_layout():
     if len(jax.devices()) < 8:
         pytest.skip('needs 8 devices (tests/conftest.py asks XLA for 8 CPU devices)')
