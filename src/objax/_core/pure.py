@@ -65,19 +65,18 @@ class Pure:
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
         differentiated: set by the gradient transforms, whose calls get differentiated trainable values.
+        open_reads: set by Remat and the control flow: with an `owner`, a read outside vc looks through to the
+            enclosing transforms (or the storage) instead of being frozen; a write outside vc still raises.
         warned: ids of the variables already warned about (kept by a compiled transform across rebuilds).
         describe: the `describe` given.
     """
     differentiated = False
+    open_reads = False
 
     def __init__(self, f: Optional[Callable], vc: Iterable[BaseVar], owner: Optional[str] = None,
                  describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
         self.f = f
-        self.variables = storage_of(vc)
-        for v in self.variables:  # values made on first use are made now: values() and lend() read storages
-            x = v._value
-            if x.__class__ is _Loan and x.make is not None:
-                v._stored()
+        self.variables = _made(storage_of(vc))
         self.owner = owner
         self._ids = [id(v) for v in self.variables]
         self.warned = set()  # variables already warned about: once per compiled function and variable
@@ -233,6 +232,7 @@ class Pure:
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
         frame = Frame(dict(zip(ids, values)), self.owner, self.warned, self.describe)
         frame.differentiated = self.differentiated
+        frame.open_reads = self.open_reads
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
@@ -246,6 +246,15 @@ class Pure:
             changes = {i: x.value() if type(x) is _FrameRef else x for i, x in changes.items()
                        if type(x) is not _FrameRef or x.written or x.old is not values[i]}
         return outputs, changes
+
+
+def _made(variables: List[BaseVar]) -> List[BaseVar]:
+    """`variables`, after making the values of those made on first use (values() and lend() read storages)."""
+    for v in variables:
+        x = v._value
+        if x.__class__ is _Loan and x.make is not None:
+            v._stored()
+    return variables
 
 
 def has_tracer(tree) -> bool:
