@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
+import objax
+
 DATA = Path(__file__).resolve().parent / 'data' / 'pretrained'
 
 
@@ -30,3 +32,17 @@ def changed_copy(source: Path, folder: Path, change=None, config=None) -> Path:
         data.update(config)
         (folder / 'config.json').write_text(json.dumps(data))
     return folder
+
+
+def adam_steps(model, trained, loss, tokens, steps: int, lr: float = 1e-2) -> list:
+    """The losses of `steps` jitted Adam steps of loss(tokens) that train the variables `trained` of `model`."""
+    opt = objax.optimizer.Adam(trained)
+    grad_values = objax.GradValues(loss, trained)
+
+    def train_op(x):
+        grads, values = grad_values(x)
+        opt(lr, grads)
+        return values[0]
+
+    train_op = objax.Jit(train_op, model.vars() + opt.vars())
+    return [float(train_op(tokens)) for _ in range(steps)]

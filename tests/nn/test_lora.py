@@ -6,7 +6,7 @@ import math
 import jax.numpy as jn
 import numpy as np
 import pytest
-from _pretrained import DATA
+from _pretrained import DATA, adam_steps
 
 import objax
 from objax.nn import Linear, LoRALinear, add_lora, lora_layers, merge_lora
@@ -65,6 +65,39 @@ def test_list_items_and_nested_modules_are_reached():
     assert merge_lora(net) == 2 and not lora_layers(net) and isinstance(net.blocks[0][0], Linear)
 
 
+class Block(objax.Module):
+    def __init__(self):
+        self.fc = Linear(4, 4)
+        self.out = Linear(4, 4)
+
+    def __call__(self, x):
+        return x + self.out(objax.functional.tanh(self.fc(x)))
+
+
+def test_adapters_inside_a_stack_are_stacked():
+    objax.random.DEFAULT_GENERATOR.seed(1)
+    stack, x = objax.nn.Stack(Block, 3), objax.random.normal((2, 4))
+    holder = objax.ModuleList([stack])
+    before = holder[0](x)
+    adapters = add_lora(holder, 2, 2, targets=['fc'])
+    assert list(adapters.keys()) == ['(ModuleList)[0](Stack).layer(Block).fc(LoRALinear).lora_a',
+                                     '(ModuleList)[0](Stack).layer(Block).fc(LoRALinear).lora_b']
+    assert adapters['(ModuleList)[0](Stack).layer(Block).fc(LoRALinear).lora_a'].value.shape == (3, 4, 2)
+    assert isinstance(holder[0], objax.nn.Stack) and holder[0] is not stack  # rebuilt
+    np.testing.assert_array_equal(np.asarray(holder[0](x)), np.asarray(before))
+    a = np.asarray(adapters['(ModuleList)[0](Stack).layer(Block).fc(LoRALinear).lora_a'].value)
+    assert not np.array_equal(a[0], a[1])  # each layer draws its own A
+    for var in adapters.values():
+        var.assign(var.value + 0.2)
+    changed = holder[0](x)
+    assert sorted(lora_layers(holder)) == ['0.0.fc', '0.1.fc', '0.2.fc']
+    np.testing.assert_allclose(np.asarray(lora_layers(holder)['0.2.fc'].lora_a.value), a[2] + 0.2, rtol=1e-6)
+    assert merge_lora(holder) == 3 and not lora_layers(holder)
+    np.testing.assert_allclose(np.asarray(holder[0](x)), np.asarray(changed), atol=1e-5)
+    with pytest.raises(ValueError, match=r"its Linear layers are named \['fc', 'out'\]"):
+        add_lora(holder, 2, 2, targets=['q_proj'])
+
+
 def test_training_the_adapters_alone_leaves_the_base_bit_identical():
     model = Llama.from_pretrained(DATA / 'llama_tiny')
     tokens = jn.asarray(np.load(DATA / 'llama_tiny_reference.npz')['tokens'])
@@ -76,17 +109,8 @@ def test_training_the_adapters_alone_leaves_the_base_bit_identical():
         logits = model(x, training=training)
         return objax.functional.loss.cross_entropy_logits_sparse(logits[:, :-1], x[:, 1:]).mean()
 
-    opt = objax.optimizer.Adam(adapters)
-    grad_values = objax.GradValues(lambda x: loss(x, True), adapters)
-
-    def train_op(x):
-        grads, values = grad_values(x)
-        opt(1e-2, grads)
-        return values[0]
-
-    train_op = objax.Jit(train_op, model.vars() + opt.vars())
     initial = float(loss(tokens, False))
-    losses = [float(train_op(tokens)) for _ in range(30)]
+    losses = adam_steps(model, adapters, lambda x: loss(x, True), tokens, 30)
     final = float(loss(tokens, False))
     assert final < 0.8 * initial and losses[-1] < losses[0], (initial, losses, final)
     after = model.vars()

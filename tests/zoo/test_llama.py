@@ -11,7 +11,7 @@ import jax.numpy as jn
 import numpy as np
 import pytest
 import safetensors.numpy
-from _pretrained import DATA, changed_copy, relative_error
+from _pretrained import DATA, adam_steps, changed_copy, relative_error
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -368,6 +368,53 @@ def test_refused_adapters_leave_the_model_unchanged(tmp_path, models, config, ex
         model.load_adapter(folder)
     assert list(model.vars().keys()) == names and not objax.nn.lora_layers(model)
     assert relative_error(model(REF['llama_tiny']['tokens']), REF['llama_tiny']['logits']) < 1e-4
+
+
+@pytest.mark.parametrize('name', sorted(REF))
+def test_stacked_blocks_give_the_same_logits_and_tokens(tmp_path, models, name):
+    model, ref = Llama.from_pretrained(DATA / name, stack=True), REF[name]
+    assert isinstance(model.layers, objax.nn.Stack)
+    w = model.vars()['(Llama).layers(Stack).layer(LlamaBlock).self_attn(LlamaAttention).k_proj(Linear).w']
+    assert w.value.shape == (2, 64, 32)
+    assert relative_error(model(ref['tokens']), ref['logits']) < 1e-4
+    jitted = objax.Jit(lambda x: model(x), model.vars())
+    assert relative_error(jitted(ref['long_tokens']), ref['long_logits']) < 1e-4
+    out = model.generate([ref['prompt_a'], ref['prompt_b']], NEW)
+    np.testing.assert_array_equal(np.asarray(out[0]), ref['greedy_a'])
+    np.testing.assert_array_equal(np.asarray(out[1]), ref['greedy_b'])
+    model.save_pretrained(tmp_path / 'saved')
+    for (k, a), b in zip(models[name].vars().items(), Llama.from_pretrained(tmp_path / 'saved').vars().values()):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value), err_msg=k)
+    with pytest.raises(ValueError, match='stack=True with a mesh'):
+        Llama.from_pretrained(DATA / name, stack=True, mesh=make_mesh('data=2,model=4'))
+
+
+def test_lora_and_adapters_on_stacked_blocks(tmp_path):
+    reference = dict(np.load(DATA / 'llama_tiny_adapter_reference.npz'))
+    model = Llama.from_pretrained(DATA / 'llama_tiny', stack=True, remat=True)
+    adapters = model.load_adapter(ADAPTER)
+    assert isinstance(model.layers, objax.nn.Stack) and model.layers.remat
+    assert sorted(v.value.shape for v in adapters.values()) == [(2, 4, 32), (2, 4, 64), (2, 64, 4), (2, 64, 4)]
+    assert relative_error(model(reference['tokens']), reference['logits']) < 1e-4
+    model.save_adapter(tmp_path / 'saved')
+    saved = safetensors.numpy.load_file(str(tmp_path / 'saved' / 'adapter_model.safetensors'))
+    for k, v in safetensors.numpy.load_file(str(ADAPTER / 'adapter_model.safetensors')).items():
+        np.testing.assert_array_equal(saved[k], v, err_msg=k)
+    assert objax.nn.merge_lora(model) == 4 and not objax.nn.lora_layers(model)
+    assert relative_error(model(reference['tokens']), reference['logits']) < 1e-4
+
+    # Training new adapters on the stacked blocks (one compiled body) leaves the stacked base bit-identical.
+    tokens = jn.asarray(REF['llama_tiny']['tokens'])
+    base = {k: np.asarray(v.value) for k, v in model.vars().items()}
+    adapters = objax.nn.add_lora(model, 4, 8, ('q_proj', 'v_proj', 'down_proj'))
+    assert len(adapters) == 6 and all(v.value.shape[0] == 2 for v in adapters.values())
+    losses = adam_steps(model, adapters, lambda x: lm_loss(model, x), tokens, 10)
+    assert losses[-1] < 0.9 * losses[0], losses
+    after = model.vars()
+    for name, value in base.items():
+        for target in ('q_proj', 'v_proj', 'down_proj'):
+            name = name.replace(f'{target}(Linear)', f'{target}(LoRALinear).base(Linear)')
+        np.testing.assert_array_equal(np.asarray(after[name].value), value, err_msg=name)
 
 
 def test_constructor_checks():

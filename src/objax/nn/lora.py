@@ -2,7 +2,7 @@
 
 import math
 import numbers
-from typing import Dict, Iterable, Iterator, List, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Set, Tuple, Union
 
 import jax.numpy as jn
 
@@ -12,11 +12,23 @@ from objax.module import Module
 from objax.nn._format import layer_repr
 from objax.nn.dropout import Dropout
 from objax.nn.linear import Linear
+from objax.nn.sequential import Sequential
+from objax.nn.stack import Stack
 from objax.typing import JaxArray
 from objax.varcollection import VarCollection
-from objax.variable import TrainVar
+from objax.variable import BaseVar, TrainVar
 
 __all__ = ['LoRALinear', 'add_lora', 'lora_layers', 'merge_lora']
+
+
+def _checked_settings(owner: str, rank: int, alpha: float, dropout: float) -> int:
+    """The rank, after checking rank, alpha and dropout."""
+    rank = positive_int(owner, 'rank', rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+        raise ValueError(f'{owner}: alpha must be a positive number, got {alpha!r}')
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(f'{owner}: dropout must be in [0, 1), got {dropout!r}')
+    return rank
 
 
 class LoRALinear(Module):
@@ -48,11 +60,7 @@ class LoRALinear(Module):
         """
         if not isinstance(base, Linear):
             raise TypeError(f'LoRALinear: base must be an objax.nn.Linear, got {type(base).__name__}')
-        rank = positive_int('LoRALinear', 'rank', rank)
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-            raise ValueError(f'LoRALinear: alpha must be a positive number, got {alpha!r}')
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(f'LoRALinear: dropout must be in [0, 1), got {dropout!r}')
+        rank = _checked_settings('LoRALinear', rank, alpha, dropout)
         nin, nout = base.w.value.shape
         self.base = base
         bound = 1 / math.sqrt(nin)
@@ -106,7 +114,8 @@ def _children(module: Module) -> Iterator[Tuple[str, Module, object]]:
 
 
 def _walk(module: Module, path: str, seen: set) -> Iterator[Tuple[str, str, Module, object]]:
-    """(dotted path, attribute name, holder, value) of every part reachable from `module`, each module once."""
+    """(dotted path, attribute name, holder, value) of every part reachable from `module`, each module once; the
+    inside of a LoRALinear or of a Stack (whose layer is a template of stacked variables) is not walked."""
     if id(module) in seen:
         return
     seen.add(id(module))
@@ -115,7 +124,7 @@ def _walk(module: Module, path: str, seen: set) -> Iterator[Tuple[str, str, Modu
             continue
         where = f'{path}.{name}' if path else name
         yield where, name, holder, value
-        if not isinstance(value, LoRALinear):
+        if not isinstance(value, (LoRALinear, Stack)):
             yield from _walk(value, where, seen)
 
 
@@ -126,9 +135,20 @@ def _replace(holder: Module, name: str, value: Module):
         setattr(holder, name, value)
 
 
+def _has_lora(stack: Stack) -> bool:
+    return any('(LoRALinear).' in name for name in stack.vars().keys())
+
+
+def _restacked(stack: Stack, layers: Sequential) -> Stack:
+    return Stack.from_layers(list(layers), remat=stack.remat, policy=stack.policy, unroll=stack.unroll)
+
+
 def lora_layers(module: Module) -> Dict[str, LoRALinear]:
     """The adapted Linear layers of `module`, by their dotted attribute path (list items by index), e.g.
     `{'layers.0.self_attn.q_proj': LoRALinear(...)}`.
+
+    Inside an objax.nn.Stack, layer i's adapters are named by its index (`layers.3.self_attn.q_proj`) and are
+    copies holding that layer's values (`Stack.unstack`): read them; the Stack holds the variables.
 
     Args:
         module: any objax module.
@@ -136,7 +156,47 @@ def lora_layers(module: Module) -> Dict[str, LoRALinear]:
     Returns:
         A dict path -> LoRALinear, in the order of the module's attributes.
     """
-    return {path: value for path, _, _, value in _walk(module, '', set()) if isinstance(value, LoRALinear)}
+    out = {}
+    for path, _, _, value in _walk(module, '', set()):
+        if isinstance(value, LoRALinear):
+            out[path] = value
+        elif isinstance(value, Stack) and _has_lora(value):
+            for i, layer in enumerate(value.unstack()):
+                out.update((f'{path}.{i}.{k}', v) for k, v in lora_layers(layer).items())
+    return out
+
+
+def _linear_names(module: Module) -> Set[str]:
+    """The attribute names of the Linear layers of `module`, the layers of its Stacks included."""
+    out = set()
+    for _, name, _, value in _walk(module, '', set()):
+        if isinstance(value, Linear):
+            out.add(name)
+        elif isinstance(value, Stack):
+            out |= _linear_names(value.unstack()[0])
+    return out
+
+
+def _add(module: Module, names: Set[str], settings: tuple) -> List[BaseVar]:
+    """Wraps the target Linears of `module` (restacking the Stacks that hold some); returns the new adapter
+    variables (for a Stack, its stacked ones)."""
+    new = []
+    for _, name, holder, value in list(_walk(module, '', set())):
+        if isinstance(value, Linear) and name in names:
+            adapter = LoRALinear(value, *settings)
+            _replace(holder, name, adapter)
+            new += [adapter.lora_a, adapter.lora_b]
+        elif isinstance(value, Stack):
+            layers = value.unstack()
+            added = [_add(layer, names, settings) for layer in layers]
+            if added[0]:
+                inside = {id(v) for v in added[0]}
+                names_in_layer = {k for k, v in layers[0].vars().items() if id(v) in inside}
+                stack = _restacked(value, layers)
+                _replace(holder, name, stack)
+                prefix = f'({type(stack).__name__}).layer'
+                new += [v for k, v in stack.vars().items() if k[len(prefix):] in names_in_layer]
+    return new
 
 
 def add_lora(module: Module, rank: int, alpha: float, targets: Union[str, Iterable[str]], dropout: float = 0.0,
@@ -146,6 +206,10 @@ def add_lora(module: Module, rank: int, alpha: float, targets: Union[str, Iterab
     The model computes what it computed before until the adapters are trained (their B is zero). Train the
     returned collection alone: hand it to `objax.GradValues` and the optimizer; the base weights are then never
     written and stay bit-identical. `merge_lora` folds the adapters into the weights.
+
+    An objax.nn.Stack whose layer holds targets is rebuilt (unstacked, adapted layer by layer, stacked again,
+    with stacked adapters of shape (n, nin, rank) and (n, rank, nout)): collections made from the module before
+    refer to the old Stack's variables.
 
     Args:
         module: any objax module (a zoo model, a user's own).
@@ -165,18 +229,11 @@ def add_lora(module: Module, rank: int, alpha: float, targets: Union[str, Iterab
             layers are listed), or a bad rank, alpha or dropout.
     """
     names = {targets} if isinstance(targets, str) else set(targets)
-    found: List[Tuple[str, Module, Linear]] = [(name, holder, value) for _, name, holder, value
-                                               in _walk(module, '', set())
-                                               if isinstance(value, Linear) and name in names]
-    if not found:
-        linear = sorted({name for _, name, _, value in _walk(module, '', set()) if isinstance(value, Linear)})
+    rank = _checked_settings('add_lora', rank, alpha, dropout)  # before anything changes
+    new = _add(module, names, (rank, alpha, dropout, use_rslora))
+    if not new:
         raise ValueError(f'add_lora: no Linear layer of {type(module).__name__} is named {sorted(names)}; its '
-                         f'Linear layers are named {linear}')
-    new = []
-    for name, holder, linear in found:
-        adapter = LoRALinear(linear, rank, alpha, dropout, use_rslora)
-        _replace(holder, name, adapter)
-        new += [adapter.lora_a, adapter.lora_b]
+                         f'Linear layers are named {sorted(_linear_names(module))}')
     ids = {id(v) for v in new}
     return VarCollection((k, v) for k, v in module.vars().items() if id(v) in ids)
 
@@ -184,13 +241,13 @@ def add_lora(module: Module, rank: int, alpha: float, targets: Union[str, Iterab
 def merge_lora(module: Module) -> int:
     """Folds every adapter of `module` into its Linear (w += scale * lora_a . lora_b) and puts that Linear back
     in place of the LoRALinear, so that the module holds plain Linear layers again (e.g. to save the merged
-    weights with a model's save_pretrained).
+    weights with a model's save_pretrained). A Stack holding adapters is rebuilt (see add_lora).
 
     Args:
         module: a module holding LoRALinear layers.
 
     Returns:
-        The number of adapters merged.
+        The number of adapters merged (for a Stack, one per layer).
     """
     merged = 0
     for _, name, holder, value in list(_walk(module, '', set())):
@@ -198,4 +255,8 @@ def merge_lora(module: Module) -> int:
             value.base.w.assign(value.merged_weight())
             _replace(holder, name, value.base)
             merged += 1
+        elif isinstance(value, Stack) and _has_lora(value):
+            layers = value.unstack()
+            merged += sum(merge_lora(layer) for layer in layers)
+            _replace(holder, name, _restacked(value, layers))
     return merged

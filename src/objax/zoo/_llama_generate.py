@@ -12,6 +12,7 @@ from jax import lax
 from objax import random
 from objax.functional import causal_mask
 from objax.jit import Jit
+from objax.nn import KVCache
 from objax.typing import JaxArray
 from objax.zoo._llama_config import token_ids
 
@@ -100,7 +101,8 @@ class LlamaGeneration:
         if self._compiled.get('ids') != ids:
             def step(tokens, positions, key_mask, caches, done, eos, pad, temperature, top_k, top_p, key):
                 t, length = tokens.shape[1], key_mask.shape[1]
-                mask = causal_mask(t, length, offset=caches[0].index)[None, None] & key_mask[:, None, None, :]
+                index = caches.index if isinstance(caches, KVCache) else caches[0].index
+                mask = causal_mask(t, length, offset=index)[None, None] & key_mask[:, None, None, :]
                 x, caches = self._decoder(self.embed_tokens(tokens), positions, mask, caches, False)
                 token = choose_tokens(self._head(x[:, -1], False), temperature, top_k, top_p, key)
                 token = jn.where(done, pad, token)[:, None]
@@ -171,7 +173,7 @@ class LlamaGeneration:
         keys = (lambda: generator()) if temperature > 0 else (lambda: _NO_KEY)
         step = self._decode_step()
         batch = tokens.shape[0]
-        caches = tuple(block.self_attn.init_cache(batch, real.shape[1], self.dtype) for block in self.layers)
+        caches = self._caches(batch, real.shape[1])
         args = (jn.asarray(eos), jn.asarray(pad, jn.int32), jn.asarray(temperature, jn.float32),
                 jn.asarray(top_k, jn.int32), jn.asarray(top_p, jn.float32))
         real, stop = jn.asarray(real), bool((eos >= 0).any())

@@ -11,6 +11,8 @@ import safetensors.numpy
 
 from objax.io._atomic import atomic_write
 from objax.io.pretrained import load_tensors, read_tensors
+from objax.module import ModuleList
+from objax.nn import Stack
 from objax.nn.lora import add_lora, lora_layers, merge_lora
 from objax.varcollection import VarCollection
 from objax.zoo._llama_layers import block_tensors, linear_tensors
@@ -40,9 +42,11 @@ def model_tensors(model) -> Dict[str, object]:
 
     Returns:
         A dict tensor name -> variable, or (variable, transform) for the Linear weights (PyTorch's (out, in)).
+        For blocks held in a Stack, the variables are copies (Stack.unstack): read them, do not load them.
     """
     out = {'model.embed_tokens.weight': model.embed_tokens.w}
-    for i, block in enumerate(model.layers):
+    blocks = model.layers.unstack() if isinstance(model.layers, Stack) else model.layers
+    for i, block in enumerate(blocks):
         out.update(block_tensors(f'model.layers.{i}', block))
     out['model.norm.weight'] = model.norm.gamma
     if model.lm_head is not None:
@@ -196,13 +200,23 @@ class LlamaHub:
         tensors = read_tensors(os.path.join(directory, _ADAPTER_WEIGHTS))
         targets = config['target_modules']
         targets = _BLOCK_LINEARS if targets == 'all-linear' else targets
-        adapters = add_lora(self, int(config['r']), config['lora_alpha'], targets,
-                            dropout=config.get('lora_dropout') or 0.0, use_rslora=bool(config.get('use_rslora')))
+        stack = self.layers if isinstance(self.layers, Stack) else None
+        if stack is not None:  # load layer by layer, then stack again
+            self.layers = ModuleList(stack.unstack())
         try:
-            load_tensors(_adapter_targets(self), tensors, vc=self.vars())
-        except Exception:
-            merge_lora(self)  # B is still zero: this only takes the new adapters out again
-            raise
+            adapters = add_lora(self, int(config['r']), config['lora_alpha'], targets,
+                                dropout=config.get('lora_dropout') or 0.0, use_rslora=bool(config.get('use_rslora')))
+            try:
+                load_tensors(_adapter_targets(self), tensors, vc=self.vars())
+            except Exception:
+                merge_lora(self)  # B is still zero: this only takes the new adapters out again
+                raise
+        finally:
+            if stack is not None:
+                self.layers = Stack.from_layers(list(self.layers), remat=stack.remat, policy=stack.policy,
+                                                unroll=stack.unroll)
+        if stack is not None:
+            adapters = VarCollection((k, v) for k, v in self.vars().items() if '(LoRALinear).lora_' in k)
         return adapters
 
     def save_adapter(self, directory: str):

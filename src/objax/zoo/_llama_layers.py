@@ -3,6 +3,8 @@ and the names Hugging Face gives their tensors."""
 
 from typing import Callable, Dict, Optional, Tuple, Union
 
+from jax import lax
+
 from objax import functional
 from objax.module import Module
 from objax.nn import KVCache, Linear, RMSNorm
@@ -59,7 +61,8 @@ class LlamaAttention(Module):
         return KVCache.zeros(batch, max_length, self.num_kv_heads, self.head_dim, dtype)
 
     def __call__(self, x: JaxArray, positions: JaxArray, frequencies: JaxArray, mask: JaxArray,
-                 cache: Optional[KVCache] = None, training: bool = False) -> Tuple[JaxArray, Optional[KVCache]]:
+                 cache: Optional[KVCache] = None, training: bool = False,
+                 stacked: Optional[Tuple[JaxArray, JaxArray, JaxArray, JaxArray]] = None):
         """Attention of the T positions of x to themselves, or, with a cache, to the cached positions too.
 
         Args:
@@ -70,9 +73,12 @@ class LlamaAttention(Module):
                 or, with a cache, its max_length slots.
             cache: a KVCache to write the T new keys and values into and attend over, or None.
             training: passed to adapted projections (their dropout).
+            stacked: instead of a cache, the caches of all the blocks of a Stack: (keys, values, layer, index) with
+                keys and values (layers, batch, max_length, num_kv_heads, head_dim), this block's layer number and
+                the number of positions filled.
 
         Returns:
-            (output (batch, T, hidden), the updated cache or None).
+            (output (batch, T, hidden), the updated cache, or the updated (keys, values) with `stacked`, or None).
         """
         b, t = x.shape[:2]
         q = project(self.q_proj, x, training).reshape(b, t, self.num_heads, self.head_dim)
@@ -83,6 +89,12 @@ class LlamaAttention(Module):
         if cache is not None:
             cache = cache.append(k, v)
             k, v = cache.key.astype(q.dtype), cache.value.astype(q.dtype)
+        elif stacked is not None:
+            keys, values, layer, index = stacked
+            keys = lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), (layer, 0, index, 0, 0))
+            values = lax.dynamic_update_slice(values, v[None].astype(values.dtype), (layer, 0, index, 0, 0))
+            cache = keys, values
+            k, v = keys[layer].astype(q.dtype), values[layer].astype(q.dtype)
         y = functional.dot_product_attention(q, k, v, mask=mask)
         return project(self.o_proj, y.reshape(b, t, self.num_heads * self.head_dim), training), cache
 
@@ -129,25 +141,33 @@ class LlamaBlock(Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = LlamaMLP(config, w_init)
 
-    def __call__(self, x: JaxArray, positions: JaxArray, frequencies: JaxArray, mask: JaxArray,
-                 cache: Optional[KVCache] = None, training: bool = False):
-        """The block. Without a cache it takes and returns x alone (the other arguments given by keyword), so that
-        an objax.nn.Stack can run the blocks.
+    def __call__(self, x: JaxArray, *stacked: JaxArray, positions: JaxArray, frequencies: JaxArray,
+                 mask: JaxArray, cache: Optional[KVCache] = None, index: Optional[JaxArray] = None,
+                 training: bool = False):
+        """The block. It takes and returns what an objax.nn.Stack of blocks carries from one block to the next:
+        x alone, or, when decoding with the caches of all the blocks, (x, keys, values, layer).
 
         Args:
             x: (batch, T, hidden).
+            *stacked: nothing, or the caches of all the blocks (keys, values) of shape (layers, batch, max_length,
+                num_kv_heads, head_dim) and this block's layer number (an int32 scalar).
             positions: the rotary positions, (T,) or (batch, T).
             frequencies: the rotary inverse frequencies, (head_dim / 2,).
             mask: boolean attention mask (see LlamaAttention).
-            cache: the block's KVCache, or None.
+            cache: the block's own KVCache, or None.
+            index: with `stacked`, the number of positions the caches hold before this call.
             training: passed to adapted projections (their dropout).
 
         Returns:
-            x after the block (batch, T, hidden); with a cache, the pair (x, the updated cache).
+            x after the block (batch, T, hidden); with `cache`, the pair (x, the updated cache); with `stacked`,
+            (x, keys, values, layer + 1).
         """
-        h, cache = self.self_attn(self.input_layernorm(x), positions, frequencies, mask, cache, training)
+        attend = stacked + (index,) if stacked else None
+        h, cache = self.self_attn(self.input_layernorm(x), positions, frequencies, mask, cache, training, attend)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x), training)
+        if stacked:
+            return (x,) + cache + (stacked[2] + 1,)
         return x if cache is None else (x, cache)
 
 

@@ -13,7 +13,7 @@ from objax import random
 from objax.functional import causal_mask
 from objax.io.pretrained import load_tensors, read_tensors
 from objax.module import Module, ModuleList
-from objax.nn import Embedding, Linear, RMSNorm
+from objax.nn import Embedding, KVCache, Linear, RMSNorm, Stack
 from objax.typing import JaxArray
 from objax.zoo._llama_config import LlamaConfig
 from objax.zoo._llama_generate import LlamaGeneration
@@ -48,7 +48,7 @@ class Llama(LlamaGeneration, LlamaHub, Module):
     """
 
     def __init__(self, config: LlamaConfig, dtype=None, initializer_range: Optional[float] = 0.02,
-                 remat: bool = False):
+                 remat: bool = False, stack: bool = False):
         """Creates a model of the given configuration.
 
         Args:
@@ -59,6 +59,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
                 None fills them with zeros (as `from_pretrained` does before loading).
             remat: recompute each block's activations in the backward pass (jax.checkpoint around each block)
                 instead of keeping them: training keeps only each block's input (batch, time, hidden).
+            stack: hold the blocks in an objax.nn.Stack (each variable stacked over the layers, one scanned body):
+                tracing and compiling cost one block whatever the depth. Otherwise a ModuleList.
 
         Raises:
             TypeError: config is not a LlamaConfig.
@@ -72,7 +74,9 @@ class Llama(LlamaGeneration, LlamaHub, Module):
         init = _initializer(initializer_range, dtype)
         self.config, self.remat = config, bool(remat)
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, w_init=init)
-        self.layers = ModuleList(LlamaBlock(config, init) for _ in range(config.num_hidden_layers))
+        blocks = [LlamaBlock(config, init) for _ in range(config.num_hidden_layers)]
+        self.layers = Stack.from_layers(blocks, remat=remat) if stack else ModuleList(blocks)
+        del blocks
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.lm_head = None if config.tie_word_embeddings else \
             Linear(config.hidden_size, config.vocab_size, use_bias=False, w_init=init)
@@ -131,18 +135,33 @@ class Llama(LlamaGeneration, LlamaHub, Module):
     def _decoder(self, x: JaxArray, positions: JaxArray, mask: JaxArray, caches: Optional[Tuple],
                  training: bool) -> Tuple[JaxArray, Optional[Tuple]]:
         """(x after the blocks, the updated caches or None)."""
-        frequencies = self.config.frequencies(positions)
+        kwargs = dict(positions=positions, frequencies=self.config.frequencies(positions), mask=mask,
+                      training=training)
+        if isinstance(self.layers, Stack):
+            if caches is None:
+                return self.layers(x, **kwargs), None
+            x, keys, values, _ = self.layers(x, caches.key, caches.value, jn.zeros((), jn.int32), index=caches.index,
+                                             **kwargs)
+            return x, KVCache(keys, values, caches.index + x.shape[1])
         if caches is None:
             for block in self.layers:
-                call = functools.partial(block, positions=positions, frequencies=frequencies, mask=mask,
-                                         training=training)
+                call = functools.partial(block, **kwargs)
                 x = jax.checkpoint(call)(x) if self.remat else call(x)
             return x, None
         new = []
         for block, cache in zip(self.layers, caches):
-            x, cache = block(x, positions, frequencies, mask, cache, training)
+            x, cache = block(x, cache=cache, **kwargs)
             new.append(cache)
         return x, tuple(new)
+
+    def _caches(self, batch: int, length: int):
+        """Empty key/value caches for generation: one KVCache per block, or one holding all the layers of a
+        Stack, (layers, batch, length, num_kv_heads, head_dim)."""
+        if isinstance(self.layers, Stack):
+            c = self.config
+            shape = (c.num_hidden_layers, batch, length, c.num_key_value_heads, c.head_dim)
+            return KVCache(jn.zeros(shape, self.dtype), jn.zeros(shape, self.dtype), jn.zeros((), jn.int32))
+        return tuple(block.self_attn.init_cache(batch, length, self.dtype) for block in self.layers)
 
     def _head(self, x: JaxArray, training: bool) -> JaxArray:
         h = self.norm(x)
@@ -150,7 +169,7 @@ class Llama(LlamaGeneration, LlamaHub, Module):
 
     @classmethod
     def from_pretrained(cls, directory: str, dtype=None, mesh: Optional[Mesh] = None, rules=None,
-                        remat: bool = False) -> 'Llama':
+                        remat: bool = False, stack: bool = False) -> 'Llama':
         """Loads a model saved by Hugging Face transformers (`save_pretrained`, or a folder downloaded from the
         Hub): config.json (transformers 5's `rope_parameters` or the earlier `rope_theta` + `rope_scaling`) and
         model.safetensors, or model.safetensors.index.json with its shards, in float32, bfloat16 or float16.
@@ -166,6 +185,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
             rules: objax.sharding rules over the model's variable names, e.g.
                 `[('*.q_proj(Linear).w', P(None, 'model'))]`.
             remat: recompute each block's activations in the backward pass (see Llama).
+            stack: hold the blocks in an objax.nn.Stack (see Llama); the blocks are loaded one by one, then
+                stacked (the blocks' weights are held twice while they are stacked). Not with `mesh` yet.
 
         Returns:
             The model; its eos_token_id and pad_token_id come from config.json, overridden by
@@ -176,8 +197,11 @@ class Llama(LlamaGeneration, LlamaHub, Module):
             ValueError: an unsupported configuration (named with its value: model_type other than llama, qwen2 or
                 mistral; a rope type other than default, llama3, linear or dynamic; a sliding window...); missing,
                 unexpected or wrong-shaped tensors (named, with their shapes and file); a stored lm_head that
-                differs from a tied embedding.
+                differs from a tied embedding; stack with mesh.
         """
+        if stack and mesh is not None:
+            raise ValueError('Llama.from_pretrained: stack=True with a mesh is not supported yet (load onto the '
+                             'mesh without stack)')
         config = LlamaConfig.from_pretrained(directory)
         tensors = read_tensors(directory)
         model = cls(config, dtype=dtype, initializer_range=None, remat=remat)
@@ -186,6 +210,8 @@ class Llama(LlamaGeneration, LlamaHub, Module):
             check_tied(tensors, 'lm_head.weight', 'model.embed_tokens.weight', 'Llama')
             ignore.append('lm_head.weight')
         load_tensors(model_tensors(model), tensors, mesh=mesh, rules=rules, vc=model.vars(), ignore=ignore)
+        if stack:
+            model.layers = Stack.from_layers(list(model.layers), remat=remat)
         model.source_directory = os.fspath(directory)
         return model
 
