@@ -4,6 +4,7 @@ greedy tokens and loss computed by transformers, a PEFT adapter and its logits (
 layouts, sharded and bfloat16 loading, refused directories, saving back, and loading onto a 2x4 CPU mesh."""
 
 import fnmatch
+import importlib.util
 import json
 import shutil
 
@@ -415,6 +416,45 @@ def test_lora_and_adapters_on_stacked_blocks(tmp_path):
         for target in ('q_proj', 'v_proj', 'down_proj'):
             name = name.replace(f'{target}(Linear)', f'{target}(LoRALinear).base(Linear)')
         np.testing.assert_array_equal(np.asarray(after[name].value), value, err_msg=name)
+
+
+def numpy_reference():
+    """tests/data/pretrained/make_llama_fixtures.py: the fixtures' independent float64 numpy Llama, which reads a
+    folder as transformers does (numpy only at import)."""
+    spec = importlib.util.spec_from_file_location('make_llama_fixtures', DATA / 'make_llama_fixtures.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('name', sorted(REF))
+def test_saved_adapters_and_merged_weights_give_our_logits_in_numpy(tmp_path, name):
+    """What PEFT and transformers compute from the written files (W + lora_alpha / r * B @ A; the merged folder
+    read as transformers reads it), in an independent numpy Llama, equals objax's logits."""
+    reference = numpy_reference()
+    tokens = REF[name]['tokens']
+    model = Llama.from_pretrained(DATA / name)
+    targets = ('q_proj', 'v_proj', 'o_proj', 'down_proj')
+    for var in objax.nn.add_lora(model, 4, 8, targets).values():  # trained-looking adapters
+        var.assign(objax.random.normal(var.value.shape, stddev=0.1))
+    logits = np.asarray(model(tokens))
+    model.save_adapter(tmp_path / 'adapter')
+    config, params = reference._load_dir(str(DATA / name))
+    adapter = json.loads((tmp_path / 'adapter' / 'adapter_config.json').read_text())
+    assert sorted(adapter['target_modules']) == sorted(targets)
+    lora = safetensors.numpy.load_file(str(tmp_path / 'adapter' / 'adapter_model.safetensors'))
+    for key in [k for k in lora if k.endswith('.lora_A.weight')]:
+        module = key[len('base_model.model.'):-len('.lora_A.weight')]
+        b = lora[key.replace('lora_A', 'lora_B')]
+        params[module + '.weight'] = params[module + '.weight'] + adapter['lora_alpha'] / adapter['r'] * (
+            b.astype(np.float64) @ lora[key])
+    assert relative_error(logits, reference.numpy_llama(params, config, tokens)) < 1e-4
+    objax.nn.merge_lora(model)
+    model.save_pretrained(tmp_path / 'merged', max_shard_size='100KB')
+    config, params = reference._load_dir(str(tmp_path / 'merged'))
+    assert len(json.loads((tmp_path / 'merged' / 'model.safetensors.index.json').read_text())['weight_map']) == \
+        len(params)
+    assert relative_error(logits, reference.numpy_llama(params, config, tokens)) < 1e-4
 
 
 def test_constructor_checks():
