@@ -6,7 +6,8 @@
    Tokens per second = batch * new tokens / seconds, compilation excluded (each is run once before timing).
 2. Training: one Adam step on next-token cross-entropy of a Llama of width --width with --layers blocks
    (grouped-query attention, heads of 64, MLP 3x width), either fine-tuning every weight or LoRA (rank --rank on
-   q_proj and v_proj, the base frozen), each with and without remat (jax.checkpoint around each block). The
+   q_proj and v_proj, the base frozen), without remat, with remat of each block of the unrolled ModuleList
+   (jax.checkpoint), and with the blocks in an objax.nn.Stack with remat (one scanned, rematerialized body). The
    median step time over --repeats timings of --steps steps, and the peak memory of the compiled step from XLA's
    memory analysis: argument + output + temp - alias bytes (every input, output and scratch buffer live at once
    at worst; an output written into a donated input shares its buffer), as benchmarks/memory.py computes it.
@@ -29,6 +30,8 @@ import objax
 from objax.zoo.llama import Llama, LlamaConfig
 
 MB = 2 ** 20
+# (LoRA, remat, stack) of each training variant.
+VARIANTS = ((False, False, False), (False, True, True), (True, False, False), (True, True, False), (True, True, True))
 
 
 def config(width: int, layers: int, vocab: int) -> LlamaConfig:
@@ -76,10 +79,10 @@ def decoding(model: Llama, batch: int, prompt_len: int, new: int, repeats: int, 
         print(f'cache speed-up: {rates["cache"] / rates["recompute"]:.1f}x')
 
 
-def train_step(args, lora: bool, remat: bool):
+def train_step(args, lora: bool, remat: bool, stack: bool):
     """(the compiled step, its memory analysis, the number of trained parameters)."""
     objax.random.DEFAULT_GENERATOR.seed(0)
-    model = Llama(config(args.width, args.layers, args.vocab), remat=remat)
+    model = Llama(config(args.width, args.layers, args.vocab), remat=remat, stack=stack)
     trained = objax.nn.add_lora(model, args.rank, 2 * args.rank, ('q_proj', 'v_proj')) if lora else \
         model.vars().subset(objax.TrainVar)
     opt = objax.optimizer.Adam(trained)
@@ -102,16 +105,15 @@ def train_step(args, lora: bool, remat: bool):
 def training(args):
     print(f'training step: width {args.width}, {args.layers} layers, batch {args.batch} x {args.seq} tokens, '
           f'vocabulary {args.vocab}, Adam; LoRA rank {args.rank} on q_proj, v_proj')
-    print(f'{"variant":>16} {"trained params":>15} {"ms/step":>9} {"XLA peak MB":>12} {"temp MB":>9} '
+    print(f'{"variant":>22} {"trained params":>15} {"ms/step":>9} {"XLA peak MB":>12} {"temp MB":>9} '
           f'{"arguments MB":>13}')
-    for lora in (False, True):
-        for remat in (False, True):
-            run, m, count = train_step(args, lora, remat)
-            seconds = timed(run, args.repeats) / args.steps
-            peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-            name = ('LoRA' if lora else 'full') + (' + remat' if remat else '')
-            print(f'{name:>16} {count:15,} {seconds * 1e3:9.1f} {peak / MB:12.1f} {m.temp_size_in_bytes / MB:9.1f} '
-                  f'{m.argument_size_in_bytes / MB:13.1f}')
+    for lora, remat, stack in VARIANTS:
+        run, m, count = train_step(args, lora, remat, stack)
+        ms = f'{timed(run, args.repeats) / args.steps * 1e3:9.1f}' if args.steps else f'{"-":>9}'
+        peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+        name = ('LoRA' if lora else 'full') + (' + stack' if stack else '') + (' + remat' if remat else '')
+        print(f'{name:>22} {count:15,} {ms} {peak / MB:12.1f} {m.temp_size_in_bytes / MB:9.1f} '
+              f'{m.argument_size_in_bytes / MB:13.1f}')
 
 
 def main():
@@ -122,18 +124,20 @@ def main():
     parser.add_argument('--batch', type=int, default=4, help='training sequences per step')
     parser.add_argument('--seq', type=int, default=128, help='training tokens per sequence')
     parser.add_argument('--rank', type=int, default=8, help='LoRA rank (alpha = 2 * rank)')
-    parser.add_argument('--steps', type=int, default=5, help='training steps per timing')
+    parser.add_argument('--steps', type=int, default=5, help='training steps per timing (0: memory only)')
     parser.add_argument('--repeats', type=int, default=3, help='timings per variant (median kept)')
     parser.add_argument('--decode-batch', type=int, default=1)
     parser.add_argument('--prompt', type=int, default=16, help='decoding prompt length')
     parser.add_argument('--new', type=int, default=48, help='tokens to decode')
     parser.add_argument('--decode-1b', action='store_true', help='also time a Llama-3.2-1B-shaped model (a GPU)')
     parser.add_argument('--skip-training', action='store_true')
+    parser.add_argument('--skip-decoding', action='store_true')
     args = parser.parse_args()
     print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind})')
     objax.random.DEFAULT_GENERATOR.seed(0)
-    decoding(Llama(config(args.width, args.layers, args.vocab)), args.decode_batch, args.prompt, args.new,
-             args.repeats, f'width {args.width}, {args.layers} layers')
+    if not args.skip_decoding:
+        decoding(Llama(config(args.width, args.layers, args.vocab)), args.decode_batch, args.prompt, args.new,
+                 args.repeats, f'width {args.width}, {args.layers} layers')
     if not args.skip_training:
         training(args)
     if args.decode_1b:
