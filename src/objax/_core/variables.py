@@ -488,7 +488,10 @@ class RandomState(StateVar):
 def _make_key(var: RandomState, loan, seed: int) -> None:
     """Stores the key of a RandomState made on first use, unless another thread has stored it already."""
     if var._value is loan:
-        with jax.ensure_compile_time_eval():  # a concrete key, even when first used while a function traces
+        if _tracing():  # first used while a function traces: the key is still made concretely
+            with jax.ensure_compile_time_eval():
+                var._value = jax.random.PRNGKey(seed)
+        else:  # as at construction (the same compiled programs, found in JAX's caches)
             var._value = jax.random.PRNGKey(seed)
 
 
