@@ -284,10 +284,12 @@ class _OwnValue:
                 refs.ref_set(x, tensor, self._label())
                 frames.remember(self, tensor)
                 return
-            if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
+            if isinstance(tensor, _Tracer) or (tensor.shape == x.shape and tensor.dtype == x.dtype
+                                               and tensor.sharding == x.sharding):
                 refs.ref_set(x, tensor, self._label())
                 return
-            # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
+            # Eager change of shape, dtype or placement (e.g. laid out on a mesh): the reference is dropped, unless
+            # a JAX program still holds it.
             self._value = tensor
             box = [x]
             del x
