@@ -110,8 +110,10 @@ def test_mpirun_two_processes_train_as_one_process_with_8_devices(tmp_path):
                JAX_COORDINATOR_PORT=str(free_port()),  # else one derived from the job id, which may be taken
                OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')  # CI containers run as root
     env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLE.parent.parent / 'src'), env.get('PYTHONPATH', '')])
-    command = ['mpirun', '-np', '2', '--oversubscribe', '-x', 'XLA_FLAGS', '-x', 'JAX_PLATFORMS', '-x', 'PYTHONPATH',
-               '-x', 'JAX_COORDINATOR_PORT', sys.executable, str(EXAMPLE), '--mesh', 'data=8',
+    # mpirun's own address (hence the coordinator's) on 127.0.0.1: the test needs no network interface.
+    command = ['mpirun', '-np', '2', '--oversubscribe', '--mca', 'oob_tcp_if_include', 'lo',
+               '-x', 'XLA_FLAGS', '-x', 'JAX_PLATFORMS', '-x', 'PYTHONPATH', '-x', 'JAX_COORDINATOR_PORT',
+               sys.executable, str(EXAMPLE), '--mesh', 'data=8',
                '--logdir', str(tmp_path / 'mpi'), '--epochs', '1', *map(str, TINY)]
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
     assert out.returncode == 0, f'{out.stdout[-3000:]}\n{out.stderr[-3000:]}'
