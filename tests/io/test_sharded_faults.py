@@ -106,8 +106,9 @@ def small_disk(tmp_path: Path):
 
 
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-@pytest.mark.parametrize('async_save', [False, True], ids=['sync', 'async'])
-def test_full_disk_fails_the_save_naming_it_and_keeps_the_previous_checkpoint(tmp_path, async_save):
+@pytest.mark.parametrize('async_save, raised_by', [(False, 'save'), (True, 'wait'), (True, 'next save'),
+                                                   (True, 'close')])
+def test_full_disk_fails_the_save_naming_it_and_keeps_the_previous_checkpoint(tmp_path, async_save, raised_by):
     rng = np.random.RandomState(0)
     big = {'w': objax.TrainVar(jn.asarray(rng.normal(size=(256, 1024)).astype(np.float32)))}  # 1 MB, incompressible
     vc = objax.VarCollection(big)
@@ -120,12 +121,14 @@ def test_full_disk_fails_the_save_naming_it_and_keeps_the_previous_checkpoint(tm
         fill()
         with pytest.raises(OSError) as error:
             ckpt.save(vc, 2)
-            ckpt.wait()  # with async_save the background save's error is raised here
+            # with async_save, the background save's error is raised by the next call that waits for it
+            {'save': lambda: None, 'wait': ckpt.wait, 'next save': lambda: ckpt.save(vc, 3), 'close': ckpt.close}[
+                raised_by]()
         assert error.value.errno == errno.ENOSPC
         assert f'saving checkpoint 2 to {directory / "sharded" / "2"} failed' in str(error.value)
         assert 'previous checkpoints are kept' in str(error.value)
         ckpt.wait()  # raised once
-        assert ckpt.indices() == [1]
+        assert ckpt.indices() == [1]  # nor was checkpoint 3 saved by the call that raised
         vc['w'].assign(jn.zeros_like(vc['w'].value))
         assert ckpt.restore(vc)[0] == 1
         assert_values(vc, first)

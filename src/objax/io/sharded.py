@@ -269,7 +269,8 @@ class ShardedCheckpoint:
             ValueError: checkpoint `idx` already exists, or a name holds a '/'.
             OSError: (e.g. a full disk) the files could not be written; the message names the checkpoint, which
                 does not exist then, and the previous checkpoints are kept. With `async_save`, the error of a
-                background save is raised by the next `save`, `wait`, `restore` or `close`.
+                background save is raised by the next `save` (which then saves nothing), `wait`, `restore` or
+                `close`.
         """
         ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.save')
