@@ -186,6 +186,29 @@ def _check_fingerprints(restored: dict, path: str):
                                   f'saved (fingerprint mismatch); nothing was changed')
 
 
+def _open_manager(directory: str, makedir: bool, compress: bool):
+    """orbax's CheckpointManager of `directory`. Retention is done by ShardedCheckpoint.wait itself: orbax's
+    max_to_keep would delete a save below the newest index (the one just written) as the oldest. Saves always go
+    through orbax's asynchronous checkpointer; a blocking save waits for it at once."""
+    ocp = _orbax()
+    if not makedir and not os.path.isdir(directory):
+        raise FileNotFoundError(f'ShardedCheckpoint: {directory} does not exist (makedir=False)')
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=makedir, enable_async_checkpointing=True)
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_handlers=ocp.PyTreeCheckpointHandler(use_compression=compress))
+
+
+def _read(manager, idx: int, abstract: dict, path: str) -> dict:
+    """The values of checkpoint `idx` (at `path`) described by `abstract`, laid out as it says."""
+    ocp = _orbax()
+    try:
+        return manager.restore(idx, args=ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
+    except Exception as e:  # tensorstore and orbax raise their own types for damaged files
+        raise UnreadableFileError(f'ShardedCheckpoint: cannot read the data of {path} (a file is missing, '
+                                  f'truncated or corrupted): {type(e).__name__}: {e}') from e
+
+
 class ShardedCheckpoint:
     """Saves `logdir/sharded/<idx>/` with orbax-checkpoint, keeping the newest `keep_ckpts`; restores the newest.
 
@@ -231,16 +254,7 @@ class ShardedCheckpoint:
 
     def _mgr(self):
         if self._manager is None:
-            ocp = _orbax()
-            if not self._makedir and not os.path.isdir(self.directory):
-                raise FileNotFoundError(f'ShardedCheckpoint: {self.directory} does not exist (makedir=False)')
-            # Retention is done by `wait` itself: orbax's max_to_keep would delete a save below the newest index
-            # (the one just written) as the oldest. Saves always go through orbax's asynchronous checkpointer;
-            # a blocking save waits for it at once.
-            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=self._makedir,
-                                                   enable_async_checkpointing=True)
-            handler = ocp.PyTreeCheckpointHandler(use_compression=self.compress)
-            self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handler)
+            self._manager = _open_manager(self.directory, self._makedir, self.compress)
         return self._manager
 
     def indices(self) -> List[int]:
@@ -345,7 +359,6 @@ class ShardedCheckpoint:
             objax.io.UnreadableFileError: (a ValueError) a file of the checkpoint is truncated or corrupted, or
                 the values read differ from those saved; it names the checkpoint and nothing is changed.
         """
-        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.restore')
         self.wait()
         available = self.indices() if os.path.isdir(self.directory) else []
@@ -364,12 +377,7 @@ class ShardedCheckpoint:
         if fingerprints is not None:
             abstract[_FINGERPRINTS] = jax.ShapeDtypeStruct(fingerprints.shape, np.dtype(fingerprints.dtype),
                                                            sharding=replicated('device'))
-        try:
-            restored = self._mgr().restore(idx, args=ocp.args.PyTreeRestore(
-                abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
-        except Exception as e:  # tensorstore and orbax raise their own types for damaged files
-            raise UnreadableFileError(f'ShardedCheckpoint: cannot read the data of {path} (a file is missing, '
-                                      f'truncated or corrupted): {type(e).__name__}: {e}') from e
+        restored = _read(self._mgr(), idx, abstract, path)
         if fingerprints is not None:
             _check_fingerprints(restored, path)
         if self.verbose:
