@@ -20,6 +20,7 @@ os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_p
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -78,7 +79,7 @@ def main():
     parser.add_argument('--widths', default='1024,2048,2048,1024')
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--logdir', default='', help='where to save (default: a temporary directory)')
+    parser.add_argument('--logdir', default='', help='where to save (default: a temporary directory, removed at the end)')
     args = parser.parse_args()
     assert jax.device_count() == 8, jax.device_count()
     vc, step, x = build([int(w) for w in args.widths.split(',')], args.batch)
@@ -105,6 +106,8 @@ def main():
                 runs[mode].append(save_and_train(checkpoints[mode], vc, r, step, x, args.steps))
     for ckpt in checkpoints.values():
         ckpt.close()
+    if not args.logdir:
+        shutil.rmtree(logdir)
     base = statistics.median(normal)
     print(f'normal step (median of {len(normal)}): {1e3 * base:.1f} ms')
     print(f'{"save":>22} | {"call blocks (ms)":>16} | {"complete after (ms)":>19} | {"steps meanwhile":>15} | '
