@@ -79,7 +79,8 @@ def main():
     parser.add_argument('--widths', default='1024,2048,2048,1024')
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--logdir', default='', help='where to save (default: a temporary directory, removed at the end)')
+    parser.add_argument('--logdir', default='',
+                        help='where to save (default: a temporary directory, removed at the end)')
     args = parser.parse_args()
     assert jax.device_count() == 8, jax.device_count()
     vc, step, x = build([int(w) for w in args.widths.split(',')], args.batch)
