@@ -1,13 +1,16 @@
 """Runs examples/train_sharded.py briefly on 8 CPU devices in a subprocess: trains on a 2x4 (data, model) mesh,
-writes sharded checkpoints and TensorBoard logs, then resumes on an 8-way FSDP mesh."""
+writes sharded checkpoints and TensorBoard logs, then resumes on an 8-way FSDP mesh; with two processes, and
+launched by Open MPI's mpirun (2 x 4 devices) it trains to the same variables as one process with 8 devices."""
 
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -80,3 +83,47 @@ def test_two_processes_import_objax_before_initialising(tmp_path):
     assert "Mesh {'data': 4} over 4 devices (2 processes)" in out[0]
     _accuracy(out[0].replace('\r', '\n').strip().rsplit('\n', 1)[-1] + '\n')
     assert sorted(os.listdir(tmp_path / 'run' / 'sharded')) == ['1']
+
+
+def _state(logdir) -> dict:
+    """The variables of the example's model (TINY sizes) and Adam, restored from the newest checkpoint in logdir."""
+    sys.path.insert(0, str(EXAMPLE.parent))
+    from train_sharded import TransformerLM
+
+    import objax
+    model = TransformerLM(vocab=32, seq=8, width=32, depth=1, heads=4)
+    vc = model.vars() + objax.optimizer.Adam(model.vars()).vars()
+    with objax.io.ShardedCheckpoint(logdir, keep_ckpts=2, verbose=False) as ckpt:
+        assert ckpt.restore(vc)[0] == 1
+    return {k: np.asarray(v.value) for k, v in vc.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which('mpirun') is None,
+                    reason='mpirun is not installed (Open MPI: apt-get install openmpi-bin)')
+def test_mpirun_two_processes_train_as_one_process_with_8_devices(tmp_path):
+    # Unchanged command line: the example sees OMPI_COMM_WORLD_SIZE and jax.distributed.initialize() reads the
+    # coordinator address, process count and index from Open MPI's environment. 2 processes x 4 CPU devices.
+    single = _run('--mesh', 'data=8', '--logdir', tmp_path / 'single', '--epochs', 1, *TINY)
+    env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
+    env.update(XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+               JAX_COORDINATOR_PORT=str(free_port()),  # else one derived from the job id, which may be taken
+               OMPI_ALLOW_RUN_AS_ROOT='1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM='1')  # CI containers run as root
+    env['PYTHONPATH'] = os.pathsep.join([str(EXAMPLE.parent.parent / 'src'), env.get('PYTHONPATH', '')])
+    # mpirun's own address (hence the coordinator's) on 127.0.0.1: the test needs no network interface.
+    command = ['mpirun', '-np', '2', '--oversubscribe', '--mca', 'oob_tcp_if_include', 'lo',
+               '-x', 'XLA_FLAGS', '-x', 'JAX_PLATFORMS', '-x', 'PYTHONPATH', '-x', 'JAX_COORDINATOR_PORT',
+               sys.executable, str(EXAMPLE), '--mesh', 'data=8',
+               '--logdir', str(tmp_path / 'mpi'), '--epochs', '1', *map(str, TINY)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
+    assert out.returncode == 0, f'{out.stdout[-3000:]}\n{out.stderr[-3000:]}'
+    assert "Mesh {'data': 8} over 8 devices (2 processes)" in out.stdout
+    assert _accuracy(out.stdout) == _accuracy(single.stdout)
+    mpi, one = _state(tmp_path / 'mpi'), _state(tmp_path / 'single')
+    assert mpi.keys() == one.keys()
+    # The same program on the same 8-way mesh; only the order in which the all-reduces add the devices' terms
+    # differs (gloo between the processes): float32 rounding, a few units in the last place after 3 steps.
+    diffs = {k: float(np.abs(mpi[k].astype(np.float64) - v).max()) for k, v in one.items()}
+    assert max(diffs.values()) < 1e-6, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+    for k, v in one.items():
+        np.testing.assert_allclose(mpi[k], v, rtol=1e-4, atol=1e-7, err_msg=k)

@@ -284,10 +284,12 @@ class _OwnValue:
                 refs.ref_set(x, tensor, self._label())
                 frames.remember(self, tensor)
                 return
-            if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
+            if isinstance(tensor, _Tracer) or (tensor.shape == x.shape and tensor.dtype == x.dtype
+                                               and tensor.sharding == x.sharding):
                 refs.ref_set(x, tensor, self._label())
                 return
-            # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
+            # Eager change of shape, dtype or placement (e.g. laid out on a mesh): the reference is dropped, unless
+            # a JAX program still holds it.
             self._value = tensor
             box = [x]
             del x
@@ -488,7 +490,10 @@ class RandomState(StateVar):
 def _make_key(var: RandomState, loan, seed: int) -> None:
     """Stores the key of a RandomState made on first use, unless another thread has stored it already."""
     if var._value is loan:
-        with jax.ensure_compile_time_eval():  # a concrete key, even when first used while a function traces
+        if _tracing():  # first used while a function traces: the key is still made concretely
+            with jax.ensure_compile_time_eval():
+                var._value = jax.random.PRNGKey(seed)
+        else:  # as at construction (the same compiled programs, found in JAX's caches)
             var._value = jax.random.PRNGKey(seed)
 
 
