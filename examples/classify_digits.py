@@ -77,7 +77,7 @@ def main():
     # Resumes from the newest checkpoint: weights, batch-norm statistics and Adam state, epoch and step.
     steps_per_epoch = len(train_x) // args.batch
     with ExampleRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits',
-                    args.save_every) as run:
+                    args.save_every, model=model) as run:
         for _ in run.epochs():
             digits_epoch(run, train_op, predict, data, args.batch, args.lr, args.seed)
 

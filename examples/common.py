@@ -152,11 +152,13 @@ _TEST_SIGNAL = 'OBJAX_EXAMPLE_TEST_SIGNAL'
 class ExampleRun(objax.util.TrainingRun):
     """objax.util.TrainingRun in `logdir` with the bookkeeping of the examples: a progress bar; `summary`, the
     Summary of the current epoch (kept in the run state, so that a resumed epoch logs all its steps), written for
-    TensorBoard (logdir/tb) when the epoch ends; the cosine learning rate `lr`; and the closing lines. Use as
-    `with ExampleRun(...) as run: for epoch in run.epochs(): for step in run.steps(): ...`."""
+    TensorBoard (logdir/tb) when the epoch ends; the cosine learning rate `lr` (the epoch's mean is logged as
+    'lr'); with `model`, its summary table (objax.util.summary) logged as the text 'model' when training starts;
+    and the closing lines. Use as `with ExampleRun(...) as run: for epoch in run.epochs(): for step in
+    run.steps(): ...`."""
 
     def __init__(self, logdir: str, vc: objax.VarCollection, epochs: int, steps_per_epoch: int, desc: str,
-                 save_every: Optional[int] = None, sharded: bool = False):
+                 save_every: Optional[int] = None, sharded: bool = False, model: Optional[objax.Module] = None):
         try:
             super().__init__(logdir, vc, epochs, steps_per_epoch, save_every=save_every, sharded=sharded)
         except ValueError as e:
@@ -167,6 +169,11 @@ class ExampleRun(objax.util.TrainingRun):
         self.progress = tqdm(total=epochs * steps_per_epoch, initial=min(self.global_step, epochs * steps_per_epoch),
                              unit='step', desc=desc, disable=self.done or not lead)
         self.tensorboard = objax.jaxboard.SummaryWriter(os.path.join(logdir, 'tb')) if lead and not self.done else None
+        if self.tensorboard is not None and model is not None:
+            text = objax.jaxboard.Summary()
+            table = objax.util.summary(model, depth=2)
+            text.text('model', '\n'.join('    ' + line for line in table.splitlines()))  # a Markdown code block
+            self.tensorboard.write(text, self.epoch)
         self.summary = objax.jaxboard.Summary()
         for tag, (dtype, values) in self.state.get('summary', {}).items():
             for value in values:
@@ -176,9 +183,11 @@ class ExampleRun(objax.util.TrainingRun):
         self.start_time = time.time()
 
     def lr(self, base: float) -> np.float32:
-        """Cosine decay from `base` to 0 over the whole run, at the current step."""
+        """Cosine decay from `base` to 0 over the whole run, at the current step; logged as the epoch's mean 'lr'."""
         done = (self.epoch * self.steps_per_epoch + self.step) / (self.epochs_total * self.steps_per_epoch)
-        return np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
+        lr = np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
+        self.summary.scalar('lr', lr)
+        return lr
 
     def steps(self):
         for step in super().steps():

@@ -103,7 +103,7 @@ def main():
 
     # The checkpoint includes the noise generator's key, so a resumed run draws the noise it would have drawn.
     with ExampleRun(args.logdir, gv.vars() + opt.vars(), args.epochs, steps_per_epoch, 'dp-digits',
-                    args.save_every) as run:
+                    args.save_every, model=model) as run:
         accountant = Accountant(run.state.setdefault('privacy', []), sampling_ratio, args.noise)
 
         def private_step(x, y, lr):

@@ -195,7 +195,7 @@ def main():
     # No `with vc.replicate():` around the steps (Objax 1.8's style, optional for Parallel now): a checkpoint
     # saved inside such a block would hold one copy of each variable per device.
     with ExampleRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train',
-                    args.save_every) as run:
+                    args.save_every, model=model) as run:
         rng = run.numpy_rng('data', args.seed)  # its state is saved with each checkpoint
         for _ in run.epochs():
             for _ in run.steps():

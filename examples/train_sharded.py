@@ -13,7 +13,9 @@ parallel: every variable and its Adam slots are split N ways on one dimension an
 N steps with --save-every N) is saved with objax.io.ShardedCheckpoint in --logdir/sharded (each process writes
 its own shards), and every epoch is logged for TensorBoard in --logdir/tb; running the command again resumes
 exactly from the newest checkpoint, on any mesh. SIGTERM checkpoints and exits 0 (all processes at the same step).
-Several processes: pass --coordinator HOST:PORT --num-processes N --process-id I to each.
+Several processes: launched by Open MPI (`mpirun -np 2 python examples/train_sharded.py`) or Slurm (`srun`), the
+processes find each other by themselves (jax.distributed reads the launcher's environment); elsewhere, pass
+--coordinator HOST:PORT --num-processes N --process-id I to each.
 """
 
 import argparse
@@ -101,6 +103,14 @@ def corpus(n: int, seq: int, vocab: int, seed: int) -> np.ndarray:
     return ((start + stride * np.arange(seq + 1)) % vocab).astype(np.int32)
 
 
+def cluster_size() -> int:
+    """How many processes Open MPI (mpirun) or Slurm (srun) started in this job step; 1 when neither did."""
+    for name in ('OMPI_COMM_WORLD_SIZE', 'SLURM_STEP_NUM_TASKS'):
+        if os.environ.get(name, '').isdigit():
+            return int(os.environ[name])
+    return 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--mesh', default='', help='mesh axes, e.g. data=2,model=4 (default: data=<all devices>)')
@@ -118,19 +128,24 @@ def main():
     parser.add_argument('--coordinator', default='', help='HOST:PORT of process 0 (several processes)')
     parser.add_argument('--num-processes', type=int, default=1)
     parser.add_argument('--process-id', type=int, default=0)
+    parser.add_argument('--cluster', choices=['auto', 'off'], default='auto',
+                        help='auto: join the other processes when started by mpirun or srun with several tasks')
     add_run_flags(parser)
     add_compile_cache_flag(parser)
     args = parser.parse_args()
     if min(args.epochs, args.steps, args.batch, args.seq, args.width, args.depth, args.heads) < 1:
         parser.error('--epochs, --steps, --batch, --seq, --width, --depth and --heads must be positive')
-    cpu_processes = args.coordinator and os.environ.get('JAX_PLATFORMS', '') == 'cpu'
-    if args.coordinator:
-        if cpu_processes:  # CPU devices of several processes talk through gloo
-            jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    launched = cluster_size() if args.cluster == 'auto' else 1
+    if args.coordinator or launched > 1:
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # how CPU devices of processes talk
+        if args.coordinator:
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        else:  # the coordinator address, process count and index come from the launcher's environment
+            jax.distributed.initialize()
     # Not with several CPU processes: under JAX 0.12.1 their second run hung in its first step with the programs
     # read from the persistent compilation cache (gloo collectives); JAX 0.10.2 ran fine.
-    use_compile_cache(args.no_compile_cache or bool(cpu_processes))
+    cpu_processes = bool(args.coordinator or launched > 1) and os.environ.get('JAX_PLATFORMS', '') == 'cpu'
+    use_compile_cache(args.no_compile_cache or cpu_processes)
 
     try:
         mesh = make_mesh(args.mesh or {'data': -1})

@@ -30,6 +30,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / 'src' / 'objax'
 CORE_ORDER = [
     'objax.typing',
     'objax._core.reprs',
+    'objax._core.display',
     'objax._core.structure',
     'objax._core.array_ops',
     'objax._core.invariant',

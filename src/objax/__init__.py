@@ -32,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f'module objax has no attribute {name!r}')
 
 
-_SUBPACKAGES = ('nn', 'functional', 'optimizer', 'io', 'privacy', 'zoo', 'util', 'jaxboard')
+_SUBPACKAGES = ('nn', 'functional', 'optimizer', 'io', 'privacy', 'zoo', 'util', 'jaxboard', 'export')

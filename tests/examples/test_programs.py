@@ -39,6 +39,18 @@ def _scalars(logdir: Path, tag: str) -> list:
     return sorted(out)
 
 
+def _texts(logdir: Path, tag: str) -> list:
+    """(step, text) of every `tag` text summary in the TensorBoard event files of logdir/tb."""
+    out = []
+    for path in sorted(glob.glob(str(logdir / 'tb' / 'events.out.tfevents.*'))):
+        events = EventAccumulator(path)
+        events.Reload()
+        if tag in events.Tags()['tensors']:
+            assert events.SummaryMetadata(tag).plugin_data.plugin_name == 'text'
+            out += [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors(tag)]
+    return sorted(out)
+
+
 def _ending(stdout: str) -> list:
     """The lines printed after training ('Variables: sha256 ...', the final metric...)."""
     return stdout.split('Compile time: ')[1].splitlines()[1:]
@@ -60,7 +72,7 @@ def _interrupt_and_resume(run, script: str, logdir: Path, args: tuple, term_at: 
     return final
 
 
-def _same_run(a: Path, b: Path, tags=('losses/xe', 'accuracy/test')):
+def _same_run(a: Path, b: Path, tags=('losses/xe', 'accuracy/test', 'lr')):
     for tag in tags:
         assert _scalars(a, tag) == _scalars(b, tag), tag
 
@@ -74,6 +86,16 @@ def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     logged = _scalars(tmp_path, 'accuracy/test')
     assert [s for s, _ in logged] == [1, 2] and logged[-1][1] == pytest.approx(accuracy, abs=0.006)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+    # The learning rate, cosine-decayed from 3e-3 to 0 over the 2 epochs: the mean of each epoch's steps.
+    lr = _scalars(tmp_path, 'lr')
+    assert [s for s, _ in lr] == [1, 2] and 3e-3 > lr[0][1] > 1.5e-3 > lr[1][1] > 0
+    [(step, table)] = _texts(tmp_path, 'model')  # objax.util.summary of the model, a Markdown code block
+    lines = table.splitlines()
+    assert step == 0 and all(line.startswith('    ') for line in lines)
+    assert lines[0].split() == ['Module', 'Parameters', 'State', 'Bytes'] and '(Sequential)' in lines[2]
+    # 3 conv (w, b) + 3 batch norms (4 variables each) + linear; 32 filters: 320 + 9,248 + 18,496 + 2,570 + 2 * 64
+    # + 128 parameters
+    assert lines[-1].split()[:4] == ['Total', '(20', 'variables)', '30,890']
 
     # 22 steps per epoch, saved every 8: stopped after step 5, killed in step 19, resumed from step 16 (epoch 1).
     final = _interrupt_and_resume(run, 'classify_digits.py', tmp_path / 'again', ('--epochs', 2, '--save-every', 8),
@@ -86,6 +108,7 @@ def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     assert 'Trained epochs 3-3' in second.stdout and _accuracy(second.stdout) >= 0.9
     assert _checkpoints(tmp_path) == ['0000000044.npz', '0000000066.npz']  # keeps the newest two
     assert [s for s, _ in _scalars(tmp_path, 'accuracy/test')] == [1, 2, 3]
+    assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2, 3] and [s for s, _ in _texts(tmp_path, 'model')] == [0, 2]
 
 
 def test_dp_digits_prints_epsilon_and_resumes(tmp_path, run):
@@ -128,6 +151,9 @@ def test_image_classification_parallel_synthetic_resumes(tmp_path, run):
     assert 'Resuming from' in second.stdout and '4 steps done (epoch 1, step 0)' in second.stdout
     _accuracy(second.stdout)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+    assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2]
+    texts = _texts(tmp_path, 'model')
+    assert [s for s, _ in texts] == [0, 1] and texts[0][1].splitlines()[2].split()[0] == '(WideResNet)'
     # A batch that the devices cannot share is refused before anything runs.
     bad = run('image_classification.py', *args, '--batch', 15, devices=2, check=False)
     assert bad.returncode != 0 and 'multiple of the 2 devices' in bad.stderr

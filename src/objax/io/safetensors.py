@@ -1,7 +1,7 @@
 """Saving and loading a VarCollection as a safetensors file (readable by PyTorch and Hugging Face tools)."""
 
 import os
-from typing import IO, BinaryIO, Callable, Dict, Optional, Union
+from typing import IO, BinaryIO, Callable, Dict, Optional, Sequence, Union
 
 import ml_dtypes
 import numpy as np
@@ -12,7 +12,7 @@ from objax.io._atomic import atomic_write
 from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, open_for_reading, stored_values
 from objax.varcollection import VarCollection
 
-__all__ = ['save_safetensors', 'load_safetensors']
+__all__ = ['save_safetensors', 'load_safetensors', 'tensors_to_bytes', 'tensors_from_bytes']
 
 FileOrPath = Union[str, os.PathLike, IO[BinaryIO]]
 # safetensors dtype names -> numpy dtypes (ml_dtypes for bfloat16 and the float8 types); also read by pretrained.py.
@@ -47,20 +47,48 @@ def save_safetensors(path: FileOrPath, vc: VarCollection):
     """
     check_vc(vc, 'save_safetensors')
     names, values = stored_values(vc)
-    try:
-        data = safetensors.numpy.save({n: _contiguous(v) for n, v in zip(names, values)},
-                                      metadata={'format': 'objax'})
-    except Exception as e:  # the Rust serializer raises its own error types
-        bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
-        raise ValueError(f'save_safetensors: cannot serialize {", ".join(bad) or "the collection"}: {e}') from e
+    data = tensors_to_bytes(names, values, 'save_safetensors')
     if isinstance(path, (str, os.PathLike)):
         atomic_write(path, lambda f: f.write(data))
     else:
         path.write(data)
 
 
-def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
-    """Parses a safetensors file into {name: array}, or raises UnreadableFileError."""
+def tensors_to_bytes(names: Sequence[str], values: Sequence[np.ndarray], caller: str) -> bytes:
+    """The safetensors file holding `values` under `names` (with metadata {'format': 'objax'}).
+
+    Args:
+        names: one name per array.
+        values: the host arrays, any shapes, of dtypes safetensors has (bfloat16 and float8 included).
+        caller: what is saving, named in the error message (e.g. 'save_safetensors').
+
+    Returns:
+        The bytes of the file.
+
+    Raises:
+        ValueError: a dtype has no safetensors equivalent; the message names the arrays.
+    """
+    try:
+        return safetensors.numpy.save({n: _contiguous(v) for n, v in zip(names, values)}, metadata={'format': 'objax'})
+    except Exception as e:  # the Rust serializer raises its own error types
+        bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
+        raise ValueError(f'{caller}: cannot serialize {", ".join(bad) or "the collection"}: {e}') from e
+
+
+def tensors_from_bytes(data: bytes, source: str) -> Dict[str, np.ndarray]:
+    """Parses a safetensors file.
+
+    Args:
+        data: the bytes of the file.
+        source: the file as named in error messages (e.g. "'model.safetensors'").
+
+    Returns:
+        {name: read-only host array}, in the file's order.
+
+    Raises:
+        UnreadableFileError: the bytes are not a safetensors file, or a tensor has an unknown dtype or a data size
+            that does not match its shape.
+    """
     try:
         tensors = safetensors.deserialize(data)
     except Exception as e:  # SafetensorError and friends
@@ -110,4 +138,4 @@ def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Call
         raise
     except Exception as e:  # an I/O error while reading, no memory...
         raise UnreadableFileError(f'{source} cannot be read ({type(e).__name__}: {e})') from None
-    assign_checked(vc, _read_entries(data, source), renamer, source, strict)
+    assign_checked(vc, tensors_from_bytes(data, source), renamer, source, strict)

@@ -51,7 +51,7 @@ def _saved_state_size(ckpt, idx: int, path: str) -> int:
     """The length of the state entry of checkpoint `idx` (needed before restoring: shapes must match)."""
     if isinstance(ckpt, ShardedCheckpoint):
         import orbax.checkpoint as ocp  # already imported (and its import warnings handled) by ckpt.indices()
-        manager = ocp.CheckpointManager(ckpt.directory, item_handlers=ocp.StandardCheckpointHandler())
+        manager = ocp.CheckpointManager(ckpt.directory, item_handlers=ocp.PyTreeCheckpointHandler())
         try:
             tree = dict(manager.item_metadata(idx).tree)
         except Exception as e:  # orbax raises json, tensorstore and attribute errors for damaged metadata
