@@ -65,7 +65,8 @@ def main():
 
     # Resumes from the newest checkpoint: weights, batch-norm statistics and Adam state after its epoch.
     steps_per_epoch = len(train_x) // args.batch
-    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits') as run:
+    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits',
+                     model=model) as run:
         for epoch in run.epochs():
             summary = digits_epoch(run, epoch, train_op, predict, data, args.batch, args.lr, args.seed)
             run.end_epoch(epoch, summary)

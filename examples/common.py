@@ -119,10 +119,13 @@ def digits_epoch(run: 'TrainingRun', epoch: int, train_op: Callable, predict: Ca
 
 class TrainingRun:
     """The bookkeeping of an example's training loop, in `logdir`: resumes `vc` from the newest checkpoint,
-    shows a progress bar, and after each epoch writes its Summary for TensorBoard (logdir/tb) and saves `vc`
-    (logdir/ckpt). Use as `with TrainingRun(...) as run: for epoch in run.epochs(): ...; run.end_epoch(...)`."""
+    shows a progress bar, and after each epoch writes its Summary for TensorBoard (logdir/tb), with the mean of the
+    learning rates `lr` gave during the epoch ('lr'), and saves `vc` (logdir/ckpt). With `model`, its summary table
+    (objax.util.summary) is logged as the text 'model' when training starts.
+    Use as `with TrainingRun(...) as run: for epoch in run.epochs(): ...; run.end_epoch(...)`."""
 
-    def __init__(self, logdir: str, vc: objax.VarCollection, epochs: int, steps_per_epoch: int, desc: str):
+    def __init__(self, logdir: str, vc: objax.VarCollection, epochs: int, steps_per_epoch: int, desc: str,
+                 model: Optional[objax.Module] = None):
         self.logdir, self.vc, self.total_epochs, self.steps_per_epoch = logdir, vc, epochs, steps_per_epoch
         self.ckpt = objax.io.Checkpoint(logdir, keep_ckpts=2, verbose=False)
         try:
@@ -136,6 +139,12 @@ class TrainingRun:
         self.progress = tqdm(total=epochs * steps_per_epoch, initial=min(self.start_epoch, epochs) * steps_per_epoch,
                              unit='step', desc=desc, disable=self.done)
         self.tensorboard = None if self.done else objax.jaxboard.SummaryWriter(os.path.join(logdir, 'tb'))
+        if self.tensorboard is not None and model is not None:
+            text = objax.jaxboard.Summary()
+            table = objax.util.summary(model, depth=2)
+            text.text('model', '\n'.join('    ' + line for line in table.splitlines()))  # a Markdown code block
+            self.tensorboard.write(text, self.start_epoch)
+        self.learning_rates = []  # those given by `lr` during the current epoch
         self.start_time = time.time()
 
     def epochs(self) -> range:
@@ -145,10 +154,16 @@ class TrainingRun:
     def lr(self, base: float, epoch: int, step: int) -> np.float32:
         """Cosine decay from `base` to 0 over the whole run, at `step` of `epoch`."""
         done = (epoch * self.steps_per_epoch + step) / (self.total_epochs * self.steps_per_epoch)
-        return np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
+        lr = np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
+        self.learning_rates.append(lr)
+        return lr
 
     def end_epoch(self, epoch: int, summary: objax.jaxboard.Summary):
-        """Logs `summary` at step epoch + 1, checkpoints the variables as epoch + 1, shows the scalars."""
+        """Logs `summary` (and 'lr', the epoch's mean learning rate) at step epoch + 1, checkpoints the variables as
+        epoch + 1, shows the scalars."""
+        if self.learning_rates:
+            summary.scalar('lr', float(np.mean(self.learning_rates)))
+            self.learning_rates = []
         self.tensorboard.write(summary, epoch + 1)
         self.ckpt.save(self.vc, epoch + 1)
         self.progress.set_postfix({k: f'{v:.4f}' for k, v in summary().items()})

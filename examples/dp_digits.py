@@ -72,7 +72,8 @@ def main():
                           delta=args.delta) if args.noise > 0 else float('inf')
 
     # The checkpoint includes the noise generator's key, so a resumed run draws fresh noise.
-    with TrainingRun(args.logdir, gv.vars() + opt.vars(), args.epochs, steps_per_epoch, 'dp-digits') as run:
+    with TrainingRun(args.logdir, gv.vars() + opt.vars(), args.epochs, steps_per_epoch, 'dp-digits',
+                     model=model) as run:
         for epoch in run.epochs():
             summary = digits_epoch(run, epoch, train_op, predict, data, args.batch, args.lr, args.seed)
             summary.scalar('privacy/epsilon', epsilon(epoch + 1))

@@ -189,7 +189,8 @@ def main():
         return correct / len(test_x)
 
     steps_per_epoch = args.steps_per_epoch or len(train_x) // args.batch
-    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train') as run:
+    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train',
+                     model=model) as run:
         for epoch in run.epochs():
             rng = np.random.default_rng([args.seed, epoch])
             summary = objax.jaxboard.Summary()

@@ -193,10 +193,16 @@ objax.io.save_var_collection(os.path.join(tmp, 'vars.npz'), vc)
 objax.io.load_var_collection(os.path.join(tmp, 'vars.npz'), vc)
 objax.io.save_safetensors(os.path.join(tmp, 'vars.safetensors'), vc)
 objax.io.load_safetensors(os.path.join(tmp, 'vars.safetensors'), vc)
+tensors = objax.io.read_tensors(os.path.join(tmp, 'vars.safetensors'))
+objax.io.load_tensors({k: vc[k] for k in tensors}, tensors, mesh=mesh, vc=vc)
+objax.sharding.unshard(vc)
 ckpt = objax.io.Checkpoint(os.path.join(tmp, 'ckpt'), keep_ckpts=2, verbose=False)
 ckpt.save(vc, 1)
 ckpt.save(vc, 2)
 ckpt.restore(vc)
+
+# A pretrained-model architecture: generation with a key/value cache.
+objax.zoo.gpt2.GPT2(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2).generate(np.zeros((1, 2), np.int32), 3)
 
 # Random numbers, generators, seeds.
 generator = objax.random.Generator(5)

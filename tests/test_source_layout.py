@@ -30,6 +30,7 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / 'src' / 'objax'
 CORE_ORDER = [
     'objax.typing',
     'objax._core.reprs',
+    'objax._core.display',
     'objax._core.structure',
     'objax._core.array_ops',
     'objax._core.invariant',
@@ -48,6 +49,8 @@ CORE_ORDER = [
     'objax._core.jit',
     'objax._core.gradient',
     'objax._core.vectorize',
+    'objax._core.remat',
+    'objax._core.control_flow',
     'objax._core.parallel_program',
     'objax._core.parallel',
 ]

@@ -1,7 +1,9 @@
 """objax: the Objax programming model (Variables, Modules, VarCollections, module transforms) on today's JAX."""
 
 from objax import random, sharding, typing
+from objax._core.control_flow import Cond, ForiLoop, Scan, WhileLoop
 from objax._core.frames import VariableOutsideCollectionError, VariableOutsideCollectionWarning
+from objax._core.remat import Remat
 from objax.constants import ConvPadding, Interpolate
 from objax.gradient import Grad, GradValues, Hessian, Jacobian
 from objax.io import UnreadableFileError
@@ -16,9 +18,9 @@ __version__ = '2.0.0.dev0'
 
 __all__ = ['AssignmentError', 'BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState',
            'reduce_mean', 'VarCollection', 'Module', 'ModuleList', 'Function', 'ForceArgs', 'Jit', 'Grad',
-           'GradValues', 'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'ConvPadding', 'Interpolate', 'random',
-           'sharding', 'typing', 'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning',
-           'UnreadableFileError']
+           'GradValues', 'Jacobian', 'Hessian', 'Vectorize', 'Parallel', 'Remat', 'Scan', 'Cond', 'WhileLoop',
+           'ForiLoop', 'ConvPadding', 'Interpolate', 'random', 'sharding', 'typing',
+           'VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'UnreadableFileError']
 
 
 def __getattr__(name):
@@ -30,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f'module objax has no attribute {name!r}')
 
 
-_SUBPACKAGES = ('nn', 'functional', 'optimizer', 'io', 'privacy', 'zoo', 'util', 'jaxboard')
+_SUBPACKAGES = ('nn', 'functional', 'optimizer', 'io', 'privacy', 'zoo', 'util', 'jaxboard', 'export')

@@ -483,3 +483,16 @@ def test_shard_map_over_a_module_raises_naming_the_variable():
     f = jax.jit(jax.shard_map(lambda x: model(x), mesh=mesh, in_specs=P(), out_specs=P()))
     with pytest.raises(ValueError, match=r'TrainVar "\(Linear\)\.(b|w)" cannot be used inside jax\.shard_map'):
         f(X)
+
+
+def test_laying_out_a_variable_once_used_in_jax_jit_moves_it_onto_the_mesh():
+    # Once read by a raw jax.jit trace the variable's storage is a JAX array reference; laying it out on a mesh
+    # later must still place it there (not write the new value into the reference's single-device layout).
+    v = objax.TrainVar(jn.arange(8.))
+    doubled = jax.jit(lambda: v.value * 2)
+    np.testing.assert_array_equal(np.asarray(doubled()), np.arange(8.) * 2)
+    del doubled
+    mesh = objax.sharding.make_mesh({'data': 8})
+    objax.sharding.shard(objax.VarCollection({'v': v}), mesh, rules=[('v', P('data'))])
+    assert v.value.sharding.spec == P('data') and len(v.value.sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(v.value), np.arange(8.))

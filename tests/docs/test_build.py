@@ -17,5 +17,6 @@ def test_mkdocs_build_strict(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / 'site' / 'index.html').is_file()
     api = (tmp_path / 'site' / 'api' / 'core' / 'index.html').read_text()
-    for name in ('objax.TrainVar', 'objax.Jit', 'objax.Parallel', 'objax.VarCollection'):
+    for name in ('objax.TrainVar', 'objax.Jit', 'objax.Parallel', 'objax.VarCollection', 'objax.Remat', 'objax.Scan',
+                 'objax.Cond', 'objax.WhileLoop', 'objax.ForiLoop'):
         assert f'id="{name}"' in api, f'{name} missing from the API reference'

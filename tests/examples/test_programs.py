@@ -4,6 +4,7 @@ exit status, final metric line, checkpoints, resuming, TensorBoard events, progr
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,18 @@ def _scalars(logdir: Path, tag: str) -> list:
     return sorted(out)
 
 
+def _texts(logdir: Path, tag: str) -> list:
+    """(step, text) of every `tag` text summary in the TensorBoard event files of logdir/tb."""
+    out = []
+    for path in sorted(glob.glob(str(logdir / 'tb' / 'events.out.tfevents.*'))):
+        events = EventAccumulator(path)
+        events.Reload()
+        if tag in events.Tags()['tensors']:
+            assert events.SummaryMetadata(tag).plugin_data.plugin_name == 'text'
+            out += [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors(tag)]
+    return sorted(out)
+
+
 def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     first = run('classify_digits.py', '--logdir', tmp_path, '--epochs', 2)
     accuracy = _accuracy(first.stdout)
@@ -67,12 +80,23 @@ def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     logged = _scalars(tmp_path, 'accuracy/test')
     assert [s for s, _ in logged] == [1, 2] and logged[-1][1] == pytest.approx(accuracy, abs=0.006)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+    # The learning rate, cosine-decayed from 3e-3 to 0 over the 2 epochs: the mean of each epoch's steps.
+    lr = _scalars(tmp_path, 'lr')
+    assert [s for s, _ in lr] == [1, 2] and 3e-3 > lr[0][1] > 1.5e-3 > lr[1][1] > 0
+    [(step, table)] = _texts(tmp_path, 'model')  # objax.util.summary of the model, a Markdown code block
+    lines = table.splitlines()
+    assert step == 0 and all(line.startswith('    ') for line in lines)
+    assert lines[0].split() == ['Module', 'Parameters', 'State', 'Bytes'] and '(Sequential)' in lines[2]
+    # 3 conv (w, b) + 3 batch norms (4 variables each) + linear; 32 filters: 320 + 9,248 + 18,496 + 2,570 + 2 * 64
+    # + 128 parameters
+    assert lines[-1].split()[:4] == ['Total', '(20', 'variables)', '30,890']
 
     second = run('classify_digits.py', '--logdir', tmp_path, '--epochs', 3)
     assert f'Resuming from {tmp_path / "ckpt" / "0000000002.npz"}: 2 of 3 epochs done' in second.stdout
     assert 'Trained epochs 3-3' in second.stdout and _accuracy(second.stdout) >= 0.9
     assert _checkpoints(tmp_path) == ['0000000002.npz', '0000000003.npz']  # keeps the newest two
     assert [s for s, _ in _scalars(tmp_path, 'accuracy/test')] == [1, 2, 3]
+    assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2, 3] and [s for s, _ in _texts(tmp_path, 'model')] == [0, 2]
 
 
 def test_dp_digits_prints_epsilon_and_resumes(tmp_path, run):
@@ -103,6 +127,9 @@ def test_image_classification_parallel_synthetic_resumes(tmp_path, run):
     assert 'Resuming from' in second.stdout and '1 of 2 epochs done' in second.stdout
     _accuracy(second.stdout)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+    assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2]
+    texts = _texts(tmp_path, 'model')
+    assert [s for s, _ in texts] == [0, 1] and texts[0][1].splitlines()[2].split()[0] == '(WideResNet)'
     # A batch that the devices cannot share is refused before anything runs.
     bad = run('image_classification.py', *args, '--batch', 15, devices=2, check=False)
     assert bad.returncode != 0 and 'multiple of the 2 devices' in bad.stderr
@@ -156,3 +183,36 @@ def test_second_run_reads_the_persistent_compilation_cache(tmp_path, run):
     assert programs2 == programs and hits2 == programs
     assert seconds2 < 0.5 * seconds
     assert _accuracy(second.stdout) == _accuracy(first.stdout)  # same seed, same numbers
+
+
+PRETRAINED = Path(__file__).resolve().parents[1] / 'data' / 'pretrained'
+
+
+def test_generate_text_prints_the_greedy_tokens_of_transformers(run):
+    reference = np.load(PRETRAINED / 'gpt2_tiny_reference.npz')
+    prompts = [arg for row in reference['prompt'] for arg in ('--prompt-ids', ','.join(map(str, row)))]
+    new = reference['greedy'].shape[1] - reference['prompt'].shape[1]
+    out = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', *prompts, '--max-new-tokens', new)
+    printed = [line[len('ids: '):] for line in out.stdout.splitlines() if line.startswith('ids: ')]
+    assert printed == [','.join(map(str, row)) for row in reference['greedy']], out.stdout
+    assert 'Loaded' in out.stdout and '20 tokens in' in out.stdout
+    sampled = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', *prompts[:2], '--max-new-tokens', 4,
+                  '--temperature', 1.5, '--seed', 1)
+    assert sampled.stdout.count('ids: ') == 1
+    refused = run('generate_text.py', '--model', PRETRAINED / 'gpt2_tiny', '--prompt', 'Hello', check=False)
+    assert refused.returncode != 0 and 'give token ids with --prompt-ids' in refused.stderr
+
+
+def test_generate_text_with_a_tokenizer(tmp_path, run):
+    tokenizers = pytest.importorskip('tokenizers')
+    reference = np.load(PRETRAINED / 'gpt2_tiny_reference.npz')
+    folder = tmp_path / 'gpt2'
+    shutil.copytree(PRETRAINED / 'gpt2_tiny', folder)
+    words = {f'w{i}': i for i in range(128)}  # a word-level vocabulary: token i is the word 'w<i>'
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token='w0'))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(folder / 'tokenizer.json'))
+    new = reference['greedy'].shape[1] - reference['prompt'].shape[1]
+    prompt = ' '.join(f'w{i}' for i in reference['prompt'][0])
+    out = run('generate_text.py', '--model', folder, '--prompt', prompt, '--max-new-tokens', new)
+    assert ' '.join(f'w{i}' for i in reference['greedy'][0]) in out.stdout.splitlines(), out.stdout

@@ -245,3 +245,22 @@ def test_generic_reprs():
         'objax.nn.SyncedBatchNorm(dims=(1, 4), redux=(0,), momentum=0.999, eps=1e-06)'
     assert repr(BatchNorm([1, 2, 1], [0, 2], momentum=0.5)) == \
         'objax.nn.BatchNorm(dims=(1, 2, 1), redux=(0, 2), momentum=0.5, eps=1e-06)'
+
+
+def test_low_precision_input_normalized_in_float32():
+    """A bfloat16 or float16 batch is normalized (and its statistics computed) in float32; the output has the
+    input's dtype and the running statistics stay float32."""
+    for dtype in (jn.bfloat16, jn.float16):
+        bn = BatchNorm2D(3, momentum=0.5)
+        x = jn.asarray(RNG.normal(size=(4, 3, 2, 2)) * 3 + 1, dtype)
+        xf = np.asarray(x, np.float64)
+        mean, var = xf.mean((0, 2, 3), keepdims=True), xf.var((0, 2, 3), keepdims=True)
+        y = bn(x, training=True)
+        assert y.dtype == dtype and bn.running_mean.value.dtype == jn.float32
+        np.testing.assert_allclose(np.asarray(y, np.float64), (xf - mean) / np.sqrt(var + bn.eps), rtol=1e-2,
+                                   atol=1e-2)
+        np.testing.assert_allclose(bn.running_mean.value, 0.5 * mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.running_var.value, 0.5 + 0.5 * var, rtol=1e-5)
+        assert bn(x, training=False).dtype == dtype
+    # float32 and float64 (gamma's) promotion rules are unchanged.
+    assert BatchNorm0D(2)(jn.ones((3, 2)), training=True).dtype == jn.float32

@@ -66,3 +66,12 @@ def test_reprs():
     assert repr(GroupNorm2D(64)) == 'objax.nn.GroupNorm2D(nin=64, groups=32, eps=1e-05)'
     assert repr(GroupNorm0D(8, groups=2)) == 'objax.nn.GroupNorm0D(nin=8, groups=2, eps=1e-05)'
     assert repr(GroupNorm1D(6, groups=3, eps=0.1)) == 'objax.nn.GroupNorm1D(nin=6, groups=3, eps=0.1)'
+
+
+def test_low_precision_input_normalized_in_float32():
+    gn = GroupNorm2D(4, groups=2)
+    x = jn.asarray(RNG.normal(size=(2, 4, 3, 3)) * 2 + 1, jn.bfloat16)
+    y = gn(x)
+    assert y.dtype == jn.bfloat16 and gn.gamma.value.dtype == jn.float32
+    ref = _np_group_norm(np.asarray(x, np.float32), 2, 1, 0, gn.eps)
+    np.testing.assert_allclose(np.asarray(y, np.float64), ref, rtol=1e-2, atol=1e-2)

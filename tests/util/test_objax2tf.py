@@ -15,21 +15,13 @@ tf = pytest.importorskip('tensorflow', reason='TensorFlow is not installed: pip 
 
 import jax  # noqa: E402
 import jax.numpy as jn  # noqa: E402
+from _models import randomize_batchnorm  # noqa: E402
 
 import objax  # noqa: E402
 from objax.util import Objax2Tf, _tf_call  # noqa: E402
 from objax.util.objax2tf import _polymorphic_shape  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def _randomize_batchnorm(module: objax.Module, rng: np.random.Generator):
-    """Non-trivial running statistics and affine parameters, so that exporting them is actually checked."""
-    for name, v in module.vars().items():
-        if name.endswith(('.running_mean', '.beta')):
-            v.assign(jn.asarray(rng.normal(size=v.shape) * 0.1, v.dtype))
-        elif name.endswith(('.running_var', '.gamma')):
-            v.assign(jn.asarray(rng.uniform(0.5, 1.5, size=v.shape), v.dtype))
 
 
 def _reference(module: objax.Module, x, **kwargs) -> np.ndarray:
@@ -54,8 +46,8 @@ def models():
     rng = np.random.default_rng(1)
     objax.random.DEFAULT_GENERATOR.seed(1)
     cnn, wrn = _cnn(), objax.zoo.wide_resnet.WideResNet(nin=3, nclass=10, depth=10, width=1)
-    _randomize_batchnorm(cnn, rng)
-    _randomize_batchnorm(wrn, rng)
+    randomize_batchnorm(cnn, rng)
+    randomize_batchnorm(wrn, rng)
     rnn = objax.zoo.rnn.RNN(nstate=6, nin=4, nout=3)
     rnn.init_state(2)
     rnn.state.assign(jn.asarray(rng.normal(size=(2, 6)), jn.float32))

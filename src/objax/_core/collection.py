@@ -5,10 +5,11 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 import numpy as np
 
 from objax._core import replicate
-from objax._core.variables import AssignmentError, BaseVar
+from objax._core.display import Counts, render_attributes
+from objax._core.variables import AssignmentError, BaseVar, TrainVar, storage_groups
 from objax.typing import JaxArray
 
-__all__ = ['VarCollection']
+__all__ = ['VarCollection', 'count']
 
 _Types = Optional[Union[type, Tuple[type, ...]]]
 
@@ -151,6 +152,20 @@ class VarCollection(Dict[str, BaseVar]):
         lines.append(f'{"+Total(" + str(len(self)) + ")":{width}} {total:8d}')
         return '\n'.join(lines)
 
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows (see objax._core.display): a foldable {name: variable} tree, with the
+        parameter count on its first line.
+
+        Args:
+            path: the collection's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        items = [(f'{k!r}: ', f'[{k!r}]', v) for k, v in self.items()]
+        return render_attributes(self, items, ('({', '})'), count(self), path, subtree_renderer)
+
     def print(self, max_width: int = 100):
         """Prints one line per entry (name, size, shape) and the total, as Objax does.
 
@@ -172,3 +187,26 @@ class VarCollection(Dict[str, BaseVar]):
             raise ValueError(f'VarCollection[{key!r}] is already bound to a different variable; remove it first '
                              f'(del vc[{key!r}]) or use another name')
         dict.__setitem__(self, key, value)
+
+
+def count(vc: VarCollection) -> Counts:
+    """The sizes of the distinct variables of `vc` (a TrainRef counts as its TrainVar; each storage once).
+
+    Args:
+        vc: the collection.
+
+    Returns:
+        A Counts: elements of the TrainVars (parameters), of the other variables (state), the bytes of all
+        values and the number of distinct variables.
+    """
+    parameters = state = nbytes = 0
+    targets = [target for target, _ in storage_groups(vc.items())]
+    for target in targets:
+        value = target.value
+        size = int(np.prod(value.shape))
+        nbytes += size * np.dtype(value.dtype).itemsize
+        if isinstance(target, TrainVar):
+            parameters += size
+        else:
+            state += size
+    return Counts(parameters, state, nbytes, len(targets))

@@ -7,7 +7,10 @@ variable look through the frames of the current thread, innermost first.
 
 A compiled transform (Jit, Parallel) marks its frame `compiled`: a read of a variable that is in none of the
 frames up to it freezes the variable's value into the compiled program (as Objax 1.8 did) and warns once per
-compiled function and variable; a write to such a variable raises VariableOutsideCollectionError.
+compiled function and variable; a write to such a variable raises VariableOutsideCollectionError. The
+transforms that run their function in place (Remat, Scan, Cond and the loops) mark their frame `open_reads`:
+a read outside their collection looks through to the enclosing frames (or the variable's storage) instead,
+while a write outside it still raises.
 
 JAX's own transforms (jax.jit, grad, vmap, lax.scan, checkpoint...) know nothing of frames: a variable used
 while one of them traces, outside any frame that holds it, keeps its value in a JAX array reference (see
@@ -48,7 +51,8 @@ class Frame:
         warned: ids of the variables already warned about (kept by the transform across traces).
         describe: best-effort name of a variable, for messages.
     """
-    __slots__ = ('values', 'owner', 'warned', 'describe', 'created', 'trace', 'manual', 'differentiated')
+    __slots__ = ('values', 'owner', 'warned', 'describe', 'created', 'trace', 'manual', 'differentiated',
+                 'open_reads')
 
     def __init__(self, values: Dict[int, object], owner: Optional[str] = None, warned: Optional[Set[int]] = None,
                  describe: Optional[Callable[[object], Optional[str]]] = None):
@@ -60,6 +64,7 @@ class Frame:
         self.trace = current_trace(())  # the JAX trace the transform runs its function under
         self.manual = manual_axes()  # inside a shard_map body (objax.Parallel): its mesh axes
         self.differentiated = False  # the trainable values are differentiated (objax.Grad and co.)
+        self.open_reads = False  # reads outside the collection look through to the enclosing frames (see above)
 
     def _label(self, var) -> str:
         name = None
@@ -199,7 +204,7 @@ def lookup(var):
             return ref_get(ref.ref, var._label(), ref.manual)
         if key in frame.created:
             return MISSING
-        if frame.owner is not None:
+        if frame.owner is not None and not frame.open_reads:
             frame.outside_read(var)
             return FROZEN
     return MISSING

@@ -2,10 +2,11 @@
 
 import inspect
 import threading
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from objax._core import reprs, structure
-from objax._core.collection import VarCollection
+from objax._core.collection import VarCollection, count
+from objax._core.display import render_attributes
 from objax._core.variables import BaseVar, record_name
 
 __all__ = ['Module', 'ModuleList', 'ForceArgs', 'force_positional', 'module_or_function_repr', 'prefixed']
@@ -99,6 +100,27 @@ class Module:
     def __repr__(self):
         return f'{reprs.class_path(self)}()'
 
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows (see objax._core.display): a foldable tree of the module's attributes
+        (sub-modules, variables with their kind, value summary and sharding, other public values), with the
+        parameter count of vars() on its first line. The variables of vars() that no attribute shows (those a
+        module with its own vars(), such as objax.nn.Stack, makes) are shown under `vars()`.
+
+        Args:
+            path: the module's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        vc = self.vars()
+        items = [(f'{k}=', f'.{k}', v) for k, v in _shown_attributes(self)]
+        shown = {id(v) for _, _, x in items for v in (x.vars().values() if isinstance(x, Module) else [x])}
+        others = VarCollection((k, v) for k, v in vc.items() if id(v) not in shown)
+        if others:
+            items.append(('vars()=', '.vars()', others))
+        return render_attributes(self, items, ('(', ')'), count(vc), path, subtree_renderer)
+
 
 class ModuleList(Module, list):
     """A list whose variables and modules are seen by vars() (a plain list's are not)."""
@@ -130,6 +152,19 @@ class ModuleList(Module, list):
 
     def __repr__(self):
         return _list_repr(self)
+
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows: the items as a foldable list, with the parameter count of vars().
+
+        Args:
+            path: the list's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        items = [('', f'[{i}]', v) for i, v in enumerate(self)]
+        return render_attributes(self, items, ('([', '])'), count(self.vars()), path, subtree_renderer)
 
     def _changed(self):
         if structure.is_seen(self):
@@ -356,6 +391,14 @@ def force_positional(f: Callable, args: tuple, kwargs: dict, forced: Dict[str, A
             args[i] = remaining.pop(p.name)
     kwargs.update(remaining)
     return args, kwargs
+
+
+def _shown_attributes(module: Module) -> List[Tuple[str, Any]]:
+    """The attributes a display of `module` shows: the public ones, and the private variables and modules that
+    vars() collects (all of them when the class keeps Module.vars, else only a module in `__wrapped__`)."""
+    walks = type(module).vars is Module.vars
+    return [(k, v) for k, v in module.__dict__.items()
+            if not k.startswith('_') or (isinstance(v, (BaseVar, Module)) and (walks or k == '__wrapped__'))]
 
 
 def _add_attributes(vc: VarCollection, prefix: str, attributes: Dict[str, Any]) -> None:

@@ -55,19 +55,18 @@ class Pure(RefWatch):
         variables: the distinct variables holding the data of vc, in vc's order; `values`, `changes` and the
             `values` argument of a call are positional over this list.
         differentiated: set by the gradient transforms, whose calls get differentiated trainable values.
+        open_reads: set by Remat and the control flow: with an `owner`, a read outside vc looks through to the
+            enclosing transforms (or the storage) instead of being frozen; a write outside vc still raises.
         warned: ids of the variables already warned about (kept by a compiled transform across rebuilds).
         describe: the `describe` given.
     """
     differentiated = False
+    open_reads = False
 
     def __init__(self, f: Optional[Callable], vc: Iterable[BaseVar], owner: Optional[str] = None,
                  describe: Optional[Callable[[BaseVar], Optional[str]]] = None):
         self.f = f
-        self.variables = storage_of(vc)
-        for v in self.variables:  # values made on first use are made now: values() and a Lending read storages
-            x = v._value
-            if x.__class__ is Loan and x.make is not None:
-                v._stored()
+        self.variables = _made(storage_of(vc))
         self.owner = owner
         self._ids = [id(v) for v in self.variables]
         self.warned = set()  # variables already warned about: once per compiled function and variable
@@ -156,6 +155,7 @@ class Pure(RefWatch):
             raise ValueError(f'{self.owner or "Pure"}: got {len(values)} values for {len(ids)} variables')
         frame = Frame(dict(zip(ids, values)), self.owner, self.warned, self.describe)
         frame.differentiated = self.differentiated
+        frame.open_reads = self.open_reads
         frames = _LOCAL.frames
         depth = len(frames)
         frames.append(frame)
@@ -170,6 +170,14 @@ class Pure(RefWatch):
                        if type(x) is not FrameRef or x.written or x.old is not values[i]}
         return outputs, changes
 
+
+def _made(variables: List[BaseVar]) -> List[BaseVar]:
+    """`variables`, after making the values of those made on first use (stored() and a Lending read storages)."""
+    for v in variables:
+        x = v._value
+        if x.__class__ is Loan and x.make is not None:
+            v._stored()
+    return variables
 
 
 # Argument types that are never tracers (jax's concrete array types are added when first met): has_tracer

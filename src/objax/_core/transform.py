@@ -1,21 +1,23 @@
 """What the module transforms share: taking a module or a function with its collection, their labels in
-messages, and (for Jit and Parallel, which compile their function) the collection they run with, rebuilt after
-a change of the module structure or of the variables' layouts that concerns them."""
+messages, (for Jit and Parallel, which compile their function) the collection they run with, rebuilt after
+a change of the module structure or of the variables' layouts that concerns them, and (for Remat and the
+control flow, which run their functions in place) the pure function of their collection."""
 
 import threading
-from typing import Callable, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Set, Tuple, Union
 
 import jax
 
-from objax._core import layout, structure
+from objax._core import layout, reprs, structure
 from objax._core.collection import VarCollection
 from objax._core.functions import Function
 from objax._core.introspect import variable_namer
 from objax._core.lending import Lending
-from objax._core.modules import Module
+from objax._core.modules import Module, module_or_function_repr
 from objax._core.pure import Pure
 
-__all__ = ['CompiledTransform', 'calls_back', 'lost_values_error', 'module_and_vars', 'owner_label', 'values_first']
+__all__ = ['CompiledTransform', 'InPlaceTransform', 'call_given', 'calls_back', 'lost_values_error', 'module_and_vars',
+           'owner_label', 'values_first']
 
 
 def module_and_vars(owner: str, f: Union[Module, Callable],
@@ -209,3 +211,94 @@ class CompiledTransform(Module):
             if any(id(v) in own or id(v._storage()) in own for v in now):
                 return True
         return False
+
+
+def call_given(fn: Callable, *args, **kwargs):
+    """`fn(*args, **kwargs)`: the function of the Pure of an InPlaceTransform, which runs any of its functions.
+
+    Args:
+        fn: the function to run.
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        What fn returns.
+    """
+    return fn(*args, **kwargs)
+
+
+class InPlaceTransform(Module):
+    """Base of the transforms that run their functions where they are called, inside the caller's trace (Remat,
+    Scan, Cond, WhileLoop, ForiLoop): they compile nothing of their own.
+
+    Each holds one Pure over its collection whose function runs the function it is given (`call_given`):
+    `self._pure(values, fn, *args)`. Reading a variable outside the collection looks through to the enclosing
+    transforms (or the variable's storage); writing one raises objax.VariableOutsideCollectionError. Without
+    `vc` the collection is the functions' vars() and follows them after a structure change; subclasses call
+    `_current()` to get the Pure of the current structure, and reset what they learnt of it in `_renewed`.
+
+    Args:
+        name: the transform's name, for messages.
+        functions: {attribute name: function}; one function is kept as `__wrapped__` (whatever the name),
+            several under their names (plain functions as objax.Function of vc).
+        vc: the variables the functions read or write; None: their vars() (then they must be Modules).
+
+    Raises:
+        TypeError: a function is not callable or `vc` is not a VarCollection.
+        ValueError: `vc` is None and a function is not a Module.
+    """
+
+    def __init__(self, name: str, functions: Dict[str, Callable], vc: Optional[VarCollection]):
+        self._name = name
+        self._follows_module = vc is None
+        if len(functions) == 1:
+            f, vc = module_and_vars(name, next(iter(functions.values())), vc)
+            self.__wrapped__ = f
+            self._functions = {'__wrapped__': f}
+        else:
+            made = {}
+            for key, f in functions.items():
+                made[key], _ = module_and_vars(name, f, vc if vc is not None else None)
+                setattr(self, key, made[key])
+            self._functions = made
+            vc = self._collect() if vc is None else vc
+        self._use(vc)
+
+    def _collect(self) -> VarCollection:
+        """The functions' variables now (each named after its attribute when there are several)."""
+        if len(self._functions) == 1:
+            return self.__wrapped__.vars()
+        vc = VarCollection()
+        for key, f in self._functions.items():
+            vc.update(f.vars(key))
+        return vc
+
+    def _use(self, vc: VarCollection):
+        self.vc = vc
+        functions = list(self._functions.values())
+        namers = [variable_namer(f, vc) for f in functions]
+
+        def describe(var) -> Optional[str]:
+            return next((name for name in (namer(var) for namer in namers) if name), None)
+
+        self._pure = Pure(call_given, vc, owner_label(self._name, functions[0]), describe)
+        self._pure.open_reads = True
+        self._generation = structure.GENERATION
+        self._renewed()
+
+    def _renewed(self):
+        """Forgets what was learnt of the previous collection (called with each new Pure)."""
+
+    def _current(self) -> Pure:
+        """The Pure of the current collection (collected again after a structure change, without vc)."""
+        if self._follows_module and self._generation != structure.GENERATION:
+            vc = self._collect()
+            if [(k, id(v)) for k, v in vc.items()] != [(k, id(v)) for k, v in self.vc.items()]:
+                self._use(vc)
+            self._generation = structure.GENERATION
+        return self._pure
+
+    def __repr__(self):
+        functions = ', '.join(f'{"f" if k == "__wrapped__" else k}={module_or_function_repr(f)}'
+                              for k, f in self._functions.items())
+        return f'{reprs.class_path(self)}({functions})'

@@ -6,7 +6,7 @@ from typing import Callable, Iterable, List, Optional, Tuple
 import jax
 import jax.numpy as jn
 
-from objax._core import frames, refs, reprs
+from objax._core import display, frames, refs, reprs
 from objax._core.array_ops import ArrayOps, register_pytree
 from objax.typing import JaxArray
 
@@ -170,13 +170,37 @@ class BaseVar(ArrayOps, abc.ABC):
                                   f'the variable shape {tuple(old.shape)}')
         return tensor
 
-    def __repr__(self):
+    def _shown_value(self) -> Optional[JaxArray]:
+        """The value as the reprs show it, read without entering any transform (None: no value yet)."""
         value = self._storage().__dict__.get('_value')
         if value.__class__ is _Loan and value.make is not None:
             value = self._storage()._stored()
         if value.__class__ is _Ref:
             with refs.at_top():
                 value = value[...]
+        return value
+
+    def __treescope_repr__(self, path: Optional[str], subtree_renderer: Callable):
+        """The rendering treescope shows (see objax._core.display): the variable's kind, its value summarized
+        (dtype, shape, mean, spread, range) and its sharding.
+
+        Args:
+            path: the variable's path from the rendered root.
+            subtree_renderer: treescope's renderer of the parts.
+
+        Returns:
+            A treescope rendering.
+        """
+        value, details = self._shown_value(), {}
+        where = display.sharding_text(value)
+        if where is not None:
+            details['sharding'] = where
+        if self._storage()._spec is not None:
+            details['spec'] = str(self._storage()._spec)
+        return display.render_variable(reprs.class_path(self), value, details, path, subtree_renderer)
+
+    def __repr__(self):
+        value = self._shown_value()
         if value is None:
             return f'{reprs.class_path(self)}(<uninitialized>)'
         if self._reduce is None or isinstance(self, RandomState):
@@ -275,10 +299,12 @@ class _OwnValue:
                 refs.ref_set(x, tensor, self._label())
                 frames.remember(self, tensor)
                 return
-            if tensor.shape == x.shape and tensor.dtype == x.dtype or isinstance(tensor, _Tracer):
+            if isinstance(tensor, _Tracer) or (tensor.shape == x.shape and tensor.dtype == x.dtype
+                                               and tensor.sharding == x.sharding):
                 refs.ref_set(x, tensor, self._label())
                 return
-            # Eager change of shape or dtype: the reference is dropped, unless a JAX program still holds it.
+            # Eager change of shape, dtype or placement (e.g. laid out on a mesh): the reference is dropped, unless
+            # a JAX program still holds it.
             self._value = tensor
             if given:
                 self._expose()
@@ -483,7 +509,10 @@ class RandomState(StateVar):
 def _make_key(var: RandomState, loan, seed: int) -> None:
     """Stores the key of a RandomState made on first use, unless another thread has stored it already."""
     if var._value is loan:
-        with jax.ensure_compile_time_eval():  # a concrete key, even when first used while a function traces
+        if _tracing():  # first used while a function traces: the key is still made concretely
+            with jax.ensure_compile_time_eval():
+                var._value = jax.random.PRNGKey(seed)
+        else:  # as at construction (the same compiled programs, found in JAX's caches)
             var._value = jax.random.PRNGKey(seed)
 
 

@@ -10,7 +10,7 @@ from objax._core.variables import BaseVar, storage_groups
 from objax.varcollection import VarCollection
 
 __all__ = ['UnreadableFileError', 'ShapeMismatchError', 'stored_values', 'assign_checked', 'check_vc', 'describe',
-           'open_for_reading']
+           'open_for_reading', 'assign_all', 'place_like_current']
 
 
 class UnreadableFileError(ValueError):
@@ -147,17 +147,24 @@ def assign_checked(vc: VarCollection, entries: Dict[str, object], renamer: Optio
         error = ShapeMismatchError if shape_error else ValueError
         raise error(f'Cannot load {source} into the VarCollection, nothing was changed:\n  ' + '\n  '.join(problems))
     values = [(target, _convert(_read(entry), dtype)) for target, entry, dtype in plan]  # may raise: nothing set yet
-    _assign_all(values)
+    assign_all(values)
 
 
-def _assign_all(values: List[Tuple[BaseVar, np.ndarray]]):
-    """Assigns every (variable, host value), placed like the current value; restores the old values on failure."""
+def place_like_current(target: BaseVar, value: np.ndarray):
+    """`value` on the devices and in the layout of `target`'s current value (as it is if that is not a jax.Array)."""
+    current = target.value
+    return jax.device_put(value, current.sharding) if isinstance(current, jax.Array) else value
+
+
+def assign_all(values: List[Tuple[BaseVar, np.ndarray]],
+               place: Callable[[BaseVar, np.ndarray], object] = place_like_current):
+    """Assigns every (variable, value), each as `place(variable, value)` gives it (by default placed like the
+    current value); restores the old values on failure."""
     done = []
     try:
         for target, value in values:
             current = target.value
-            placed = jax.device_put(value, current.sharding) if isinstance(current, jax.Array) else value
-            target.assign(placed, check=False)
+            target.assign(place(target, value), check=False)
             done.append((target, current))
     except BaseException:
         for target, old in reversed(done):

@@ -1,7 +1,7 @@
 """Saving and loading a VarCollection as a safetensors file (readable by PyTorch and Hugging Face tools)."""
 
 import os
-from typing import IO, BinaryIO, Callable, Dict, Optional, Union
+from typing import IO, BinaryIO, Callable, Dict, Optional, Sequence, Union
 
 import ml_dtypes
 import numpy as np
@@ -12,16 +12,17 @@ from objax.io._atomic import atomic_write
 from objax.io._match import UnreadableFileError, assign_checked, check_vc, describe, open_for_reading, stored_values
 from objax.varcollection import VarCollection
 
-__all__ = ['save_safetensors', 'load_safetensors']
+__all__ = ['save_safetensors', 'load_safetensors', 'tensors_to_bytes', 'tensors_from_bytes']
 
 FileOrPath = Union[str, os.PathLike, IO[BinaryIO]]
-_DTYPES = {
+# safetensors dtype names -> numpy dtypes (ml_dtypes for bfloat16 and the float8 types); also read by pretrained.py.
+DTYPES = {
     'BOOL': np.bool_, 'U8': np.uint8, 'I8': np.int8, 'U16': np.uint16, 'I16': np.int16, 'U32': np.uint32,
     'I32': np.int32, 'U64': np.uint64, 'I64': np.int64, 'F16': np.float16, 'F32': np.float32, 'F64': np.float64,
     'C64': np.complex64, 'BF16': ml_dtypes.bfloat16, 'F8_E4M3': ml_dtypes.float8_e4m3fn,
     'F8_E5M2': ml_dtypes.float8_e5m2,
 }
-_NAMES = {np.dtype(t).name for t in _DTYPES.values()}
+_NAMES = {np.dtype(t).name for t in DTYPES.values()}
 
 
 def _contiguous(x: np.ndarray) -> np.ndarray:
@@ -46,27 +47,55 @@ def save_safetensors(path: FileOrPath, vc: VarCollection):
     """
     check_vc(vc, 'save_safetensors')
     names, values = stored_values(vc)
-    try:
-        data = safetensors.numpy.save({n: _contiguous(v) for n, v in zip(names, values)},
-                                      metadata={'format': 'objax'})
-    except Exception as e:  # the Rust serializer raises its own error types
-        bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
-        raise ValueError(f'save_safetensors: cannot serialize {", ".join(bad) or "the collection"}: {e}') from e
+    data = tensors_to_bytes(names, values, 'save_safetensors')
     if isinstance(path, (str, os.PathLike)):
         atomic_write(path, lambda f: f.write(data))
     else:
         path.write(data)
 
 
-def _read_entries(data: bytes, source: str) -> Dict[str, np.ndarray]:
-    """Parses a safetensors file into {name: array}, or raises UnreadableFileError."""
+def tensors_to_bytes(names: Sequence[str], values: Sequence[np.ndarray], caller: str) -> bytes:
+    """The safetensors file holding `values` under `names` (with metadata {'format': 'objax'}).
+
+    Args:
+        names: one name per array.
+        values: the host arrays, any shapes, of dtypes safetensors has (bfloat16 and float8 included).
+        caller: what is saving, named in the error message (e.g. 'save_safetensors').
+
+    Returns:
+        The bytes of the file.
+
+    Raises:
+        ValueError: a dtype has no safetensors equivalent; the message names the arrays.
+    """
+    try:
+        return safetensors.numpy.save({n: _contiguous(v) for n, v in zip(names, values)}, metadata={'format': 'objax'})
+    except Exception as e:  # the Rust serializer raises its own error types
+        bad = [f'{n!r} ({v.dtype})' for n, v in zip(names, values) if v.dtype.name not in _NAMES]
+        raise ValueError(f'{caller}: cannot serialize {", ".join(bad) or "the collection"}: {e}') from e
+
+
+def tensors_from_bytes(data: bytes, source: str) -> Dict[str, np.ndarray]:
+    """Parses a safetensors file.
+
+    Args:
+        data: the bytes of the file.
+        source: the file as named in error messages (e.g. "'model.safetensors'").
+
+    Returns:
+        {name: read-only host array}, in the file's order.
+
+    Raises:
+        UnreadableFileError: the bytes are not a safetensors file, or a tensor has an unknown dtype or a data size
+            that does not match its shape.
+    """
     try:
         tensors = safetensors.deserialize(data)
     except Exception as e:  # SafetensorError and friends
         raise UnreadableFileError(f'{source} cannot be read as a safetensors file: {e}') from None
     entries = {}
     for name, info in tensors:
-        dtype = _DTYPES.get(info['dtype'])
+        dtype = DTYPES.get(info['dtype'])
         if dtype is None:
             raise UnreadableFileError(f'{source}: tensor {name!r} has unsupported dtype {info["dtype"]}')
         try:
@@ -109,4 +138,4 @@ def load_safetensors(path: FileOrPath, vc: VarCollection, renamer: Optional[Call
         raise
     except Exception as e:  # an I/O error while reading, no memory...
         raise UnreadableFileError(f'{source} cannot be read ({type(e).__name__}: {e})') from None
-    assign_checked(vc, _read_entries(data, source), renamer, source, strict)
+    assign_checked(vc, tensors_from_bytes(data, source), renamer, source, strict)

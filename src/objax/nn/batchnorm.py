@@ -10,6 +10,7 @@ from jax import lax
 
 from objax.module import Module
 from objax.nn._format import layer_repr
+from objax.nn._precision import is_narrow_float
 from objax.typing import JaxArray
 from objax.variable import StateVar, TrainVar
 
@@ -82,7 +83,8 @@ class BatchNorm(Module):
                 False normalizes with the running statistics and changes nothing.
 
         Returns:
-            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x.
+            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x. A bfloat16 or float16 x is normalized
+            (and its statistics computed) in float32, and the result is given in x's dtype.
 
         Raises:
             ValueError: x does not match `dims`, or (training) redux names invalid or repeated axes of x, or
@@ -95,16 +97,19 @@ class BatchNorm(Module):
 
     def _normalize(self, x: JaxArray, training: bool, update: bool) -> JaxArray:
         self._check_input(x)
+        narrow = is_narrow_float(x)  # bfloat16/float16: statistics and normalization in float32
+        xf = x.astype(jn.float32) if narrow else x
         if training:
             self._check_batch(x)
-            mean, var = self._batch_moments(x)
+            mean, var = self._batch_moments(xf)
             if update:
                 m = self.momentum
                 self.running_mean.value = m * self.running_mean.value + (1 - m) * mean
                 self.running_var.value = m * self.running_var.value + (1 - m) * var
         else:
             mean, var = self.running_mean.value, self.running_var.value
-        return (x - mean) * lax.rsqrt(var + self.eps) * self.gamma.value + self.beta.value
+        y = (xf - mean) * lax.rsqrt(var + self.eps) * self.gamma.value + self.beta.value
+        return y.astype(x.dtype) if narrow else y
 
     def _check_input(self, x: JaxArray):
         dims, shape = self.gamma.value.shape, tuple(jn.shape(x))

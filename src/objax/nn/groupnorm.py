@@ -7,6 +7,7 @@ from jax import lax
 
 from objax.module import Module
 from objax.nn._format import layer_repr
+from objax.nn._precision import is_narrow_float
 from objax.typing import JaxArray
 from objax.variable import TrainVar
 
@@ -58,7 +59,7 @@ class GroupNorm(Module):
 
         Returns:
             Each example's channel groups normalized to zero mean and unit variance, times gamma plus beta;
-            shape of x.
+            shape of x. A bfloat16 or float16 x is normalized in float32 and the result given in x's dtype.
 
         Raises:
             ValueError: x has not `rank` dimensions or not nin channels on axis 1.
@@ -71,12 +72,14 @@ class GroupNorm(Module):
         if shape[1] != self.nin:
             raise ValueError(f'{owner} expects {self.nin} channels on axis 1 but the input has {shape[1]} '
                              f'(input shape {shape})')
-        grouped = x.reshape((shape[0], self.groups, self.nin // self.groups) + shape[2:])
+        narrow = is_narrow_float(x)  # bfloat16/float16: statistics and normalization in float32
+        grouped = (x.astype(jn.float32) if narrow else x).reshape((shape[0], self.groups, self.nin // self.groups)
+                                                                   + shape[2:])
         redux = tuple(range(2, grouped.ndim))
         mean = grouped.mean(redux, keepdims=True)
         var = jn.square(grouped - mean).mean(redux, keepdims=True)
-        y = ((grouped - mean) * lax.rsqrt(var + self.eps)).reshape(shape)
-        return y * self.gamma.value + self.beta.value
+        y = ((grouped - mean) * lax.rsqrt(var + self.eps)).reshape(shape) * self.gamma.value + self.beta.value
+        return y.astype(x.dtype) if narrow else y
 
     def __repr__(self):
         if self._fixed_rank:

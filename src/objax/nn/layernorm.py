@@ -9,6 +9,7 @@ from jax import lax
 from objax.functional._checks import positive_int
 from objax.module import Module
 from objax.nn._format import layer_repr
+from objax.nn._precision import cast_back, float32_or_wider
 from objax.typing import JaxArray
 from objax.variable import TrainVar
 
@@ -27,16 +28,6 @@ def _check_features(owner: str, nin: int, x: JaxArray):
     shape = tuple(jn.shape(x))
     if not shape or shape[-1] != nin:
         raise ValueError(f'{owner} expects inputs with {nin} features on the last axis, got shape {shape}')
-
-
-def _compute_dtype(x: JaxArray):
-    """float32 for inputs of lower precision (bfloat16, float16, ints); float64 inputs stay float64."""
-    return jn.promote_types(jn.result_type(x), jn.float32)
-
-
-def _cast_back(y: JaxArray, x: JaxArray) -> JaxArray:
-    """y in the dtype of x when x is floating (an integer x leaves y in the compute dtype)."""
-    return y.astype(x.dtype) if jn.issubdtype(x.dtype, jn.inexact) else y
 
 
 class LayerNorm(Module):
@@ -75,7 +66,7 @@ class LayerNorm(Module):
             ValueError: the last axis of x is not nin.
         """
         _check_features('LayerNorm', self.nin, x)
-        xf = x.astype(_compute_dtype(x))
+        xf = x.astype(float32_or_wider(x))
         mean = xf.mean(-1, keepdims=True)
         centered = xf - mean
         y = centered * lax.rsqrt(jn.square(centered).mean(-1, keepdims=True) + self.eps)
@@ -83,7 +74,7 @@ class LayerNorm(Module):
             y = y * self.gamma.value
         if self.beta is not None:
             y = y + self.beta.value
-        return _cast_back(y, x)
+        return cast_back(y, x)
 
     def __repr__(self):
         return layer_repr(self, nin=self.nin, eps=self.eps, use_scale=self.gamma is not None,
@@ -123,11 +114,11 @@ class RMSNorm(Module):
             ValueError: the last axis of x is not nin.
         """
         _check_features('RMSNorm', self.nin, x)
-        xf = x.astype(_compute_dtype(x))
+        xf = x.astype(float32_or_wider(x))
         y = xf * lax.rsqrt(jn.square(xf).mean(-1, keepdims=True) + self.eps)
         if self.gamma is not None:
             y = y * self.gamma.value
-        return _cast_back(y, x)
+        return cast_back(y, x)
 
     def __repr__(self):
         return layer_repr(self, nin=self.nin, eps=self.eps, use_scale=self.gamma is not None)

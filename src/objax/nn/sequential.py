@@ -10,7 +10,7 @@ from objax.typing import JaxArray
 __all__ = ['Sequential']
 
 
-def _accepted_kwargs(f: Callable) -> Optional[FrozenSet[str]]:
+def accepted_kwargs(f: Callable) -> Optional[FrozenSet[str]]:
     """Names of the keyword arguments f accepts; None when it takes **kwargs (accepts all)."""
     try:
         parameters = inspect.signature(f).parameters.values()
@@ -78,7 +78,7 @@ class Sequential(ModuleList):
         cache = self.__dict__.setdefault('_kwargs_cache', {})
         hit = cache.get(id(f))
         if hit is None or hit[0] is not f:
-            hit = cache[id(f)] = (f, _accepted_kwargs(f))
+            hit = cache[id(f)] = (f, accepted_kwargs(f))
         return hit[1]
 
     def __getitem__(self, key: Union[int, slice]):

@@ -48,7 +48,8 @@ class SyncedBatchNorm(BatchNorm):
             batch_norm_update: whether training updates the running statistics.
 
         Returns:
-            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x.
+            (x - mean) / sqrt(var + eps) * gamma + beta, shape of x (computed in float32 for a bfloat16 or
+            float16 x, then given in x's dtype).
 
         Raises:
             ValueError: x does not match `dims`, or (training) redux names invalid or repeated axes of x, or

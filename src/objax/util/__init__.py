@@ -2,6 +2,7 @@
 
 from objax.util import check, image
 from objax.util.conversion import to_interpolate, to_padding, to_tuple
+from objax.util.display import summary
 from objax.util.multihost import (
                                   gather_to_host,
                                   get_local_devices,
@@ -23,7 +24,7 @@ from objax.util.signature import (
 )
 from objax.util.util import EasyDict, class_name, dummy_context_mgr, find_used_variables, ilog2
 
-__all__ = ['Renamer']
+__all__ = ['Renamer', 'summary']
 __all__ += ['to_interpolate', 'to_padding', 'to_tuple', 'check']
 __all__ += ['image', 'Objax2Tf', 'args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names',
             're_sign', 'repr_function', 'EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables',

@@ -1,5 +1,6 @@
-"""Model zoo: ready-made architectures built from objax.nn layers (ConvNet, DNNet, ResNetV2, WideResNet, VGG19, RNN)."""
+"""Model zoo: ready-made architectures built from objax.nn layers (ConvNet, DNNet, ResNetV2, WideResNet, VGG19, RNN,
+GPT-2 and ViT with published weights)."""
 
-from objax.zoo import convnet, dnnet, resnet_v2, rnn, vgg, wide_resnet
+from objax.zoo import convnet, dnnet, gpt2, resnet_v2, rnn, vgg, vit, wide_resnet
 
-__all__ = ['convnet', 'dnnet', 'resnet_v2', 'rnn', 'vgg', 'wide_resnet']
+__all__ = ['convnet', 'dnnet', 'gpt2', 'resnet_v2', 'rnn', 'vgg', 'vit', 'wide_resnet']
