@@ -320,3 +320,14 @@ def test_exposed_values_that_no_other_array_shares_are_donated_in_place():
         pointer = counter._value.unsafe_buffer_pointer()  # read without exposing the value
         step()
         assert counter._value.unsafe_buffer_pointer() == pointer
+
+
+def test_a_jit_run_by_a_jax_transformation_without_traced_arguments_donates_nothing():
+    counter, step = _counter_step()
+    before = counter.value
+    jax.jit(lambda: step())()  # traced by jax.jit: the write reaches the variable when the program runs
+    assert not before.is_deleted()
+    np.testing.assert_array_equal(before, [1., 2., 3., 4.])
+    np.testing.assert_array_equal(counter.value, [2., 3., 4., 5.])
+    step()
+    np.testing.assert_array_equal(counter.value, [3., 4., 5., 6.])

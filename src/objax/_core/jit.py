@@ -75,10 +75,10 @@ class Jit(CompiledTransform):
         variable's new value) with the values' buffers donated (reused for the new values).
 
         The keyword `_objax_refs` gives the jax.Ref storages ({position: reference}, None at their positions in
-        values; see objax._core.pure.Pure.refs_of): f reads and writes them in place, in order with any other JAX
-        program f calls that uses them. When such a program closes over one of them, JAX refuses it as an
-        argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them instead,
-        closed over by this program, which then holds them (see _run)."""
+        values; see objax._core.pure.Pure.stored_apart): f reads and writes them in place, in order with any
+        other JAX program f calls that uses them. When such a program closes over one of them, JAX refuses it as
+        an argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them
+        instead, closed over by this program, which then holds them (see _run)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = values_first(self.static_argnums)
         names = self._static_argnames
@@ -121,8 +121,8 @@ class Jit(CompiledTransform):
             if self._layout_version != layout.VERSION and self._layouts_changed():
                 self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
             if _LOCAL.frames or current_trace(()) is not EVAL_TRACE:  # (refs.jax_tracing, inlined)
-                # Inside another transform (objax, or jax: arguments are tracers only while a transformation
-                # traces): nothing to donate; the values are read and written where that transform keeps them.
+                # Inside another transform (objax's, or a JAX transformation tracing: only then can arguments
+                # be tracers): nothing to donate; the values are read and written where that transform keeps them.
                 return self._call_inside(args, kwargs)
             if self._check_callbacks:
                 self._keep_donating(args, kwargs)
@@ -159,7 +159,7 @@ class Jit(CompiledTransform):
     def _call_stored(self, args: tuple, kwargs: dict):
         """A call that does not donate, outside any transform: the stored values in, f's changes stored."""
         pure = self._pure
-        values, refs = pure.refs_of(pure.stored(refs=True))
+        values, refs = pure.stored_apart()
         if refs:
             outputs, changes = self._run(self._call, values, refs, args, kwargs)
         else:
@@ -174,7 +174,7 @@ class Jit(CompiledTransform):
         so that such a failure never costs the variables their values. The trace made here is the one the call
         then uses (jax.jit caches it)."""
         self._check_callbacks = False
-        values, refs = self._pure.refs_of(self._pure.stored(refs=True))
+        values, refs = self._pure.stored_apart()
         if refs:
             return
         if calls_back(self._call_donating.trace(self._placed(values), *args, **kwargs).jaxpr):

@@ -114,38 +114,47 @@ class Lending(RefWatch):
         loan = self._loan
         variables = self.variables
         try:
+            values = loan.values = []  # (what cancel puts back, should this be interrupted)
             STORAGE_LOCK.acquire()  # taking values out is atomic across transforms that share variables
             try:
-                values = [v._value for v in variables]
-                for x in values:
-                    if x.__class__ is Loan:  # another call has them
-                        values = None
+                for v in variables:
+                    x = v._value
+                    if x.__class__ is Loan:  # another call has them: put back those taken
+                        for w, y in zip(variables, values):
+                            w._value = y
+                        values = loan.values = None
                         break
+                    v._value = loan
+                    values.append(x)
                 else:
-                    loan.thread, loan.values = get_ident(), values
-                    for v in variables:
-                        v._value = loan
+                    loan.thread = get_ident()
             finally:
                 STORAGE_LOCK.release()
-            x = None  # the loops' reference to a value would count as another holder
+            x = None  # the loop's reference to a value would count as another holder
             if values is None:
                 values = self._take_when_free(loan)
-            copied = []
             for x in values:
-                if getrefcount(x) > _ALONE_IN_LOOP:  # some value is referenced elsewhere: which ones?
-                    copied = _held(values)
+                if getrefcount(x) > _ALONE_IN_LOOP:  # referenced elsewhere
                     break
+            else:
+                if EXPOSED[0] == self._checked_at and self._no_refs_at == REFS[0]:
+                    return values  # nothing exposed, no reference: every value is the call's to donate
             x = None
-            if EXPOSED[0] != self._checked_at:
-                copied = self._add_aliased(values, copied)
-            if self._no_refs_at != REFS[0] and self._has_refs(values, REFS[0]):
-                copied = self._unref(values, copied, refs)
-            for i in copied:
-                if isinstance(values[i], jax.Array) and not isinstance(values[i], Tracer):
-                    values[i] = jn.array(values[i], copy=True)
+            return self._with_copies(values, refs)
         except BaseException:
             self.cancel()
             raise
+
+    def _with_copies(self, values: list, refs: bool) -> list:
+        """lend's `values`, a copy in place of each that something else may use; the jax.Ref storages handled."""
+        copied = _held(values)
+        if EXPOSED[0] != self._checked_at:
+            copied = self._add_aliased(values, copied)
+        if self._no_refs_at != REFS[0] and self._has_refs(values, REFS[0]):
+            copied = self._unref(values, copied, refs)
+        for i in copied:
+            if isinstance(values[i], jax.Array) and not isinstance(values[i], Tracer):
+                values[i] = jn.array(values[i], copy=True)
         return values
 
     def _take_when_free(self, loan: Loan) -> list:

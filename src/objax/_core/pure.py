@@ -18,14 +18,13 @@ an exception inside f leaves everything as it was.
 from typing import Callable, Dict, Iterable, List, Optional
 
 import jax
-import numpy as np
 
 from objax._core.frames import LOCAL, Frame, FrameRef, Loan
 from objax._core.lending import NO_REFS, UNSHARED, RefWatch, refcounts
 from objax._core.refs import REFS, STORAGE_LOCK, Ref, Tracer, jax_tracing, ref_get
 from objax._core.variables import BaseVar, storage_groups
 
-__all__ = ['Pure', 'has_tracer', 'storage_of', 'NO_REFS']
+__all__ = ['Pure', 'has_tracer', 'storage_of']
 
 _LOCAL = LOCAL
 _tracing = jax_tracing
@@ -72,53 +71,41 @@ class Pure(RefWatch):
         self.warned = set()  # variables already warned about: once per compiled function and variable
         self.describe = describe
 
-    def values(self, refs: bool = False) -> list:
+    def values(self) -> list:
         """The current values of `variables` (inside a running transform, the values it gave them; while a JAX
         transformation traces, values read through the variables' array references).
-
-        Args:
-            refs: outside any transform, give the jax.Ref of a variable whose storage is one (see objax._core.refs)
-                instead of a copy of its value; see `refs_of`.
 
         Returns:
             One value per variable.
         """
         if _LOCAL.frames or _tracing():
             return [v._read() for v in self.variables]
-        return self.stored(refs)
+        return self.stored()
 
-    def stored(self, refs: bool = False) -> list:
+    def stored(self) -> list:
         """`values` for a caller that runs outside any transform and JAX transformation (and knows it).
 
-        Args:
-            refs: give the jax.Ref of a variable whose storage is one instead of a copy of its value.
-
         Returns:
-            One value per variable.
+            One value per variable (for a jax.Ref storage, see objax._core.refs, a copy of its value).
         """
+        values, refs = self.stored_apart()
+        for i, ref in refs.items():
+            values[i] = ref_get(ref, self.variables[i]._label())
+        return values
+
+    def stored_apart(self) -> tuple:
+        """`stored`, the jax.Ref storages apart: (values with None in place of each reference, {position:
+        reference}). A variable whose storage is a jax.Ref that nothing else references any more (no JAX program
+        holds it) gets a plain array again first."""
         variables = self.variables
         version = REFS[0]
         values = [v._value for v in variables]
         if Loan in map(type, values):
             values = [v._stored() for v in variables]
-        if self._no_refs_at != version and self._has_refs(values, version):
-            del values  # _unref_stored counts the references to each storage
-            values = _unref_stored(variables)
-            if not refs and Ref in map(type, values):
-                values = [ref_get(x, v._label()) if type(x) is Ref else x for v, x in zip(variables, values)]
-        return values
-
-    def refs_of(self, values: list):
-        """Separates the jax.Ref storages (from `values(refs=True)`) from the values.
-
-        Args:
-            values: one value or jax.Ref per variable.
-
-        Returns:
-            (values with None in place of each reference, {position: reference}).
-        """
-        if self._no_refs_at == REFS[0] or Ref not in map(type, values):
+        if self._no_refs_at == version or not self._has_refs(values, version):
             return values, NO_REFS
+        del values  # _unref_stored counts the references to each storage
+        values = _unref_stored(variables)
         refs = {i: x for i, x in enumerate(values) if type(x) is Ref}
         return [None if type(x) is Ref else x for x in values], refs
 
@@ -180,28 +167,9 @@ def _made(variables: List[BaseVar]) -> List[BaseVar]:
     return variables
 
 
-# Argument types that are never tracers (jax's concrete array types are added when first met): has_tracer
-# checks arguments of these types without flattening them.
-_CONCRETE = {np.ndarray, int, float, bool, complex, str, type(None)}
-
-
-def has_tracer(args: Iterable, kwargs: Optional[dict] = None) -> bool:
-    """True when a leaf of `args` or of `kwargs` is a jax tracer (the caller runs inside a jax transformation).
-
-    Args:
-        args: positional arguments (any pytrees).
-        kwargs: keyword arguments.
-
-    Returns:
-        Whether some leaf is a tracer.
-    """
-    if not kwargs and _CONCRETE.issuperset(map(type, args)):
-        return False
-    leaves = jax.tree.leaves((tuple(args), kwargs))
-    if any(isinstance(x, Tracer) for x in leaves):
-        return True
-    _CONCRETE.update(t for t in set(map(type, leaves)) if issubclass(t, jax.Array) and not issubclass(t, Tracer))
-    return False
+def has_tracer(tree) -> bool:
+    """True when a leaf of `tree` is a jax tracer (the caller runs inside a jax transformation)."""
+    return any(isinstance(x, Tracer) for x in jax.tree.leaves(tree))
 
 
 def _unref_stored(variables: List[BaseVar]) -> list:
