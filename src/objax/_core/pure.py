@@ -100,11 +100,13 @@ class Pure(RefWatch):
         variables = self.variables
         version = REFS[0]
         values = [v._value for v in variables]
-        if Loan in map(type, values):
-            values = [v._stored() for v in variables]
+        for x in values:
+            if x.__class__ is Loan:  # lent to a call (wait for its new value) or made on first use
+                values = [v._stored() for v in variables]
+                break
         if self._no_refs_at == version or not self._has_refs(values, version):
             return values, NO_REFS
-        del values  # _unref_stored counts the references to each storage
+        x = values = None  # _unref_stored counts the references to each storage
         values = _unref_stored(variables)
         refs = {i: x for i, x in enumerate(values) if type(x) is Ref}
         return [None if type(x) is Ref else x for x in values], refs
