@@ -31,7 +31,6 @@ from typing import List, Optional, Tuple
 
 import jax
 import jax.numpy as jn
-from jax.sharding import SingleDeviceSharding
 
 from objax._core.frames import Loan
 from objax._core.refs import REFS, STORAGE_LOCK, Ref, Tracer, ref_get, ref_set
@@ -265,7 +264,7 @@ def _held(values: list) -> List[int]:
 def _addresses(x) -> list:
     """The addresses of the device buffers of jax.Array `x` (one per shard on this process's devices)."""
     try:
-        if type(x.sharding) is SingleDeviceSharding:
+        if x.sharding.num_devices == 1:
             return [x.unsafe_buffer_pointer()]
         return [shard.data.unsafe_buffer_pointer() for shard in x.addressable_shards]
     except Exception:  # deleted meanwhile: no buffer
@@ -292,7 +291,7 @@ def shared_buffers(values: list, positions: List[int]) -> List[int]:
     found = set()
     for platform in sorted({d.platform for s in shardings for d in s.device_set}):  # the values' backends
         for other in jax.live_arrays(platform):
-            if type(other.sharding) is SingleDeviceSharding:  # most arrays: their one buffer, looked up fast
+            if other.sharding.num_devices == 1:  # most arrays: their one buffer, looked up fast
                 try:
                     mine = owners.get(other.unsafe_buffer_pointer())
                 except Exception:  # deleted meanwhile
