@@ -225,3 +225,109 @@ def test_a_donating_call_that_fails_after_donating_names_the_lost_variables():
     message = str(e.value)
     assert '2 donated variable value(s): (Linear).b, (Linear).w' in message and 'donate=False' in message
     assert 'the host callback failed' in ''.join(map(str, (e.value.__cause__,)))
+
+
+def _counter_step():
+    counter = objax.StateVar(jn.arange(4.))
+    vc = objax.VarCollection({'counter': counter})
+    step = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
+    step()  # compiled; the value now stored is the program's, not yet read by anyone
+    return counter, step
+
+
+@pytest.mark.parametrize('make_alias', [lambda x: jax.device_put(x, jax.devices()[0]),
+                                        lambda x: x.addressable_data(0),
+                                        lambda x: x.addressable_shards[0].data,
+                                        lambda x: jax.device_put(x, x.sharding),
+                                        np.asarray],
+                         ids=['device_put', 'addressable_data', 'addressable_shards', 'device_put_sharding',
+                              'numpy_view'])
+def test_another_array_on_the_same_buffer_stays_valid_after_a_donating_step(make_alias):
+    counter, step = _counter_step()
+    alias = make_alias(counter.value)  # an array sharing the buffer of the stored value (the value dropped)
+    step()
+    assert not (isinstance(alias, jax.Array) and alias.is_deleted())
+    np.testing.assert_array_equal(alias, [1., 2., 3., 4.])  # still the old value
+    np.testing.assert_array_equal(counter.value, [2., 3., 4., 5.])
+
+
+def test_an_alias_of_an_assigned_array_stays_valid_after_a_donating_step():
+    counter, step = _counter_step()
+    value = jn.zeros(4)
+    alias = jax.device_put(value, jax.devices()[0])
+    counter.assign(value)
+    del value  # only the alias is left with the user
+    step()
+    assert not alias.is_deleted()
+    np.testing.assert_array_equal(alias, [0.] * 4)
+    np.testing.assert_array_equal(counter.value, [1.] * 4)
+
+
+def test_an_alias_held_by_another_variable_stays_valid_after_a_donating_step():
+    counter, step = _counter_step()
+    other = objax.StateVar(jax.device_put(counter.value, jax.devices()[0]))
+    step()
+    np.testing.assert_array_equal(other.value, [1., 2., 3., 4.])
+
+
+def test_values_nobody_read_since_the_last_step_are_donated_without_a_copy():
+    counter, step = _counter_step()
+    alias = jax.device_put(counter.value, jax.devices()[0])
+    step()  # the aliased value is copied for this call; the new value is the program's
+    del alias
+    pointer = counter._value.unsafe_buffer_pointer()  # read without handing the value out
+    step()
+    assert counter._value.unsafe_buffer_pointer() == pointer  # updated in place
+    np.testing.assert_array_equal(counter.value, [3., 4., 5., 6.])
+
+
+def test_a_shard_of_a_laid_out_value_stays_valid_after_a_donating_step():
+    from jax.sharding import PartitionSpec as P
+    counter = objax.StateVar(jn.arange(16.))
+    vc = objax.VarCollection({'counter': counter})
+    objax.sharding.set_spec(counter, P('data'))
+    objax.sharding.shard(vc, objax.sharding.make_mesh({'data': 8}))
+    step = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
+    step()
+    first = counter.value.addressable_data(0)  # one device's part of the value, on the same buffer
+    step()
+    assert not first.is_deleted()
+    np.testing.assert_array_equal(first, [1., 2.])
+    np.testing.assert_array_equal(counter.value, np.arange(16.) + 2)
+
+
+def test_parallel_keeps_an_alias_of_a_replicated_value_valid():
+    counter = objax.StateVar(jn.arange(4.))
+    vc = objax.VarCollection({'counter': counter})
+    step = objax.Parallel(lambda x: counter.assign(counter.value + x.sum()), vc, reduce=lambda x: x[0])
+    step(jn.ones(8))  # counter is now replicated on the 8 devices
+    alias = jax.device_put(counter.value.addressable_data(0), jax.devices()[0])
+    step(jn.ones(8))
+    assert not alias.is_deleted()
+    np.testing.assert_array_equal(alias, np.arange(4.) + 1)
+    np.testing.assert_array_equal(counter.value, np.arange(4.) + 2)
+
+
+def test_exposed_values_that_no_other_array_shares_are_donated_in_place():
+    # A new variable's value, values read with .value or vc.tensors(), values assigned: each counts as exposed
+    # until a compiled call stores a new one, and is still donated when no other jax.Array uses its buffer.
+    counter = objax.StateVar(jn.arange(4.))
+    vc = objax.VarCollection({'counter': counter})
+    step = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
+    for expose in (lambda: None, lambda: vc.tensors(), lambda: float(counter.value.sum()),
+                   lambda: counter.assign(jn.zeros(4))):
+        expose()
+        pointer = counter._value.unsafe_buffer_pointer()  # read without exposing the value
+        step()
+        assert counter._value.unsafe_buffer_pointer() == pointer
+
+
+def test_a_jit_run_by_a_jax_transformation_without_traced_arguments_donates_nothing():
+    counter, step = _counter_step()
+    before = counter.value
+    jax.jit(lambda: step())()  # traced by jax.jit: the write reaches the variable when the program runs
+    assert not before.is_deleted()
+    np.testing.assert_array_equal(before, [1., 2., 3., 4.])
+    np.testing.assert_array_equal(counter.value, [2., 3., 4., 5.])
+    step()
+    np.testing.assert_array_equal(counter.value, [3., 4., 5., 6.])

@@ -122,18 +122,18 @@ class FrameRef:
 
 class Loan:
     """Stands in a variable's storage while a donating call has lent its value to a compiled program (see
-    pure.Pure.lend): other threads reading or writing the variable wait until the new value is stored.
+    lending.Lending.lend): other threads reading or writing the variable wait until the new value is stored.
 
     A Loan made with `make` instead stands for a value not made yet (a variable created before JAX may touch a
     device): the first reader calls `make(var)`, which stores the value, and reads the storage again."""
-    __slots__ = ('lock', 'thread', 'values', 'index', 'refs', 'make')
+    __slots__ = ('lock', 'thread', 'values', 'index', 'make')
 
-    def __init__(self, index: Dict[int, int], make: Optional[Callable[[Any], None]] = None):
-        self.lock = threading.Lock()  # held from lend to repay
+    def __init__(self, index: Dict[int, int], make: Optional[Callable[[Any], None]] = None,
+                 lock: Optional[threading.Lock] = None):
+        self.lock = threading.Lock() if lock is None else lock  # held by the lender from lend to repay
         self.thread = None  # the lending thread
         self.values = None  # the lent values
         self.index = index  # id(variable) -> position in values
-        self.refs = None  # {position: the JAX array reference that stays the variable's storage}
         self.make = make  # stores the value of a variable made on first use
 
     def wait(self, var):

@@ -6,9 +6,10 @@ import jax
 
 from objax._core import frames, layout, reprs, structure
 from objax._core.collection import VarCollection
+from objax._core.lending import NO_REFS
 from objax._core.modules import Module, module_or_function_repr
-from objax._core.pure import NO_REFS, Pure, has_tracer
-from objax._core.refs import jax_tracing
+from objax._core.pure import Pure
+from objax._core.refs import EVAL_TRACE, current_trace
 from objax._core.transform import CompiledTransform, calls_back, lost_values_error, values_first
 
 __all__ = ['Jit']
@@ -29,9 +30,17 @@ class Jit(CompiledTransform):
     collection raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time.
 
     With `donate` (the default), the buffers of the variables' old values are donated to the compiled call,
-    which writes the new values in place (no second copy of the state in memory). An old value that anything
-    else still references (e.g. `old = model.vars().tensors()` kept by user code) is never invalidated: that
-    variable's value is copied for the call instead.
+    which writes the new values in place (no second copy of the state in memory). Donating deletes the old array
+    and every other jax.Array on its buffer, so a value is copied for the call instead (arrays user code holds
+    stay valid) when
+    - its array is referenced by anything but the variable (e.g. `old = model.vars().tensors()` kept by user
+      code, or another variable holding the same array), or
+    - it is exposed (read eagerly by user code: `.value`, `vc.tensors()`, array operations on the variable
+      outside any transform; or assigned by user code; since a compiled call last stored the variable) and
+      another live jax.Array uses its buffer (e.g. `jax.device_put(v.value, same_device)`,
+      `v.value.addressable_data(0)`), found by comparing buffer addresses with `jax.live_arrays()` on the next
+      donating call.
+    Values that only compiled calls have handled are donated without any check beyond the reference count.
 
     Args:
         f: the module or function to compile.
@@ -66,10 +75,10 @@ class Jit(CompiledTransform):
         variable's new value) with the values' buffers donated (reused for the new values).
 
         The keyword `_objax_refs` gives the jax.Ref storages ({position: reference}, None at their positions in
-        values; see objax._core.pure.Pure.refs_of): f reads and writes them in place, in order with any other JAX
-        program f calls that uses them. When such a program closes over one of them, JAX refuses it as an
-        argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them instead,
-        closed over by this program, which then holds them (see _run)."""
+        values; see objax._core.pure.Pure.stored_apart): f reads and writes them in place, in order with any
+        other JAX program f calls that uses them. When such a program closes over one of them, JAX refuses it as
+        an argument too: the static keyword `_objax_closed_refs` ((position, reference) pairs) gives them
+        instead, closed over by this program, which then holds them (see _run)."""
         # State values travel as the first argument: shift the user's (non-negative) static positions.
         argnums = values_first(self.static_argnums)
         names = self._static_argnames
@@ -105,42 +114,58 @@ class Jit(CompiledTransform):
             objax.VariableOutsideCollectionError: f writes a variable that is not in the collection; nothing
                 was changed.
         """
-        with self._lock:
+        self._lock.acquire()
+        try:
             if self._generation != structure.GENERATION:
                 self._refresh()
             if self._layout_version != layout.VERSION and self._layouts_changed():
                 self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
-            pure = self._pure
-            if _LOCAL.frames or jax_tracing() or has_tracer((args, kwargs)):
-                # Inside another transform (objax or jax): nothing to donate; the values are read and written
-                # where that transform keeps them.
-                outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
-                pure.write(changes)
-                return outputs
+            if _LOCAL.frames or current_trace(()) is not EVAL_TRACE:  # (refs.jax_tracing, inlined)
+                # Inside another transform (objax's, or a JAX transformation tracing: only then can arguments
+                # be tracers): nothing to donate; the values are read and written where that transform keeps them.
+                return self._call_inside(args, kwargs)
             if self._check_callbacks:
                 self._keep_donating(args, kwargs)
-            if self._call_donating is None:
-                values, refs = pure.refs_of(pure.values(refs=True))
-                if refs:
-                    outputs, changes = self._run(self._call, values, refs, args, kwargs)
-                else:
-                    outputs, changes = self._call(self._placed(values), *args, **kwargs)
-                pure.write(changes)
-                return outputs
-            lent = pure.lend(refs=True)
+            call = self._call_donating
+            if call is None:
+                return self._call_stored(args, kwargs)
+            lending = self._lending
+            values = lending.lend(refs=True)
             try:
-                values, refs = pure.refs_of(lent)
-                if refs:
-                    outputs, values = self._run(self._call_donating, values, refs, args, kwargs)
+                if lending.refs:
+                    outputs, new = self._run(call, values, lending.refs, args, kwargs)
                 else:
-                    outputs, values = self._call_donating(self._placed(values), *args, **kwargs)
+                    placed = values if self._layouts is None else self._placed(values)
+                    outputs, new = call(placed, *args, **kwargs) if kwargs else call(placed, *args)
             except BaseException as e:
-                pure.cancel()
-                lost = lost_values_error(self._owner, pure, lent, e)
+                lending.cancel()
+                lost = lost_values_error(self._owner, self._pure, values, e)
                 if lost is not None:
                     raise lost from e
                 raise
-            pure.repay(values)
+            lending.repay(new)
+            return outputs
+        finally:
+            self._lock.release()
+
+    def _call_inside(self, args: tuple, kwargs: dict):
+        """A call inside another transform: the values are those it gave the variables, and f's changes go
+        back to it."""
+        pure = self._pure
+        outputs, changes = self._call(self._placed(pure.values()), *args, **kwargs)
+        pure.write(changes)
+        return outputs
+
+    def _call_stored(self, args: tuple, kwargs: dict):
+        """A call that does not donate, outside any transform: the stored values in, f's changes stored."""
+        pure = self._pure
+        values, refs = pure.stored_apart()
+        if refs:
+            outputs, changes = self._run(self._call, values, refs, args, kwargs)
+        else:
+            placed = values if self._layouts is None else self._placed(values)
+            outputs, changes = self._call(placed, *args, **kwargs) if kwargs else self._call(placed, *args)
+        pure.store(changes)
         return outputs
 
     def _keep_donating(self, args: tuple, kwargs: dict):
@@ -149,7 +174,7 @@ class Jit(CompiledTransform):
         so that such a failure never costs the variables their values. The trace made here is the one the call
         then uses (jax.jit caches it)."""
         self._check_callbacks = False
-        values, refs = self._pure.refs_of(self._pure.values(refs=True))
+        values, refs = self._pure.stored_apart()
         if refs:
             return
         if calls_back(self._call_donating.trace(self._placed(values), *args, **kwargs).jaxpr):

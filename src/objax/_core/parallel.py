@@ -73,7 +73,8 @@ class Parallel(CompiledTransform):
     that f changed hold their merged values, replicated on all devices, or in the layout objax.sharding gave
     them (each device runs f with the whole value; the value stays split between calls). With `donate` (the
     default) the variables' old buffers are donated to the call (reused for the new values); a value that
-    anything else still references is copied for the call instead, so arrays user code holds stay valid. Calls
+    anything else still references or that shares its buffer with another array user code holds (see Jit) is
+    copied for the call instead, so arrays user code holds stay valid. Calls
     from several threads run one at a time. Writing a variable outside `vc` in f raises
     objax.VariableOutsideCollectionError; reading one freezes its value with an objax.VariableOutsideCollectionWarning.
     Inside `with vc.replicate():` (Objax 1.8's semantics) each device keeps its own copy of every variable
@@ -177,21 +178,21 @@ class Parallel(CompiledTransform):
     def _call_replicated(self, placed_args: list, tracing: bool):
         """A call outside `replicate()`: values replicated in, changes merged; returns (outputs, new values).
         `tracing`: a JAX transformation traces the call (outside any objax transform): nothing is donated."""
-        pure = self._pure
+        pure, lending = self._pure, self._lending
         donating = self.donate and not _LOCAL.frames and not tracing and not has_tracer(placed_args)
-        values = pure.lend() if donating else pure.values()
+        values = lending.lend() if donating else pure.values()
         lent = list(values)
         try:
             outputs, values = self._run(values, placed_args, donating)
         except BaseException as e:
             if donating:
-                pure.cancel()
+                lending.cancel()
                 lost = lost_values_error(self._owner, pure, lent, e)
                 if lost is not None:
                     raise lost from e
             raise
         if donating:
-            pure.repay(values)
+            lending.repay(values)
         tracing = values and isinstance(values[0], jax.core.Tracer)
         self._last = None if tracing else [weakref.ref(x) for x in values]
         return outputs, values

@@ -23,7 +23,7 @@ __all__ = ['Ref', 'Tracer', 'STORAGE_LOCK', 'REFS', 'current_trace', 'set_curren
 
 Ref = jax.Ref
 Tracer = jax.core.Tracer
-# Held while values are taken out of variables for a donating call (objax._core.pure.Pure.lend) and while a
+# Held while values are taken out of variables for a donating call (objax._core.lending.Lending.lend) and while a
 # variable's storage becomes a reference: each happens once, atomically, whatever other threads do.
 STORAGE_LOCK = threading.Lock()
 REFS = [0]  # how many times a variable's storage became (or became again) a reference, under STORAGE_LOCK

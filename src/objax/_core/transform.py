@@ -12,6 +12,7 @@ from objax._core import layout, reprs, structure
 from objax._core.collection import VarCollection
 from objax._core.functions import Function
 from objax._core.introspect import variable_namer
+from objax._core.lending import Lending
 from objax._core.modules import Module, module_or_function_repr
 from objax._core.pure import Pure
 
@@ -126,13 +127,14 @@ def values_first(static_argnums: Sequence[int]) -> Tuple[int, ...]:
 class CompiledTransform(Module):
     """Base of the transforms that compile their function together with its variables (Jit, Parallel).
 
-    It holds the wrapped module, the collection the programs run with and their pure function (`_pure`), and
-    rebuilds them when the module structure changes: a transform built from a module alone (no `vc`) collects
-    the module's variables again and starts over if they differ; one given an explicit collection starts over
-    with it (new programs; variables outside it are still warned about once each) when the change concerns it:
-    a change of the wrapped module, of a module holding (or having held, in the part replaced) a variable of the
-    collection or one f read outside it, or a change of unknown reach. A subclass builds its programs in
-    `_compile` and calls `_refresh` when `structure.GENERATION` differs from `_generation`.
+    It holds the wrapped module, the collection the programs run with, their pure function (`_pure`) and the
+    `_lending` of their variables to donating calls, and rebuilds them when the module structure changes: a
+    transform built from a module alone (no `vc`) collects the module's variables again and starts over if they
+    differ; one given an explicit collection starts over with it (new programs; variables outside it are still
+    warned about once each) when the change concerns it: a change of the wrapped module, of a module holding (or
+    having held, in the part replaced) a variable of the collection or one f read outside it, or a change of unknown
+    reach. A subclass builds its programs in `_compile` and calls `_refresh` when `structure.GENERATION` differs
+    from `_generation`.
 
     The layouts objax.sharding recorded for the variables when the programs were built are in `_layouts`; a
     subclass compiling with them calls `_layouts_changed()` when `layout.VERSION` differs from
@@ -161,6 +163,7 @@ class CompiledTransform(Module):
         self._pure = Pure(self.__wrapped__, vc, self._owner, variable_namer(self.__wrapped__, vc))
         if warned is not None:
             self._pure.warned = warned
+        self._lending = Lending(self._pure.variables, self._lock)
         self._layout_version = layout.VERSION  # read first: a layout recorded meanwhile is noticed next call
         self._layouts = layout.layouts(self._pure.variables)
         self._compile()

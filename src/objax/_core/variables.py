@@ -22,7 +22,13 @@ _EVAL_TRACE = refs.EVAL_TRACE
 
 __all__ = ['BaseVar', 'BaseState', 'TrainVar', 'StateVar', 'TrainRef', 'RandomState', 'reduce_mean',
            'AssignmentError', 'reduce_first', 'storage_groups', 'record_name', 'name_of', 'record_spec', 'spec_of',
-           'record_layout', 'layout_of', 'record_tracked', 'tracked_of']
+           'record_layout', 'layout_of', 'record_tracked', 'tracked_of', 'EXPOSED']
+
+# How many times a variable's stored array became exposed: known to user code, which read it eagerly (outside
+# any transform) or assigned it, and may hold other jax.Arrays on its buffer. A donating call looks for such
+# arrays before donating an exposed value (see objax._core.lending), and checks the variables' marks only when
+# this count changed since it last did.
+EXPOSED = [0]
 
 
 class AssignmentError(ValueError, AssertionError):
@@ -212,6 +218,7 @@ class _OwnValue:
     """
 
     _ref_kind = refs.STATE_KIND  # kind of a FrameRef holding this variable (see objax._core.refs)
+    _exposed = True  # the stored array may be known to user code (see EXPOSED); a donating call clears it
 
     def __init__(self, tensor: JaxArray, reduce: Optional[Callable[[JaxArray], JaxArray]] = reduce_mean):
         self._value = _as_array(tensor, self)
@@ -237,7 +244,14 @@ class _OwnValue:
             _LOCAL.written.clear()  # nothing traces now: the values remembered from the traces are done with
         if x.__class__ is _Ref:
             return refs.ref_get(x, self._label())
+        if not self._exposed:
+            self._expose()
         return x
+
+    def _expose(self):
+        """Marks the stored array exposed (see EXPOSED)."""
+        self._exposed = True  # the mark first, then the count: whoever reads the count next sees the mark
+        EXPOSED[0] += 1
 
     def _stored(self) -> JaxArray:
         """The storage (an array, or a jax.Ref), once any compiled call that borrowed it (donation) has stored
@@ -272,8 +286,9 @@ class _OwnValue:
                 raise RuntimeError(f'objax: {self._label()} was used inside a JAX transformation while this '
                                    f'thread lends it to a compiled call')
 
-    def _write(self, tensor: JaxArray):
-        """Stores `tensor` (already checked) where `_read` finds it."""
+    def _write(self, tensor: JaxArray, given: bool = False):
+        """Stores `tensor` (already checked) where `_read` finds it; `given`: the array comes from user code
+        (assign, `.value =`), so once stored it is exposed (see EXPOSED)."""
         if _LOCAL.frames and frames.store(self, tensor):
             return
         x = self._value
@@ -291,6 +306,8 @@ class _OwnValue:
             # Eager change of shape, dtype or placement (e.g. laid out on a mesh): the reference is dropped, unless
             # a JAX program still holds it.
             self._value = tensor
+            if given:
+                self._expose()
             box = [x]
             del x
             if not refs.sole_holder(box):
@@ -311,8 +328,10 @@ class _OwnValue:
         with refs.STORAGE_LOCK:
             if self._value.__class__ is not _Ref:
                 self._value = tensor
+                if given:
+                    self._expose()
                 return
-        self._write(tensor)  # another thread's JAX transformation made it a reference meanwhile
+        self._write(tensor, given)  # another thread's JAX transformation made it a reference meanwhile
 
     def assign(self, tensor: JaxArray, check: bool = True):
         """Sets the value; with `check` the new value must be an array of the variable's shape.
@@ -327,7 +346,7 @@ class _OwnValue:
             VariableOutsideCollectionError: called inside a compiled transform (Jit, Parallel) whose collection
                 does not hold this variable.
         """
-        self._write(self._check_assign(tensor) if check else _as_array(tensor, self))
+        self._write(self._check_assign(tensor) if check else _as_array(tensor, self), given=True)
 
 
 class TrainVar(_OwnValue, BaseVar):
@@ -375,7 +394,7 @@ class StateVar(_OwnValue, BaseState):
 
     def _set_value(self, tensor: JaxArray):
         # Unchecked, as in Objax 1.8: StateVar(jn.array(0)).value += 0.5 holds 0.5.
-        self._write(_as_array(tensor, self))
+        self._write(_as_array(tensor, self), given=True)
 
     value = property(_OwnValue._read, _set_value)
 
