@@ -8,8 +8,9 @@ Usage: python examples/finetune_lora.py --model DIR --data text.txt [--logdir ru
 DIR holds config.json, the safetensors weights and tokenizer.json, which the `tokenizers` package reads
 (pip install tokenizers). The text is tokenized once and cut into windows of --seq + 1 tokens: the last tenth
 for validation, the rest for training. Only the adapters are trained (Adam, cosine-decayed learning rate); the
-base weights are never written. Every epoch is checkpointed in --logdir/ckpt and logged for TensorBoard in
---logdir/tb; running the command again resumes from the newest checkpoint. The adapter is written to
+base weights are never written. Every epoch (and every N steps with --save-every N) is checkpointed in
+--logdir/ckpt, and every epoch is logged for TensorBoard in --logdir/tb; running the command again resumes exactly
+from the newest checkpoint (after a kill or SIGTERM, as classify_digits.py). The adapter is written to
 --logdir/adapter (adapter_config.json and adapter_model.safetensors), which
 `peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR), LOGDIR/adapter)` loads, as does
 `Llama.load_adapter`. The last line is the validation perplexity.
@@ -21,7 +22,7 @@ import os
 
 import jax.numpy as jn
 import numpy as np
-from common import TrainingRun, add_compile_cache_flag, use_compile_cache
+from common import ExampleRun, add_compile_cache_flag, add_run_flags, use_compile_cache
 
 import objax
 from objax.zoo.llama import Llama
@@ -76,6 +77,7 @@ def main():
                                                           'the start of two validation windows)')
     parser.add_argument('--max-new-tokens', type=int, default=40)
     parser.add_argument('--seed', type=int, default=0, help='seeds the adapters and the batch order')
+    add_run_flags(parser)
     add_compile_cache_flag(parser)
     args = parser.parse_args()
     use_compile_cache(args.no_compile_cache)
@@ -111,18 +113,15 @@ def main():
 
     batch = min(args.batch, len(train))
     steps = len(train) // batch
-    with TrainingRun(args.logdir, adapters + opt.vars(), args.epochs, steps, 'lora') as run:
+    with ExampleRun(args.logdir, adapters + opt.vars(), args.epochs, steps, 'lora', args.save_every) as run:
         if not run.done:
             print(f'Validation loss before this run: {valid_loss():.4f}')
         for epoch in run.epochs():
-            summary = objax.jaxboard.Summary()
             order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
-            for step in range(steps):
-                value = train_op(train[order[step * batch:(step + 1) * batch]], run.lr(args.lr, epoch, step))
-                summary.scalar('losses/train', float(value))
-                run.progress.update()
-            summary.scalar('losses/valid', valid_loss())
-            run.end_epoch(epoch, summary)
+            for step in run.steps():
+                value = train_op(train[order[step * batch:(step + 1) * batch]], run.lr(args.lr))
+                run.summary.scalar('losses/train', float(value))
+            run.summary.scalar('losses/valid', valid_loss())
 
     out = os.path.join(args.logdir, 'adapter')
     model.save_adapter(out)

@@ -53,7 +53,8 @@ def test_finetune_lora_trains_resumes_and_saves_a_peft_adapter(tmp_path):
     before = float(re.search(r'Validation loss before this run: ([0-9.]+)', first.stdout).group(1))
     assert np.exp(before) > perplexity(first.stdout) * 1.2, first.stdout  # the adapters learned the text
     assert 'lora: 100%' in first.stderr and first.stdout.count('Sample: ') == 2
-    assert sorted(os.listdir(logdir / 'ckpt')) == ['0000000001.npz', '0000000002.npz']
+    steps = int(sorted(os.listdir(logdir / 'ckpt'))[0].split('.')[0])  # checkpoints are indexed by step
+    assert sorted(os.listdir(logdir / 'ckpt')) == [f'{steps:010d}.npz', f'{2 * steps:010d}.npz']
     config = json.loads((logdir / 'adapter' / 'adapter_config.json').read_text())
     assert (config['peft_type'], config['r'], config['lora_alpha'], config['target_modules']) == \
         ('LORA', 4, 8, ['q_proj', 'v_proj'])
@@ -61,7 +62,7 @@ def test_finetune_lora_trains_resumes_and_saves_a_peft_adapter(tmp_path):
     assert tensors['base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'].shape == (32, 4)
 
     second = run(tmp_path, *args, '--epochs', 3, '--prompt', 'the fox', '--prompt', 'low rank adapters train')
-    assert 'Resuming from' in second.stdout and '2 of 3 epochs done' in second.stdout
+    assert 'Resuming from' in second.stdout and f'{2 * steps} steps done (epoch 2, step 0)' in second.stdout
     assert "Sample: 'the fox' -> " in second.stdout and perplexity(second.stdout) < np.exp(before)
     llama = Llama.from_pretrained(model)
     llama.load_adapter(logdir / 'adapter')
