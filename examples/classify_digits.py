@@ -1,15 +1,25 @@
 """Trains a small CNN on the 8x8 handwritten digits that ship with scikit-learn and prints its test accuracy.
 
-Usage: python examples/classify_digits.py [--logdir runs/classify_digits] [--epochs 20]
+Usage: python examples/classify_digits.py [--logdir runs/classify_digits] [--epochs 20] [--save-every N]
 
-Every epoch is checkpointed in --logdir/ckpt and logged for TensorBoard in --logdir/tb
-(`tensorboard --logdir runs`); running the command again resumes from the newest checkpoint.
+Every epoch (and every N steps with --save-every) is checkpointed in --logdir/ckpt, and every epoch is logged
+for TensorBoard in --logdir/tb (`tensorboard --logdir runs`). Running the command again resumes from the newest
+checkpoint exactly: killed at any moment, or stopped by SIGTERM (which checkpoints and exits at once), the run
+ends with the same variables, bit for bit, as a run never interrupted (see the `Variables: sha256 ...` line).
 """
 
 import argparse
 
 import numpy as np
-from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
+from common import (
+    ExampleRun,
+    add_compile_cache_flag,
+    add_run_flags,
+    digits_epoch,
+    digits_split,
+    use_compile_cache,
+    variables_digest,
+)
 
 import objax
 
@@ -35,6 +45,7 @@ def main():
     parser.add_argument('--wd', type=float, default=1e-4, help='weight decay (L2 penalty on conv/linear weights)')
     parser.add_argument('--filters', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0, help='seeds the split, the weights and the batch order')
+    add_run_flags(parser)
     add_compile_cache_flag(parser)
     args = parser.parse_args()
     use_compile_cache(args.no_compile_cache)
@@ -63,14 +74,14 @@ def main():
     train_op = objax.Jit(train_op, gv.vars() + opt.vars())
     predict = objax.Jit(lambda x: model(x, training=False).argmax(1), model.vars())
 
-    # Resumes from the newest checkpoint: weights, batch-norm statistics and Adam state after its epoch.
+    # Resumes from the newest checkpoint: weights, batch-norm statistics and Adam state, epoch and step.
     steps_per_epoch = len(train_x) // args.batch
-    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits',
-                     model=model) as run:
-        for epoch in run.epochs():
-            summary = digits_epoch(run, epoch, train_op, predict, data, args.batch, args.lr, args.seed)
-            run.end_epoch(epoch, summary)
+    with ExampleRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'digits',
+                    args.save_every, model=model) as run:
+        for _ in run.epochs():
+            digits_epoch(run, train_op, predict, data, args.batch, args.lr, args.seed)
 
+    print(f'Variables: sha256 {variables_digest(run.vc)}')
     correct = int((np.asarray(predict(test_x)) == test_y).sum())
     print(f'Test accuracy: {correct / len(test_y):.2%} ({correct}/{len(test_y)} digits)')
 

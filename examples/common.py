@@ -1,10 +1,13 @@
 """Shared by the examples: the 8x8 digits of scikit-learn (shipped with it, no download), split and batched;
-TrainingRun, the checkpoint / TensorBoard / progress-bar bookkeeping of a training loop; and JAX's persistent
-compilation cache (add_compile_cache_flag, use_compile_cache), so that a second run does not compile again.
+ExampleRun, objax.util.TrainingRun (exact resume, stop on SIGTERM) with the examples' progress bar, TensorBoard
+summaries and learning-rate schedule; and JAX's persistent compilation cache (add_compile_cache_flag,
+use_compile_cache), so that a second run does not compile again.
 """
 
 import argparse
+import hashlib
 import os
+import signal
 import time
 from typing import Callable, Optional, Tuple
 
@@ -15,8 +18,8 @@ from tqdm import tqdm
 
 import objax
 
-__all__ = ['digits_split', 'batches', 'digits_epoch', 'TrainingRun', 'add_compile_cache_flag',
-           'use_compile_cache', 'COMPILE_CLOCK']
+__all__ = ['digits_split', 'batches', 'digits_epoch', 'ExampleRun', 'add_run_flags', 'variables_digest',
+           'add_compile_cache_flag', 'use_compile_cache', 'COMPILE_CLOCK']
 
 _COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'  # XLA compilation, or a persistent cache read
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
@@ -104,83 +107,123 @@ def batches(n: int, batch: int, rng: np.random.Generator):
     return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]
 
 
-def digits_epoch(run: 'TrainingRun', epoch: int, train_op: Callable, predict: Callable, data: Tuple[np.ndarray, ...],
-                 batch: int, lr: float, seed: int) -> objax.jaxboard.Summary:
-    """Trains one epoch of the digits examples, train_op(x, y, lr) -> loss on each batch, then measures
-    predict(x) -> labels on the test set. Returns a Summary with 'losses/xe' and 'accuracy/test'."""
+def digits_epoch(run: 'ExampleRun', train_op: Callable, predict: Callable, data: Tuple[np.ndarray, ...], batch: int,
+                 lr: float, seed: int):
+    """Trains the rest of epoch run.epoch of the digits examples, train_op(x, y, lr) -> loss on each batch (the
+    batch order follows from seed and epoch), then measures predict(x) -> labels on the test set; both go to
+    run.summary as 'losses/xe' and 'accuracy/test'."""
     train_x, train_y, test_x, test_y = data
-    summary = objax.jaxboard.Summary()
-    for step, idx in enumerate(batches(len(train_x), batch, np.random.default_rng([seed, epoch]))):
-        summary.scalar('losses/xe', train_op(train_x[idx], train_y[idx], run.lr(lr, epoch, step)))
-        run.progress.update()
-    summary.scalar('accuracy/test', float((np.asarray(predict(test_x)) == test_y).mean()))
-    return summary
+    order = batches(len(train_x), batch, np.random.default_rng([seed, run.epoch]))
+    for step in run.steps():
+        run.summary.scalar('losses/xe', train_op(train_x[order[step]], train_y[order[step]], run.lr(lr)))
+    run.summary.scalar('accuracy/test', float((np.asarray(predict(test_x)) == test_y).mean()))
 
 
-class TrainingRun:
-    """The bookkeeping of an example's training loop, in `logdir`: resumes `vc` from the newest checkpoint,
-    shows a progress bar, and after each epoch writes its Summary for TensorBoard (logdir/tb), with the mean of the
-    learning rates `lr` gave during the epoch ('lr'), and saves `vc` (logdir/ckpt). With `model`, its summary table
-    (objax.util.summary) is logged as the text 'model' when training starts.
-    Use as `with TrainingRun(...) as run: for epoch in run.epochs(): ...; run.end_epoch(...)`."""
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
+
+
+def add_run_flags(parser: argparse.ArgumentParser):
+    """Adds --save-every to an example's command line."""
+    parser.add_argument('--save-every', type=_positive_int, metavar='N',
+                        help='also checkpoint every N steps (default: at the end of each epoch only); a killed '
+                             'run loses at most the steps since its last checkpoint')
+
+
+def variables_digest(vc: objax.VarCollection) -> str:
+    """A sha256 of the names and values of `vc` (gathered from every process: every process must call it), to
+    check that two runs ended with the same variables, bit for bit."""
+    digest = hashlib.sha256()
+    for name, value in sorted(zip(vc.keys(), objax.util.gather_to_host([v.value for v in vc.values()]))):
+        digest.update(f'{name} {value.dtype} {value.shape}'.encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+# Test hook, for tests/examples only: OBJAX_EXAMPLE_TEST_SIGNAL=KILL@k (or TERM@k, ...) makes the run send
+# itself SIGKILL (SIGTERM, then waits half a second) during step k of the whole run (counted from 1), as a
+# scheduler would.
+_TEST_SIGNAL = 'OBJAX_EXAMPLE_TEST_SIGNAL'
+
+
+class ExampleRun(objax.util.TrainingRun):
+    """objax.util.TrainingRun in `logdir` with the bookkeeping of the examples: a progress bar; `summary`, the
+    Summary of the current epoch (kept in the run state, so that a resumed epoch logs all its steps), written for
+    TensorBoard (logdir/tb) when the epoch ends; the cosine learning rate `lr` (the epoch's mean is logged as
+    'lr'); with `model`, its summary table (objax.util.summary) logged as the text 'model' when training starts;
+    and the closing lines. Use as `with ExampleRun(...) as run: for epoch in run.epochs(): for step in
+    run.steps(): ...`."""
 
     def __init__(self, logdir: str, vc: objax.VarCollection, epochs: int, steps_per_epoch: int, desc: str,
-                 model: Optional[objax.Module] = None):
-        self.logdir, self.vc, self.total_epochs, self.steps_per_epoch = logdir, vc, epochs, steps_per_epoch
-        self.ckpt = objax.io.Checkpoint(logdir, keep_ckpts=2, verbose=False)
+                 save_every: Optional[int] = None, sharded: bool = False, model: Optional[objax.Module] = None):
         try:
-            self.start_epoch, path = self.ckpt.restore(vc)
+            super().__init__(logdir, vc, epochs, steps_per_epoch, save_every=save_every, sharded=sharded)
         except ValueError as e:
-            raise SystemExit(f'Cannot resume from {logdir} (trained with other settings? use another '
-                             f'--logdir):\n{e}') from e
-        if path:
-            print(f'Resuming from {path}: {self.start_epoch} of {epochs} epochs done')
-        self.done = self.start_epoch >= epochs
-        self.progress = tqdm(total=epochs * steps_per_epoch, initial=min(self.start_epoch, epochs) * steps_per_epoch,
-                             unit='step', desc=desc, disable=self.done)
-        self.tensorboard = None if self.done else objax.jaxboard.SummaryWriter(os.path.join(logdir, 'tb'))
+            raise SystemExit(str(e)) from e  # cannot resume: the message names the checkpoint and the problem
+        self.logdir, self.start_epoch = logdir, self.epoch
+        self.done = self.epoch >= epochs
+        lead = jax.process_index() == 0
+        self.progress = tqdm(total=epochs * steps_per_epoch, initial=min(self.global_step, epochs * steps_per_epoch),
+                             unit='step', desc=desc, disable=self.done or not lead)
+        self.tensorboard = objax.jaxboard.SummaryWriter(os.path.join(logdir, 'tb')) if lead and not self.done else None
         if self.tensorboard is not None and model is not None:
             text = objax.jaxboard.Summary()
             table = objax.util.summary(model, depth=2)
             text.text('model', '\n'.join('    ' + line for line in table.splitlines()))  # a Markdown code block
-            self.tensorboard.write(text, self.start_epoch)
-        self.learning_rates = []  # those given by `lr` during the current epoch
+            self.tensorboard.write(text, self.epoch)
+        self.summary = objax.jaxboard.Summary()
+        for tag, (dtype, values) in self.state.get('summary', {}).items():
+            for value in values:
+                self.summary.scalar(tag, np.asarray(value, dtype))
+        name, _, step = os.environ.get(_TEST_SIGNAL, '').partition('@')
+        self.test_signal = (getattr(signal, 'SIG' + name), int(step)) if name else None
         self.start_time = time.time()
 
-    def epochs(self) -> range:
-        """The epochs still to train."""
-        return range(self.start_epoch, self.total_epochs)
-
-    def lr(self, base: float, epoch: int, step: int) -> np.float32:
-        """Cosine decay from `base` to 0 over the whole run, at `step` of `epoch`."""
-        done = (epoch * self.steps_per_epoch + step) / (self.total_epochs * self.steps_per_epoch)
+    def lr(self, base: float) -> np.float32:
+        """Cosine decay from `base` to 0 over the whole run, at the current step; logged as the epoch's mean 'lr'."""
+        done = (self.epoch * self.steps_per_epoch + self.step) / (self.epochs_total * self.steps_per_epoch)
         lr = np.float32(base * 0.5 * (1 + np.cos(np.pi * done)))
-        self.learning_rates.append(lr)
+        self.summary.scalar('lr', lr)
         return lr
 
-    def end_epoch(self, epoch: int, summary: objax.jaxboard.Summary):
-        """Logs `summary` (and 'lr', the epoch's mean learning rate) at step epoch + 1, checkpoints the variables as
-        epoch + 1, shows the scalars."""
-        if self.learning_rates:
-            summary.scalar('lr', float(np.mean(self.learning_rates)))
-            self.learning_rates = []
-        self.tensorboard.write(summary, epoch + 1)
-        self.ckpt.save(self.vc, epoch + 1)
-        self.progress.set_postfix({k: f'{v:.4f}' for k, v in summary().items()})
+    def steps(self):
+        for step in super().steps():
+            yield step
+            self.progress.update()
+            if self.test_signal and self.global_step + 1 == self.test_signal[1]:
+                os.kill(os.getpid(), self.test_signal[0])
+                time.sleep(0.5)  # as a scheduler's notice: the processes have time to agree on a step soon after
 
-    def __enter__(self) -> 'TrainingRun':
-        return self
+    def epochs(self):
+        for epoch in super().epochs():
+            yield epoch
+            if self.tensorboard is not None:
+                self.tensorboard.write(self.summary, epoch + 1)
+            self.progress.set_postfix({k: f'{v:.4f}' for k, v in self.summary().items()})
+            self.summary = objax.jaxboard.Summary()
+
+    def save(self) -> str:
+        if self.tensorboard is not None:
+            self.tensorboard.flush()  # what was logged before a checkpoint survives a kill after it
+        scalars = {k: v.values for k, v in self.summary.items() if isinstance(v, objax.jaxboard.DelayedScalar)}
+        self.state['summary'] = {k: (str(np.asarray(v[0]).dtype), [np.asarray(x).item() for x in v])
+                                 for k, v in scalars.items() if v}
+        return super().save()
 
     def __exit__(self, exc_type, exc_val, exc_tb):
+        super().__exit__(exc_type, exc_val, exc_tb)
         self.progress.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if exc_type is not None:
+        if exc_type is not None or jax.process_index() != 0:
             return
         if self.done:
             print(f'Already trained for {self.start_epoch} epochs (pass a larger --epochs to train more)')
         else:
-            print(f'Trained epochs {self.start_epoch + 1}-{self.total_epochs} in {time.time() - self.start_time:.1f}s '
+            print(f'Trained epochs {self.start_epoch + 1}-{self.epochs_total} in {time.time() - self.start_time:.1f}s '
                   f'(checkpoints and TensorBoard logs in {self.logdir})')
         clock = COMPILE_CLOCK
         print(f'Compile time: {clock.seconds:.2f}s for {clock.programs} programs, {clock.cache_hits} of them read '

@@ -5,17 +5,27 @@ Usage: python examples/dp_digits.py [--logdir runs/dp_digits] [--epochs 30] [--n
 Each microbatch's gradient (one example each by default) is clipped to l2 norm --clip and Gaussian noise of
 standard deviation --noise x --clip is added to their sum (objax.privacy.dpsgd.PrivateGradValues). The privacy
 spent, (epsilon, --delta), follows from the sampling ratio batch / training size, the noise multiplier and the
-number of steps (Renyi-DP accountant, objax.privacy.dpsgd.analyze_dp). Checkpoints, TensorBoard logs and
-resuming work as in classify_digits.py.
+number of steps (Renyi-DP accountant, objax.privacy.dpsgd). The accountant's record of the steps taken is saved
+with every checkpoint, so a resumed run reports the whole budget spent. Checkpoints (--save-every N), TensorBoard
+logs and exact resuming work as in classify_digits.py.
 """
 
 import argparse
 
 import numpy as np
-from common import TrainingRun, add_compile_cache_flag, digits_epoch, digits_split, use_compile_cache
+from common import (
+    ExampleRun,
+    add_compile_cache_flag,
+    add_run_flags,
+    digits_epoch,
+    digits_split,
+    use_compile_cache,
+    variables_digest,
+)
 
 import objax
-from objax.privacy.dpsgd import PrivateGradValues, analyze_dp
+from objax.privacy.dpsgd import PrivateGradValues, analyze_renyi, convert_renyidp_to_dp
+from objax.privacy.dpsgd.rdpaccountant import DEFAULT_ORDERS as ORDERS
 
 
 def build_model() -> objax.nn.Sequential:
@@ -25,6 +35,29 @@ def build_model() -> objax.nn.Sequential:
         objax.nn.Conv2D(1, 16, 3), objax.functional.tanh, objax.functional.max_pool_2d,   # 8x8 -> 4x4
         objax.nn.Conv2D(16, 32, 3), objax.functional.tanh, objax.functional.max_pool_2d,  # 4x4 -> 2x2
         objax.functional.flatten, objax.nn.Linear(32 * 4, 10)])
+
+
+class Accountant:
+    """The privacy spent so far: the steps taken at each (sampling ratio, noise multiplier), kept in `record` (a
+    list in the run's state, so that it is saved with every checkpoint and comes back on resuming)."""
+
+    def __init__(self, record: list, q: float, noise: float):
+        self.record, self.q, self.noise = record, q, noise
+
+    def step(self):
+        if self.record and self.record[-1][:2] == [self.q, self.noise]:
+            self.record[-1][2] += 1
+        else:
+            self.record.append([self.q, self.noise, 1])
+
+    @property
+    def steps(self) -> int:
+        return sum(steps for _, _, steps in self.record)
+
+    def epsilon(self, delta: float) -> float:
+        """The epsilon of the (epsilon, delta) guarantee of all the steps (Renyi DP adds up over steps)."""
+        rdp = sum(analyze_renyi(q, noise, steps, ORDERS) for q, noise, steps in self.record)
+        return convert_renyidp_to_dp(ORDERS, rdp, target_delta=delta)[0] if self.record else 0.0
 
 
 def main():
@@ -38,6 +71,7 @@ def main():
     parser.add_argument('--microbatch', type=int, default=1, help='examples per clipped microbatch')
     parser.add_argument('--delta', type=float, default=1e-5, help='delta of the (epsilon, delta) guarantee')
     parser.add_argument('--seed', type=int, default=0)
+    add_run_flags(parser)
     add_compile_cache_flag(parser)
     args = parser.parse_args()
     use_compile_cache(args.no_compile_cache)
@@ -67,22 +101,24 @@ def main():
     steps_per_epoch = len(train_x) // args.batch
     sampling_ratio = args.batch / len(train_x)
 
-    def epsilon(epochs: int) -> float:
-        return analyze_dp(q=sampling_ratio, noise_multiplier=args.noise, steps=epochs * steps_per_epoch,
-                          delta=args.delta) if args.noise > 0 else float('inf')
+    # The checkpoint includes the noise generator's key, so a resumed run draws the noise it would have drawn.
+    with ExampleRun(args.logdir, gv.vars() + opt.vars(), args.epochs, steps_per_epoch, 'dp-digits',
+                    args.save_every, model=model) as run:
+        accountant = Accountant(run.state.setdefault('privacy', []), sampling_ratio, args.noise)
 
-    # The checkpoint includes the noise generator's key, so a resumed run draws fresh noise.
-    with TrainingRun(args.logdir, gv.vars() + opt.vars(), args.epochs, steps_per_epoch, 'dp-digits',
-                     model=model) as run:
-        for epoch in run.epochs():
-            summary = digits_epoch(run, epoch, train_op, predict, data, args.batch, args.lr, args.seed)
-            summary.scalar('privacy/epsilon', epsilon(epoch + 1))
-            run.end_epoch(epoch, summary)
+        def private_step(x, y, lr):
+            accountant.step()
+            return train_op(x, y, lr)
+
+        for _ in run.epochs():
+            digits_epoch(run, private_step, predict, data, args.batch, args.lr, args.seed)
+            run.summary.scalar('privacy/epsilon', accountant.epsilon(args.delta))
 
     correct = int((np.asarray(predict(test_x)) == test_y).sum())
-    print(f'Privacy spent: epsilon = {epsilon(max(run.start_epoch, args.epochs)):.2f} at delta = {args.delta:g} '
-          f'({max(run.start_epoch, args.epochs) * steps_per_epoch} steps, sampling ratio {sampling_ratio:.4f}, '
-          f'noise multiplier {args.noise}, clip {args.clip})')
+    print(f'Privacy spent: epsilon = {accountant.epsilon(args.delta):.2f} at delta = {args.delta:g} '
+          f'({accountant.steps} steps, sampling ratio {sampling_ratio:.4f}, noise multiplier {args.noise}, '
+          f'clip {args.clip})')
+    print(f'Variables: sha256 {variables_digest(run.vc)}')
     print(f'Test accuracy: {correct / len(test_y):.2%} ({correct}/{len(test_y)} digits)')
 
 

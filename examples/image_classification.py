@@ -10,8 +10,10 @@ Without --data, a synthetic task is generated: each class is a random pattern pl
 
 Each step runs on every device (jax.devices(): GPUs, or CPU devices set by
 XLA_FLAGS=--xla_force_host_platform_device_count=N) on its slice of the batch; the gradients are averaged
-across devices (pmean), as in Objax 1.8. Every epoch is checkpointed in --logdir/ckpt and logged for
-TensorBoard in --logdir/tb; running the command again resumes from the newest checkpoint.
+across devices (pmean), as in Objax 1.8. Every epoch (and every N steps with --save-every N) is checkpointed
+in --logdir/ckpt, with the state of the generator that draws the batches and augmentations, and every epoch is
+logged for TensorBoard in --logdir/tb; running the command again resumes exactly from the newest checkpoint
+(killed or stopped by SIGTERM, the run ends with the variables of a run never interrupted).
 """
 
 import argparse
@@ -20,7 +22,7 @@ from typing import Tuple
 
 import jax
 import numpy as np
-from common import TrainingRun, add_compile_cache_flag, use_compile_cache
+from common import ExampleRun, add_compile_cache_flag, add_run_flags, use_compile_cache, variables_digest
 
 import objax
 from objax.zoo.wide_resnet import WideResNet
@@ -138,6 +140,7 @@ def main():
     parser.add_argument('--synthetic-classes', type=int, default=4)
     parser.add_argument('--image-size', type=int, default=16, help='synthetic image height and width')
     parser.add_argument('--seed', type=int, default=0)
+    add_run_flags(parser)
     add_compile_cache_flag(parser)
     args = parser.parse_args()
     use_compile_cache(args.no_compile_cache)
@@ -189,20 +192,20 @@ def main():
         return correct / len(test_x)
 
     steps_per_epoch = args.steps_per_epoch or len(train_x) // args.batch
-    with TrainingRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train',
-                     model=model) as run:
-        for epoch in run.epochs():
-            rng = np.random.default_rng([args.seed, epoch])
-            summary = objax.jaxboard.Summary()
-            with (model.vars() + opt.vars()).replicate():  # Objax 1.8 style; optional for Parallel now
-                for step in range(steps_per_epoch):
-                    idx = rng.choice(len(train_x), size=args.batch, replace=False)
-                    x = augment(train_x[idx], rng) if args.augment else train_x[idx]
-                    summary.scalar('losses/xe', train_op(x, train_y[idx], run.lr(args.lr, epoch, step)))
-                    run.progress.update()
-                summary.scalar('accuracy/test', accuracy())
-            run.end_epoch(epoch, summary)
+    # No `with vc.replicate():` around the steps (Objax 1.8's style, optional for Parallel now): a checkpoint
+    # saved inside such a block would hold one copy of each variable per device.
+    with ExampleRun(args.logdir, model.vars() + opt.vars(), args.epochs, steps_per_epoch, 'train',
+                    args.save_every, model=model) as run:
+        rng = run.numpy_rng('data', args.seed)  # its state is saved with each checkpoint
+        for _ in run.epochs():
+            for _ in run.steps():
+                idx = rng.choice(len(train_x), size=args.batch, replace=False)
+                x = augment(train_x[idx], rng) if args.augment else train_x[idx]
+                run.summary.scalar('losses/xe', train_op(x, train_y[idx], run.lr(args.lr)))
+            run.summary.scalar('accuracy/test', accuracy())
+    print(f'Variables: sha256 {variables_digest(run.vc)}')
     print(f'Test accuracy: {accuracy():.2%} ({len(test_x)} images)')
+
 
 if __name__ == '__main__':
     main()

@@ -1,6 +1,7 @@
 """Trains a small transformer language model with its variables sharded over a device mesh (objax.sharding).
 
 Usage: python examples/train_sharded.py [--mesh data=2,model=4 | --mesh data=8] [--logdir runs/train_sharded]
+                                        [--save-every N]
 
 The corpus is synthetic: each sequence counts modulo the vocabulary size with its own stride
 (e.g. 3 10 17 24 ...), so the model has to infer the stride from the context; the final line prints the
@@ -8,21 +9,23 @@ next-token accuracy on held-out sequences. `--mesh data=N` (the default: all dev
 parallel: every variable and its Adam slots are split N ways on one dimension and the batch is split N ways.
 `--mesh data=2,model=4` adds tensor parallelism: attention heads and the MLP's hidden units are split over
 'model' (Megatron-style column/row splits), the batch over 'data', and the remaining variables are split over
-'data'. On CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` gives 8 devices. Every epoch is saved with
-objax.io.ShardedCheckpoint in --logdir/sharded (each process writes its own shards) and logged for
-TensorBoard in --logdir/tb; running the command again resumes from the newest checkpoint, on any mesh.
-Several processes: pass --coordinator HOST:PORT --num-processes N --process-id I to each.
+'data'. On CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=8` gives 8 devices. Every epoch (and every
+N steps with --save-every N) is saved with objax.io.ShardedCheckpoint in --logdir/sharded (each process writes
+its own shards), and every epoch is logged for TensorBoard in --logdir/tb; running the command again resumes
+exactly from the newest checkpoint, on any mesh. SIGTERM checkpoints and exits 0 (all processes at the same step).
+Several processes: launched by Open MPI (`mpirun -np 2 python examples/train_sharded.py`) or Slurm (`srun`), the
+processes find each other by themselves (jax.distributed reads the launcher's environment); elsewhere, pass
+--coordinator HOST:PORT --num-processes N --process-id I to each.
 """
 
 import argparse
 import os
-import time
 
 import jax
 import jax.numpy as jn
 import numpy as np
+from common import ExampleRun, add_compile_cache_flag, add_run_flags, use_compile_cache, variables_digest
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
 
 import objax
 from objax.sharding import fsdp, make_mesh, shard
@@ -100,6 +103,14 @@ def corpus(n: int, seq: int, vocab: int, seed: int) -> np.ndarray:
     return ((start + stride * np.arange(seq + 1)) % vocab).astype(np.int32)
 
 
+def cluster_size() -> int:
+    """How many processes Open MPI (mpirun) or Slurm (srun) started in this job step; 1 when neither did."""
+    for name in ('OMPI_COMM_WORLD_SIZE', 'SLURM_STEP_NUM_TASKS'):
+        if os.environ.get(name, '').isdigit():
+            return int(os.environ[name])
+    return 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--mesh', default='', help='mesh axes, e.g. data=2,model=4 (default: data=<all devices>)')
@@ -117,13 +128,24 @@ def main():
     parser.add_argument('--coordinator', default='', help='HOST:PORT of process 0 (several processes)')
     parser.add_argument('--num-processes', type=int, default=1)
     parser.add_argument('--process-id', type=int, default=0)
+    parser.add_argument('--cluster', choices=['auto', 'off'], default='auto',
+                        help='auto: join the other processes when started by mpirun or srun with several tasks')
+    add_run_flags(parser)
+    add_compile_cache_flag(parser)
     args = parser.parse_args()
     if min(args.epochs, args.steps, args.batch, args.seq, args.width, args.depth, args.heads) < 1:
         parser.error('--epochs, --steps, --batch, --seq, --width, --depth and --heads must be positive')
-    if args.coordinator:
-        if os.environ.get('JAX_PLATFORMS', '') == 'cpu':  # CPU devices of several processes talk through gloo
-            jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    launched = cluster_size() if args.cluster == 'auto' else 1
+    if args.coordinator or launched > 1:
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # how CPU devices of processes talk
+        if args.coordinator:
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        else:  # the coordinator address, process count and index come from the launcher's environment
+            jax.distributed.initialize()
+    # Not with several CPU processes: under JAX 0.12.1 their second run hung in its first step with the programs
+    # read from the persistent compilation cache (gloo collectives); JAX 0.10.2 ran fine.
+    cpu_processes = bool(args.coordinator or launched > 1) and os.environ.get('JAX_PLATFORMS', '') == 'cpu'
+    use_compile_cache(args.no_compile_cache or cpu_processes)
 
     try:
         mesh = make_mesh(args.mesh or {'data': -1})
@@ -165,45 +187,24 @@ def main():
         mine = tokens[jax.process_index() * rows:(jax.process_index() + 1) * rows]
         return objax.util.make_global_batch(mine, 'data', mesh=mesh)
 
-    ckpt = objax.io.ShardedCheckpoint(args.logdir, keep_ckpts=2, verbose=False)
-    try:
-        start, path = ckpt.restore(vc)
-    except ValueError as e:
-        raise SystemExit(f'Cannot resume from {args.logdir} (other model settings? use another --logdir):\n{e}') from e
-    if path:
-        say(f'Resuming from {path}: {start} of {args.epochs} epochs done')
-    writer = objax.jaxboard.SummaryWriter(os.path.join(args.logdir, 'tb')) if lead and start < args.epochs else None
-    progress = tqdm(total=args.epochs * args.steps, initial=min(start, args.epochs) * args.steps, unit='step',
-                    desc='lm', disable=not lead or start >= args.epochs)
     test = corpus(256, args.seq, args.vocab, seed=10_000 + args.seed)
-    t0 = time.time()
 
     def accuracy() -> float:
         predicted = objax.util.gather_to_host(predict(global_batch(test[:, :-1])))
         return float((predicted[:, 2:] == test[:, 3:]).mean())  # the stride is known from 2 tokens on
 
-    for epoch in range(start, args.epochs):
-        summary = objax.jaxboard.Summary()
-        data = corpus(args.steps * args.batch, args.seq, args.vocab, seed=args.seed * 1000 + epoch)
-        for step in range(args.steps):
-            lr = np.float32(args.lr * min(1, (epoch * args.steps + step + 1) / args.steps))  # 1-epoch warmup
-            summary.scalar('losses/xe', float(train_op(global_batch(data[step * args.batch:][:args.batch]), lr)))
-            progress.update()
-        summary.scalar('accuracy/test', accuracy())
-        if writer is not None:
-            writer.write(summary, epoch + 1)
-        ckpt.save(vc, epoch + 1)
-        progress.set_postfix({k: f'{v:.4f}' for k, v in summary().items()})
-    progress.close()
-    if writer is not None:
-        writer.close()
-        say(f'Trained epochs {start + 1}-{args.epochs} in {time.time() - t0:.1f}s '
-              f'(sharded checkpoints and TensorBoard logs in {args.logdir})')
-    elif start >= args.epochs:
-        say(f'Already trained for {start} epochs (pass a larger --epochs to train more)')
-    ckpt.close()
-    tokens = test[:, 3:].size
-    say(f'Next-token accuracy: {accuracy():.2%} on {tokens} held-out tokens')
+    # Each epoch's data follows from its number, so the saved (epoch, step) is all a resumed run needs.
+    with ExampleRun(args.logdir, vc, args.epochs, args.steps, 'lm', args.save_every, sharded=True) as run:
+        for epoch in run.epochs():
+            data = corpus(args.steps * args.batch, args.seq, args.vocab, seed=args.seed * 1000 + epoch)
+            for step in run.steps():
+                lr = np.float32(args.lr * min(1, (run.global_step + 1) / args.steps))  # 1-epoch warmup
+                run.summary.scalar('losses/xe', float(train_op(global_batch(data[step * args.batch:][:args.batch]),
+                                                               lr)))
+            run.summary.scalar('accuracy/test', accuracy())
+    digest = variables_digest(run.vc)
+    say(f'Variables: sha256 {digest}')
+    say(f'Next-token accuracy: {accuracy():.2%} on {test[:, 3:].size} held-out tokens')
 
 
 if __name__ == '__main__':

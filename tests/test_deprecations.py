@@ -203,6 +203,19 @@ ckpt.restore(vc)
 
 # A pretrained-model architecture: generation with a key/value cache.
 objax.zoo.gpt2.GPT2(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2).generate(np.zeros((1, 2), np.int32), 3)
+# A Llama with LoRA adapters and remat: a training step, sampled generation of prompts of different lengths, and
+# saving the adapter and the merged weights (sharded).
+llama = objax.zoo.llama.Llama(objax.zoo.llama.LlamaConfig(
+    vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+    num_key_value_heads=1, rope_scaling={'rope_type': 'dynamic', 'factor': 2.0}, max_position_embeddings=4),
+    remat=True)
+adapters = objax.nn.add_lora(llama, 2, 4, ('q_proj', 'v_proj'), dropout=0.1)
+objax.Jit(objax.GradValues(lambda x: llama(x, training=True).mean(), adapters), llama.vars())(np.ones((1, 6), np.int32))
+llama.generate([np.array([1, 2]), np.array([3])], 3, temperature=1.0, top_k=4, top_p=0.9)
+llama.save_adapter(os.path.join(tmp, 'adapter'))
+objax.nn.merge_lora(llama)
+llama.save_pretrained(os.path.join(tmp, 'llama'), max_shard_size=1000)
+objax.zoo.llama.Llama.from_pretrained(os.path.join(tmp, 'llama')).load_adapter(os.path.join(tmp, 'adapter'))
 
 # Random numbers, generators, seeds.
 generator = objax.random.Generator(5)

@@ -20,8 +20,9 @@ MODULES = ['objax', 'objax.nn', 'objax.nn.init', 'objax.functional', 'objax.func
            'objax.functional.divergence', 'objax.functional.parallel', 'objax.optimizer', 'objax.optimizer.scheduler',
            'objax.io', 'objax.privacy.dpsgd', 'objax.zoo.convnet', 'objax.zoo.dnnet', 'objax.zoo.resnet_v2',
            'objax.zoo.wide_resnet', 'objax.zoo.rnn', 'objax.zoo.vgg', 'objax.zoo.gpt2', 'objax.zoo.vit',
-           'objax.io.pretrained', 'objax.jaxboard', 'objax.util', 'objax.util.image', 'objax.util.check',
-           'objax.export', 'objax.export.container']
+           'objax.zoo.llama', 'objax.zoo._llama_config', 'objax.zoo._llama_layers', 'objax.zoo._llama_generate',
+           'objax.zoo._llama_hub', 'objax.io.pretrained', 'objax.jaxboard', 'objax.util', 'objax.util.image',
+           'objax.util.check', 'objax.export', 'objax.export.container']
 
 _ENTRY = re.compile(r'^(\s+)\*{0,2}(\w+)\s*(\([^)]*\))?\s*:')
 

@@ -1,40 +1,20 @@
 """Runs each program of examples/ briefly in a subprocess (tiny sizes, few epochs) so that they cannot rot:
-exit status, final metric line, checkpoints, resuming, TensorBoard events, progress bar, data errors."""
+exit status, final metric line, checkpoints, resuming, TensorBoard events, progress bar, data errors; and exact
+resuming: each training example stopped by SIGTERM, then killed by SIGKILL mid-epoch, then run again with the same
+command ends with the variables (a sha256 of all of them, printed), the final lines and the TensorBoard scalars
+of a run never interrupted. The signals come from the examples' test-only hook OBJAX_EXAMPLE_TEST_SIGNAL=SIG@k
+(examples/common.py: the run sends itself SIG during step k)."""
 
 import glob
 import os
 import re
 import shutil
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-EXAMPLES = Path(__file__).resolve().parents[2] / 'examples'
-
-
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    """run(script, *args, devices=1, check=True, **env): runs examples/script on `devices` CPU devices, with
-    extra environment variables `env`. The runs share a JAX compilation cache (the examples' persistent cache),
-    so that a resumed run reuses the programs its first run compiled."""
-    cache = str(tmp_path_factory.mktemp('jax_cache'))
-
-    def run_example(script: str, *args, devices: int = 1, check: bool = True,
-                    **extra_env: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-                   OBJAX_COMPILE_CACHE=cache, JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-        env.update(extra_env)
-        out = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], capture_output=True,
-                             text=True, env=env, timeout=300)
-        if check:
-            assert out.returncode == 0, f'{script} {args} failed:\n{out.stdout}\n{out.stderr[-3000:]}'
-        return out
-
-    return run_example
 
 
 def _accuracy(stdout: str) -> float:
@@ -71,12 +51,38 @@ def _texts(logdir: Path, tag: str) -> list:
     return sorted(out)
 
 
+def _ending(stdout: str) -> list:
+    """The lines printed after training ('Variables: sha256 ...', the final metric...)."""
+    return stdout.split('Compile time: ')[1].splitlines()[1:]
+
+
+def _interrupt_and_resume(run, script: str, logdir: Path, args: tuple, term_at: int, kill_at: int, resumed_at: int,
+                          devices: int = 1):
+    """Runs `script --logdir logdir *args` three times: stopped by SIGTERM during step term_at (it saves and
+    exits 0), killed by SIGKILL during step kill_at, then to the end, resuming from checkpoint `resumed_at`.
+    Returns the last run."""
+    stopped = run(script, '--logdir', logdir, *args, devices=devices, OBJAX_EXAMPLE_TEST_SIGNAL=f'TERM@{term_at}')
+    assert f'Stopping after {term_at} steps' in stopped.stdout and 'Variables' not in stopped.stdout
+    killed = run(script, '--logdir', logdir, *args, devices=devices, check=False,
+                 OBJAX_EXAMPLE_TEST_SIGNAL=f'KILL@{kill_at}')
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert f'Resuming from {logdir}' in killed.stdout and f': {term_at} steps done (' in killed.stdout
+    final = run(script, '--logdir', logdir, *args, devices=devices)
+    assert f'Resuming from {logdir}' in final.stdout and f': {resumed_at} steps done (' in final.stdout
+    return final
+
+
+def _same_run(a: Path, b: Path, tags=('losses/xe', 'accuracy/test', 'lr')):
+    for tag in tags:
+        assert _scalars(a, tag) == _scalars(b, tag), tag
+
+
 def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     first = run('classify_digits.py', '--logdir', tmp_path, '--epochs', 2)
     accuracy = _accuracy(first.stdout)
     assert accuracy >= 0.9  # two epochs of the default CNN; chance is 0.1
     assert 'Resuming' not in first.stdout and 'digits: 100%' in first.stderr  # tqdm bar on stderr
-    assert _checkpoints(tmp_path) == ['0000000001.npz', '0000000002.npz']
+    assert _checkpoints(tmp_path) == ['0000000022.npz', '0000000044.npz']  # indexed by step: 22 per epoch
     logged = _scalars(tmp_path, 'accuracy/test')
     assert [s for s, _ in logged] == [1, 2] and logged[-1][1] == pytest.approx(accuracy, abs=0.006)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
@@ -91,10 +97,16 @@ def test_classify_digits_trains_logs_and_resumes(tmp_path, run):
     # + 128 parameters
     assert lines[-1].split()[:4] == ['Total', '(20', 'variables)', '30,890']
 
+    # 22 steps per epoch, saved every 8: stopped after step 5, killed in step 19, resumed from step 16 (epoch 1).
+    final = _interrupt_and_resume(run, 'classify_digits.py', tmp_path / 'again', ('--epochs', 2, '--save-every', 8),
+                                  term_at=5, kill_at=19, resumed_at=16)
+    assert _ending(final.stdout) == _ending(first.stdout)
+    _same_run(tmp_path, tmp_path / 'again')
+
     second = run('classify_digits.py', '--logdir', tmp_path, '--epochs', 3)
-    assert f'Resuming from {tmp_path / "ckpt" / "0000000002.npz"}: 2 of 3 epochs done' in second.stdout
+    assert f'Resuming from {tmp_path / "ckpt" / "0000000044.npz"}: 44 steps done (epoch 2, step 0)' in second.stdout
     assert 'Trained epochs 3-3' in second.stdout and _accuracy(second.stdout) >= 0.9
-    assert _checkpoints(tmp_path) == ['0000000002.npz', '0000000003.npz']  # keeps the newest two
+    assert _checkpoints(tmp_path) == ['0000000044.npz', '0000000066.npz']  # keeps the newest two
     assert [s for s, _ in _scalars(tmp_path, 'accuracy/test')] == [1, 2, 3]
     assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2, 3] and [s for s, _ in _texts(tmp_path, 'model')] == [0, 2]
 
@@ -105,6 +117,12 @@ def test_dp_digits_prints_epsilon_and_resumes(tmp_path, run):
     _accuracy(first.stdout)
     # 1437 training digits, batch 32: 44 steps at q = 32/1437, independently of the accountant's own tests.
     assert 'epsilon = ' in first.stdout and '(44 steps, sampling ratio 0.0223, noise multiplier 1.0' in first.stdout
+    # The accountant's record comes back with the weights, the optimizer and the noise generator's key.
+    final = _interrupt_and_resume(run, 'dp_digits.py', tmp_path / 'again',
+                                  args[2:] + ('--epochs', 1, '--save-every', 10), term_at=7, kill_at=33, resumed_at=30)
+    assert _ending(final.stdout) == _ending(first.stdout) and '(44 steps' in final.stdout
+    _same_run(tmp_path, tmp_path / 'again', ('losses/xe', 'accuracy/test', 'privacy/epsilon'))
+
     second = run('dp_digits.py', *args, '--epochs', 2)
     assert 'Resuming from' in second.stdout and '(88 steps' in second.stdout
     eps = [float(re.search(r'epsilon = ([\d.]+)', o.stdout).group(1)) for o in (first, second)]
@@ -113,7 +131,7 @@ def test_dp_digits_prints_epsilon_and_resumes(tmp_path, run):
     logged = _scalars(tmp_path, 'privacy/epsilon')
     assert [s for s, _ in logged] == [1, 2]
     assert [v for _, v in logged] == pytest.approx(eps, abs=0.006)
-    assert _checkpoints(tmp_path) == ['0000000001.npz', '0000000002.npz']
+    assert _checkpoints(tmp_path) == ['0000000044.npz', '0000000088.npz']
 
 
 def test_image_classification_parallel_synthetic_resumes(tmp_path, run):
@@ -122,9 +140,15 @@ def test_image_classification_parallel_synthetic_resumes(tmp_path, run):
     first = run('image_classification.py', *args, '--epochs', 1, devices=2)
     assert '64 training and 16 test images of shape (3, 8, 8), 4 classes, 2 device(s)' in first.stdout
     _accuracy(first.stdout)
-    assert _checkpoints(tmp_path) == ['0000000001.npz']
+    assert _checkpoints(tmp_path) == ['0000000004.npz']
+    # The generator of the batches and augmentations comes back too: 4 steps, saved every 2.
+    final = _interrupt_and_resume(run, 'image_classification.py', tmp_path / 'again', args[2:] + ('--epochs', 1,
+                                  '--save-every', 2), term_at=1, kill_at=3, resumed_at=2, devices=2)
+    assert _ending(final.stdout) == _ending(first.stdout)
+    _same_run(tmp_path, tmp_path / 'again')
+
     second = run('image_classification.py', *args, '--epochs', 2, devices=2)
-    assert 'Resuming from' in second.stdout and '1 of 2 epochs done' in second.stdout
+    assert 'Resuming from' in second.stdout and '4 steps done (epoch 1, step 0)' in second.stdout
     _accuracy(second.stdout)
     assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
     assert [s for s, _ in _scalars(tmp_path, 'lr')] == [1, 2]
@@ -216,3 +240,30 @@ def test_generate_text_with_a_tokenizer(tmp_path, run):
     prompt = ' '.join(f'w{i}' for i in reference['prompt'][0])
     out = run('generate_text.py', '--model', folder, '--prompt', prompt, '--max-new-tokens', new)
     assert ' '.join(f'w{i}' for i in reference['greedy'][0]) in out.stdout.splitlines(), out.stdout
+
+
+def test_train_sharded_trains_resumes_exactly_and_on_another_mesh(tmp_path, run):
+    """The sharded example (ShardedCheckpoint) on 8 devices: a 2x4 (data, model) mesh, 6 steps in 2 epochs saved
+    every 2, then resumed on an 8-way FSDP mesh."""
+    tiny = ('--width', 32, '--depth', 1, '--heads', 4, '--seq', 8, '--batch', 16, '--steps', 3, '--save-every', 2)
+    first = run('train_sharded.py', '--mesh', 'data=2,model=4', '--logdir', tmp_path, '--epochs', 2, *tiny, devices=8)
+    assert "Mesh {'data': 2, 'model': 4} over 8 devices (1 processes)" in first.stdout
+    last = first.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r'Next-token accuracy: \d+\.\d\d% on 1536 held-out tokens', last), last
+    assert 'lm: 100%' in first.stderr  # tqdm bar on stderr
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['4', '6']  # indexed by step: 3 per epoch, saved every 2
+    assert [s for s, _ in _scalars(tmp_path, 'losses/xe')] == [1, 2]
+
+    final = _interrupt_and_resume(run, 'train_sharded.py', tmp_path / 'again',
+                                  ('--mesh', 'data=2,model=4', '--epochs', 2, *tiny), term_at=1, kill_at=5,
+                                  resumed_at=4, devices=8)
+    assert _ending(final.stdout) == _ending(first.stdout)
+    _same_run(tmp_path, tmp_path / 'again')
+
+    second = run('train_sharded.py', '--mesh', 'data=8', '--logdir', tmp_path, '--epochs', 3, *tiny, devices=8)
+    assert f'Resuming from {tmp_path / "sharded" / "6"}: 6 steps done (epoch 2, step 0)' in second.stdout
+    assert 'Trained epochs 3-3' in second.stdout and 'Next-token accuracy' in second.stdout
+    assert sorted(os.listdir(tmp_path / 'sharded')) == ['8', '9']
+
+    bad = run('train_sharded.py', '--mesh', 'data=3', '--logdir', tmp_path, *tiny, devices=8, check=False)
+    assert bad.returncode == 2 and 'need 3 devices, there are 8' in bad.stderr

@@ -99,6 +99,18 @@ def test_rotary_embedding_matches_numpy():
     assert half.dtype == jn.bfloat16 and half.shape == x.shape
 
 
+def test_rotary_embedding_with_given_frequencies():
+    x, positions = _normal(2, 5, 3, 8), np.arange(5) + 3
+    base = 1e4 ** -(np.arange(0, 8, 2) / 8)
+    np.testing.assert_allclose(rotary_embedding(x, positions, frequencies=base), rotary_embedding(x, positions),
+                               rtol=1e-6, atol=1e-6)
+    # Linear scaling by 4: positions divided by 4.
+    np.testing.assert_allclose(rotary_embedding(x, positions, frequencies=base / 4), _np_rotary(x, positions / 4, 1e4),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r'frequencies must have shape \(head_dim / 2,\) = \(4,\), got \(8,\)'):
+        rotary_embedding(x, positions, frequencies=np.ones(8))
+
+
 def test_rotary_embedding_makes_scores_depend_on_the_offset_only():
     q, k = _normal(1, 1, 1, 16), _normal(1, 1, 1, 16)
 

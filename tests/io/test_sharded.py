@@ -112,15 +112,18 @@ def _data_files(path):
                   if os.sep + 'd' + os.sep in os.path.join(root, f) + os.sep or os.path.basename(root) == 'd')
 
 
-def test_save_below_the_newest_keeps_the_checkpoint_just_written_and_warns(tmp_path):
+@pytest.mark.parametrize('async_save', [False, True], ids=['sync', 'async'])
+def test_save_below_the_newest_keeps_the_checkpoint_just_written_and_warns(tmp_path, async_save):
     vc = build(2)
-    ckpt = ShardedCheckpoint(tmp_path, keep_ckpts=2, verbose=False)
+    ckpt = ShardedCheckpoint(tmp_path, keep_ckpts=2, verbose=False, async_save=async_save)
     ckpt.save(vc, 5)
     ckpt.save(vc, 6)
     with pytest.warns(UserWarning, match='newer than this one'):
         path = ckpt.save(vc, 3)
+    ckpt.wait()
     assert os.path.isdir(path) and ckpt.indices() == [3, 5, 6]  # nothing newer deleted, nor the one just written
     ckpt.save(vc, 7)
+    ckpt.close()
     assert ckpt.indices() == [6, 7]  # retention keeps the newest two
 
 
@@ -153,9 +156,11 @@ def test_flipped_byte_in_a_data_file_never_restores_other_numbers(tmp_path):
 
 
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('async_save', [False, True], ids=['sync', 'async'])
 @pytest.mark.parametrize('damage', ['truncated shard', 'truncated metadata', 'deleted metadata'])
-def test_damaged_checkpoint_files_are_refused_naming_the_checkpoint(tmp_path, damage):
-    ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False).save(build(5), 1)
+def test_damaged_checkpoint_files_are_refused_naming_the_checkpoint(tmp_path, damage, async_save):
+    with ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False, async_save=async_save) as ckpt:
+        ckpt.save(build(5), 1)
     path = tmp_path / 'sharded' / '1'
     metadata = path / 'default' / '_METADATA'
     if damage == 'truncated shard':

@@ -211,6 +211,44 @@ def test_matches_pytorch():
     np.testing.assert_allclose(jn.concatenate(ys, 1), data['mha_causal_y'], **tol)
 
 
+def test_grouped_query_attention_equals_repeated_key_value_heads():
+    """num_kv_heads=2 of 4: query heads 2j and 2j+1 read key/value head j (Hugging Face's repeat_kv)."""
+    gqa = MultiHeadAttention(8, 4, num_kv_heads=2, causal=True)
+    _randomize(gqa)
+    assert gqa.key.w.value.shape == (8, 4) and gqa.value.b.value.shape == (4,)
+    full = MultiHeadAttention(8, 4, causal=True)
+    for name in ('query', 'out'):
+        for var in ('w', 'b'):
+            getattr(getattr(full, name), var).assign(getattr(getattr(gqa, name), var).value)
+    for name in ('key', 'value'):
+        layer = getattr(gqa, name)
+        getattr(full, name).w.assign(jn.repeat(layer.w.value.reshape(8, 2, 2), 2, axis=1).reshape(8, 8))
+        getattr(full, name).b.assign(jn.repeat(layer.b.value.reshape(2, 2), 2, axis=0).reshape(8))
+    x = jn.asarray(_normal(2, 5, 8))
+    np.testing.assert_allclose(gqa(x), full(x), rtol=1e-5, atol=1e-5)
+    y, cache = _decode(gqa, x, 2, 7)
+    assert cache.key.shape == (2, 7, 2, 2)  # the cache holds the key/value heads
+    np.testing.assert_allclose(y, full(x), rtol=1e-5, atol=1e-5)
+    assert 'num_kv_heads=2' in repr(gqa)
+    with pytest.raises(ValueError, match=r'num_heads \(4\) must be a multiple of num_kv_heads \(3\)'):
+        MultiHeadAttention(8, 4, num_kv_heads=3)
+
+
+def test_kv_cache_zeros_and_append():
+    cache = KVCache.zeros(2, 5, 3, 4, jn.bfloat16)
+    assert cache.key.shape == (2, 5, 3, 4) and cache.key.dtype == jn.bfloat16 and int(cache.index) == 0
+    k = jn.ones((2, 2, 3, 4))
+    cache = cache.append(k, 2 * k)
+    assert int(cache.index) == 2 and float(cache.value[0, 1, 0, 0]) == 2 and float(cache.key[0, 2, 0, 0]) == 0
+    with pytest.raises(ValueError, match=r'KVCache.append: key must have shape \(batch, T, kv_heads, head_dim\) = '
+                                         r'\(2, T, 3, 4\), got \(2, 1, 2, 4\)'):
+        cache.append(jn.ones((2, 1, 2, 4)), jn.ones((2, 1, 2, 4)))
+    with pytest.raises(ValueError, match='holds 2 of 5 positions, no room for 4 more'):
+        cache.append(jn.ones((2, 4, 3, 4)), jn.ones((2, 4, 3, 4)))
+    with pytest.raises(ValueError, match='kv_heads must be a positive int'):
+        KVCache.zeros(1, 1, 0, 1)
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r'dim \(10\) must be divisible by num_heads \(4\)'):
         MultiHeadAttention(10, 4)

@@ -11,7 +11,7 @@ import jax.numpy as jn
 import numpy as np
 import pytest
 import safetensors.numpy
-from _pretrained import DATA, relative_error
+from _pretrained import DATA, changed_copy, relative_error
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -139,17 +139,7 @@ def test_head_and_token_embedding_are_one_variable_with_both_gradients(model):
 
 def write_copy(tmp_path, change=None, config=None):
     """A copy of the fixture folder with its tensors (and config) changed."""
-    folder = tmp_path / 'gpt2'
-    shutil.copytree(FOLDER, folder)
-    tensors = safetensors.numpy.load_file(str(folder / 'model.safetensors'))
-    if change is not None:
-        change(tensors)
-        safetensors.numpy.save_file(tensors, str(folder / 'model.safetensors'), metadata={'format': 'pt'})
-    if config is not None:
-        data = json.loads((folder / 'config.json').read_text())
-        data.update(config)
-        (folder / 'config.json').write_text(json.dumps(data))
-    return folder
+    return changed_copy(FOLDER, tmp_path / 'gpt2', change, config)
 
 
 @pytest.mark.parametrize('change, error, expected', [

@@ -62,23 +62,27 @@ def dot_product_attention(query: JaxArray, key: JaxArray, value: JaxArray, bias:
                                         implementation=implementation)
 
 
-def rotary_embedding(x: JaxArray, positions: JaxArray, base: float = 10000.0) -> JaxArray:
+def rotary_embedding(x: JaxArray, positions: JaxArray, base: float = 10000.0,
+                     frequencies: Optional[JaxArray] = None) -> JaxArray:
     """Rotary position embedding (RoPE) in the "rotate half" convention of Hugging Face Llama and GPT-NeoX.
 
     With d = head_dim and theta_i = positions * base^(-2i / d) for i < d / 2, the pair (x[..., i],
     x[..., i + d/2]) is rotated by the angle theta_i: (x1 cos - x2 sin, x2 cos + x1 sin). The angles are
-    computed in float32 (float64 under JAX's 64-bit mode) and the result cast back to x's dtype.
+    computed in float32 (float64 under JAX's 64-bit mode) and the result cast back to x's dtype. `frequencies`
+    replaces base^(-2i / d) by other inverse frequencies, e.g. those of Llama 3's or linear rope scaling.
 
     Args:
         x: queries or keys, (batch, T, heads, head_dim) with an even head_dim.
         positions: the position of each step, numbers of shape (T,) or (batch, T).
         base: the wavelength base of the frequencies.
+        frequencies: optional inverse frequencies, shape (head_dim / 2,); `base` is then unused.
 
     Returns:
         The rotated x, its shape and dtype.
 
     Raises:
-        ValueError: x not 4D, head_dim odd, or positions of a shape other than (T,) or (batch, T).
+        ValueError: x not 4D, head_dim odd, positions of a shape other than (T,) or (batch, T), or frequencies
+            of a shape other than (head_dim / 2,).
     """
     fn = 'rotary_embedding'
     shape = jn.shape(x)
@@ -91,7 +95,13 @@ def rotary_embedding(x: JaxArray, positions: JaxArray, base: float = 10000.0) ->
         raise ValueError(f'{fn}: positions must have shape (T,) = {(t,)} or (batch, T) = {(b, t)}, '
                          f'got {jn.shape(positions)}')
     dtype = jn.promote_types(jn.result_type(x), jn.float32)
-    inv_freq = base ** (-jn.arange(0, d, 2, dtype=dtype) / d)
+    if frequencies is None:
+        inv_freq = base ** (-jn.arange(0, d, 2, dtype=dtype) / d)
+    elif jn.shape(frequencies) != (d // 2,):
+        raise ValueError(f'{fn}: frequencies must have shape (head_dim / 2,) = {(d // 2,)}, '
+                         f'got {jn.shape(frequencies)}')
+    else:
+        inv_freq = jn.asarray(frequencies, dtype)
     angles = jn.asarray(positions, dtype)[..., None] * inv_freq  # (..., T, d/2)
     angles = jn.concatenate([angles, angles], axis=-1)[..., None, :]  # (..., T, 1, d)
     xf = x.astype(dtype)

@@ -80,6 +80,10 @@ class Checkpoint:
                 out.append((idx, path))
         return sorted(out)
 
+    def indices(self) -> List[int]:
+        """The indices of the checkpoints in `logdir/ckpt`, oldest first."""
+        return [i for i, _ in self._checkpoints()]
+
     def restore(self, vc: VarCollection, idx: Optional[int] = None, fallback: bool = False) -> Tuple[int, str]:
         """Loads checkpoint `idx` (default: the newest) into `vc`.
 
@@ -106,7 +110,7 @@ class Checkpoint:
             path = self._path(idx)
             if not os.path.exists(path):
                 raise FileNotFoundError(f'Checkpoint.restore(idx={idx}): {path} does not exist; available indices: '
-                                        f'{[i for i, _ in self._checkpoints()]}')
+                                        f'{self.indices()}')
             self._load(path, vc)
             return idx, path
         tried, unreadable = set(), []

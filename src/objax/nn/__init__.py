@@ -9,6 +9,7 @@ from objax.nn.embedding import Embedding
 from objax.nn.groupnorm import GroupNorm, GroupNorm0D, GroupNorm1D, GroupNorm2D
 from objax.nn.layernorm import LayerNorm, RMSNorm
 from objax.nn.linear import Linear
+from objax.nn.lora import LoRALinear, add_lora, lora_layers, merge_lora
 from objax.nn.mixed_precision import NORMALIZATION_LAYERS, MixedPrecision
 from objax.nn.moving_average import ExponentialMovingAverage, MovingAverage
 from objax.nn.recurrent import GRUCell, LSTMCell
@@ -18,6 +19,6 @@ from objax.nn.synced_batchnorm import SyncedBatchNorm, SyncedBatchNorm0D, Synced
 
 __all__ = ['init', 'BatchNorm', 'BatchNorm0D', 'BatchNorm1D', 'BatchNorm2D', 'Conv2D', 'ConvTranspose2D', 'Dropout',
            'Embedding', 'ExponentialMovingAverage', 'GroupNorm', 'GroupNorm0D', 'GroupNorm1D', 'GroupNorm2D',
-           'GRUCell', 'KVCache', 'LayerNorm', 'Linear', 'LSTMCell', 'MixedPrecision', 'MovingAverage',
+           'GRUCell', 'KVCache', 'LayerNorm', 'Linear', 'LoRALinear', 'LSTMCell', 'MixedPrecision', 'MovingAverage',
            'MultiHeadAttention', 'NORMALIZATION_LAYERS', 'RMSNorm', 'Sequential', 'Stack', 'SyncedBatchNorm',
-           'SyncedBatchNorm0D', 'SyncedBatchNorm1D', 'SyncedBatchNorm2D']
+           'SyncedBatchNorm0D', 'SyncedBatchNorm1D', 'SyncedBatchNorm2D', 'add_lora', 'lora_layers', 'merge_lora']

@@ -22,9 +22,10 @@ from objax.util.signature import (
                                   re_sign,
                                   repr_function,
 )
+from objax.util.training_run import TrainingRun
 from objax.util.util import EasyDict, class_name, dummy_context_mgr, find_used_variables, ilog2
 
-__all__ = ['Renamer', 'summary']
+__all__ = ['Renamer', 'summary', 'TrainingRun']
 __all__ += ['to_interpolate', 'to_padding', 'to_tuple', 'check']
 __all__ += ['image', 'Objax2Tf', 'args_indexes', 'local_kwargs', 'override_args_kwargs', 'positional_args_names',
             're_sign', 'repr_function', 'EasyDict', 'class_name', 'dummy_context_mgr', 'find_used_variables',

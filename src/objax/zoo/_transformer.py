@@ -4,12 +4,14 @@ import json
 import os
 from typing import Dict, Optional
 
+import numpy as np
+
 from objax import functional
 from objax.module import Module
 from objax.nn import Dropout, LayerNorm, Linear, MultiHeadAttention
 from objax.typing import JaxArray
 
-__all__ = ['PreNormBlock', 'dropout_layer', 'maybe_dropout', 'read_config', 'split_columns']
+__all__ = ['PreNormBlock', 'check_tied', 'dropout_layer', 'maybe_dropout', 'read_config', 'split_columns']
 
 
 def dropout_layer(keep: float) -> Optional[Dropout]:
@@ -69,3 +71,15 @@ def read_config(directory: str, owner: str) -> Dict:
     if not isinstance(config, dict):
         raise ValueError(f'{owner}.from_pretrained: {path!r} does not hold a JSON object')
     return config
+
+
+def check_tied(tensors, head: str, table: str, owner: str):
+    """Accepts a stored output head `head` only when it equals the token embedding `table` (the model ties them:
+    one variable); a missing table is left for load_tensors to report."""
+    if table not in tensors:
+        return
+    stored, embedding = tensors[head], tensors[table]
+    if stored.shape != embedding.shape or not np.array_equal(stored, embedding):
+        raise ValueError(f'{owner}.from_pretrained: {head!r} {tuple(stored.shape)} in {tensors.file(head)!r} differs '
+                         f'from {table!r} {tuple(embedding.shape)}: {owner} ties its output head to the token '
+                         f'embedding (one variable); nothing was loaded')

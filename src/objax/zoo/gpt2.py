@@ -16,7 +16,7 @@ from objax.module import Module, ModuleList
 from objax.nn import Embedding, LayerNorm
 from objax.nn.init import truncated_normal
 from objax.typing import JaxArray
-from objax.zoo._transformer import PreNormBlock, dropout_layer, maybe_dropout, read_config, split_columns
+from objax.zoo._transformer import PreNormBlock, check_tied, dropout_layer, maybe_dropout, read_config, split_columns
 
 __all__ = ['GPT2']
 
@@ -216,7 +216,7 @@ class GPT2(Module):
         prefix = 'transformer.' if any(k.startswith('transformer.') for k in tensors) else ''
         ignore = [f'{prefix}h.{i}.attn.{b}' for i in range(len(model.blocks)) for b in ('bias', 'masked_bias')]
         if 'lm_head.weight' in tensors:
-            _check_tied(tensors, prefix + 'wte.weight')
+            check_tied(tensors, 'lm_head.weight', prefix + 'wte.weight', 'GPT2')
             ignore.append('lm_head.weight')
         load_tensors(_targets(model, prefix), tensors, mesh=mesh, rules=rules, vc=model.vars(), ignore=ignore)
         return model
@@ -259,15 +259,4 @@ def _check_config(config: Dict, directory: str):
     if problems:
         raise ValueError(f'GPT2.from_pretrained: {where} asks for what this GPT2 does not compute: '
                          + '; '.join(problems))
-
-
-def _check_tied(tensors, wte: str):
-    """Accepts a stored output head only when it is the token embedding (GPT2 ties them: one variable)."""
-    if wte not in tensors:
-        return  # reported as missing by load_tensors
-    head, table = tensors['lm_head.weight'], tensors[wte]
-    if head.shape != table.shape or not np.array_equal(head, table):
-        raise ValueError(f"GPT2.from_pretrained: 'lm_head.weight' {tuple(head.shape)} in "
-                         f'{tensors.file("lm_head.weight")!r} differs from {wte!r} {tuple(table.shape)}: GPT2 '
-                         'ties its output head to the token embedding (one variable); nothing was loaded')
 
