@@ -144,7 +144,7 @@ def variables_digest(vc: objax.VarCollection) -> str:
 
 
 # Test hook, for tests/examples only: OBJAX_EXAMPLE_TEST_SIGNAL=KILL@k (or TERM@k, ...) makes the run send
-# itself SIGKILL (SIGTERM, then waits half a second) during step k of the whole run (counted from 1), as a
+# itself SIGKILL (SIGTERM, then waits two seconds) during step k of the whole run (counted from 1), as a
 # scheduler would.
 _TEST_SIGNAL = 'OBJAX_EXAMPLE_TEST_SIGNAL'
 
@@ -195,7 +195,8 @@ class ExampleRun(objax.util.TrainingRun):
             self.progress.update()
             if self.test_signal and self.global_step + 1 == self.test_signal[1]:
                 os.kill(os.getpid(), self.test_signal[0])
-                time.sleep(0.5)  # as a scheduler's notice: the processes have time to agree on a step soon after
+                time.sleep(2)  # as a scheduler's grace period: time for every process to hear of it, even on a
+                # loaded machine, and to agree on a step before the run ends
 
     def epochs(self):
         for epoch in super().epochs():
