@@ -19,6 +19,7 @@ the frame then holds a reference made at the frame's own trace level (FrameRef).
 """
 
 import threading
+import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Set
 
@@ -27,7 +28,7 @@ import jax
 from objax._core.refs import check_ref_context, current_trace, manual_axes, ref_get, ref_set, set_current_trace
 
 __all__ = ['VariableOutsideCollectionError', 'VariableOutsideCollectionWarning', 'MISSING', 'FROZEN', 'Frame',
-           'FrameRef', 'Loan', 'LOCAL', 'remember', 'recall', 'lookup', 'store', 'allow']
+           'FrameRef', 'Loan', 'wait_while', 'LOCAL', 'remember', 'recall', 'lookup', 'store', 'allow']
 
 
 class VariableOutsideCollectionError(ValueError):
@@ -128,29 +129,37 @@ class Loan:
     device): the first reader calls `make(var)`, which stores the value, and reads the storage again."""
     __slots__ = ('lock', 'thread', 'values', 'index', 'make')
 
-    def __init__(self, index: Dict[int, int], make: Optional[Callable[[Any], None]] = None,
-                 lock: Optional[threading.Lock] = None):
-        self.lock = threading.Lock() if lock is None else lock  # held by the lender from lend to repay
+    def __init__(self, index: Dict[int, int], make: Optional[Callable[[Any], None]] = None):
+        self.lock = threading.Lock() if make is not None else None  # held while the value is made
         self.thread = None  # the lending thread
         self.values = None  # the lent values
         self.index = index  # id(variable) -> position in values
         self.make = make  # stores the value of a variable made on first use
 
     def wait(self, var):
-        """The lent value when called from the lending thread; else waits for the repayment and returns
-        MISSING (read the storage again). A value made on first use is made (once) and MISSING returned."""
+        """The lent value when called from the lending thread; else waits until `var` no longer holds this loan
+        (its new value is stored) and returns MISSING (read the storage again). A value made on first use is
+        made (once) and MISSING returned."""
         if self.make is not None:
             with self.lock:
                 self.make(var)
             return MISSING
         if self.thread == threading.get_ident():
             return self.values[self.index[id(var)]]
-        with self.lock:
-            pass
+        wait_while(lambda: var._value is self)
         return MISSING
 
     def __repr__(self):
         return '<value being updated by a compiled call>'
+
+
+def wait_while(busy: Callable[[], bool]) -> None:
+    """Sleeps while `busy()` is true, checking it after 10 µs, then less and less often (every ms at most).
+    The lender of a Loan holds no lock that others could wait on: a donating call takes no lock of its own."""
+    delay = 1e-5
+    while busy():
+        time.sleep(delay)
+        delay = min(2 * delay, 1e-3)
 
 
 class _Local(threading.local):

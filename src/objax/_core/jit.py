@@ -1,15 +1,16 @@
 """Jit: compiles a module or function together with the variables it reads and writes."""
 
+import functools
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import jax
 
 from objax._core import frames, layout, reprs, structure
 from objax._core.collection import VarCollection
-from objax._core.lending import NO_REFS
+from objax._core.lending import NO_REFS, NOT_LENT
 from objax._core.modules import Module, module_or_function_repr
 from objax._core.pure import Pure
-from objax._core.refs import EVAL_TRACE, current_trace
+from objax._core.refs import EVAL_TRACE, TRACE
 from objax._core.transform import CompiledTransform, calls_back, lost_values_error, values_first
 
 __all__ = ['Jit']
@@ -27,7 +28,8 @@ class Jit(CompiledTransform):
     holding one of its variables) recompiles, and variables outside `vc` are frozen into the program with an
     objax.VariableOutsideCollectionWarning. After objax.sharding lays out some of its variables anew, the next
     call recompiles for their new layouts (laying out other variables does not). Writing a variable outside the
-    collection raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time.
+    collection raises objax.VariableOutsideCollectionError. Calls from several threads run one at a time (a
+    call waits while another one has the variables).
 
     With `donate` (the default), the buffers of the variables' old values are donated to the compiled call,
     which writes the new values in place (no second copy of the state in memory). Donating deletes the old array
@@ -69,6 +71,7 @@ class Jit(CompiledTransform):
         self._call = self._jitted(self._pure)
         self._call_donating = self._jitted(self._pure, donate=True) if self.donate else None
         self._check_callbacks = self.donate  # see _keep_donating
+        self._fast = None  # see __call__
 
     def _jitted(self, pure: Pure, donate: bool = False) -> Callable:
         """The jitted `pure`: (values, *args, **kwargs) -> (outputs, changes); with `donate`, (outputs, every
@@ -114,18 +117,28 @@ class Jit(CompiledTransform):
             objax.VariableOutsideCollectionError: f writes a variable that is not in the collection; nothing
                 was changed.
         """
+        fast = self._fast
+        if (fast is not None and self._generation == structure.GENERATION and self._layout_version == layout.VERSION
+                and TRACE.value is EVAL_TRACE and not _LOCAL.frames):
+            # The common call, without a lock (see lending.py): programs and layouts as built, no transform runs.
+            outputs = fast(args, kwargs)
+            if outputs is not NOT_LENT:
+                return outputs
         self._lock.acquire()
         try:
             if self._generation != structure.GENERATION:
                 self._refresh()
             if self._layout_version != layout.VERSION and self._layouts_changed():
                 self._use(self.vc, self._pure.warned)  # objax.sharding laid some of these variables out anew
-            if _LOCAL.frames or current_trace(()) is not EVAL_TRACE:  # (refs.jax_tracing, inlined)
+            if _LOCAL.frames or TRACE.value is not EVAL_TRACE:  # (refs.jax_tracing, inlined)
                 # Inside another transform (objax's, or a JAX transformation tracing: only then can arguments
                 # be tracers): nothing to donate; the values are read and written where that transform keeps them.
                 return self._call_inside(args, kwargs)
             if self._check_callbacks:
                 self._keep_donating(args, kwargs)
+                if self._call_donating is not None and self._layouts is None:
+                    self._fast = functools.partial(self._lending.call, self._call_donating,
+                                                   functools.partial(lost_values_error, self._owner, self._pure))
             call = self._call_donating
             if call is None:
                 return self._call_stored(args, kwargs)

@@ -3,12 +3,17 @@
 A donating call hands the buffers of the variables' values to its program, which writes the new values into them
 and deletes the old arrays. `Lending` keeps the variables consistent around such a call:
 
-    lending = Lending(pure.variables, lock)
-    with lock:                       # the caller's lock, held from lend to repay: other threads wait on it
+    lending = Lending(pure.variables)
+    outputs = lending.call(program, args, kwargs, failed)  # the common case, in one step
+    if outputs is NOT_LENT:          # anything else (nothing was changed):
         values = lending.lend()      # a Loan stands in each variable; some values are copies
         new = program(values, ...)   # donates `values`
         lending.repay(new)           # each variable gets its new value, the Loan ends
         # or lending.cancel(): the call failed before donating, the variables get their values back
+
+Taking the values out is exclusive: while a Loan stands in a variable, another call that needs it (from any
+thread, through any Lending) waits until it is repaid, as do other threads that read or write the variable. So
+the calls of a transform whose variables are lent this way run one at a time without a lock of their own.
 
 Deleting a donated array deletes every other jax.Array on the same buffer too. So `lend` gives the call a copy
 of a value (the array itself stays valid) when something else may use it:
@@ -24,19 +29,19 @@ holds one copy of the state.
 This file, pure.py and variables.py are the only code that reads or writes the storage of variables.
 """
 
-import threading
+import functools
 from sys import getrefcount
 from threading import get_ident
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jn
 
-from objax._core.frames import Loan
+from objax._core.frames import Loan, wait_while
 from objax._core.refs import REFS, STORAGE_LOCK, Ref, Tracer, ref_get, ref_set
 from objax._core.variables import EXPOSED, BaseVar
 
-__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'UNSHARED', 'refcounts', 'shared_buffers']
+__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'NOT_LENT', 'UNSHARED', 'refcounts', 'shared_buffers']
 
 
 def refcounts(values: list) -> list:
@@ -56,7 +61,25 @@ def _counts_in_loop(values: list) -> list:
 
 
 _ALONE_IN_LOOP = _counts_in_loop([object()])[0]  # the same, seen by `for x in values: getrefcount(x)`
+class _Holder:
+    __slots__ = ('_value',)
+
+
+def _count_in_claim() -> int:
+    """The reference count of a value that only its variable held, seen where Lending.call checks it."""
+    holder = _Holder()
+    holder._value = object()
+    values = []
+    for v in [holder]:
+        x = v._value
+        v._value = None
+        values.append(x)
+        return getrefcount(x)
+
+
+_ALONE_IN_CLAIM = _count_in_claim()
 NO_REFS = {}  # no JAX array reference (an empty {position: reference}; never changed)
+NOT_LENT = object()  # what Lending.call returns when it did not run the program
 
 
 class RefWatch:
@@ -78,24 +101,22 @@ class Lending(RefWatch):
 
     Args:
         variables: distinct variables holding data (e.g. a Pure's), in the order of the value lists.
-        lock: the lock the caller holds around each loan (from before `lend` to after `repay` or `cancel`);
-            other threads that meet a lent variable wait on it.
 
     Attributes:
         refs: after `lend(refs=True)`, the JAX array references that stay the storage of their variables
             ({position: reference}; empty when none), in place of which the lent list holds None.
     """
 
-    def __init__(self, variables: List[BaseVar], lock: threading.Lock):
+    def __init__(self, variables: List[BaseVar]):
         self.variables = variables
-        self._loan = Loan({id(v): i for i, v in enumerate(variables)}, lock=lock)
+        self._loan = Loan({id(v): i for i, v in enumerate(variables)})
         self.refs = NO_REFS
         self._checked_at = -1  # a value of EXPOSED when no value of `variables` was exposed
         self._exposed: Optional[Tuple[List[int], int]] = None  # (positions exposed, EXPOSED) seen by this loan
 
     def lend(self, refs: bool = False) -> list:
         """Takes the current values out of the variables for a call that donates them (outside any running
-        transform only; the caller holds the lock). Until `repay` or `cancel`, other threads that read or write
+        transform only). Until `repay` or `cancel`, other threads that read or write
         these variables wait. A value that something else may use (see the module docstring) is replaced by a
         fresh copy in the returned list, so donating the list never invalidates an array someone holds.
 
@@ -131,7 +152,7 @@ class Lending(RefWatch):
                 STORAGE_LOCK.release()
             x = None  # the loop's reference to a value would count as another holder
             if values is None:
-                values = self._take_when_free(loan)
+                values = _take_when_free(self.variables, loan)
             for x in values:
                 if getrefcount(x) > _ALONE_IN_LOOP:  # referenced elsewhere
                     break
@@ -144,35 +165,72 @@ class Lending(RefWatch):
             self.cancel()
             raise
 
+    def call(self, program: Callable, failed: Callable, args: tuple, kwargs: dict) -> Any:
+        """Runs `program(values, *args, **kwargs)`, which returns (outputs, one new value per variable), with
+        the variables' values lent to it, and stores the new values: lend, call and repay in one step, for the
+        common case only (no other call has the values, each is the variable's own, nothing was exposed since
+        the last check, no jax.Ref storage).
+
+        Args:
+            program: the compiled program; it donates the values.
+            failed: `failed(lent values, error)` gives the exception to raise when the program raised `error`
+                (None: `error` itself); the variables get their values back first.
+            args: the program's positional arguments after the values.
+            kwargs: its keyword arguments.
+
+        Returns:
+            The program's outputs, or NOT_LENT when the case is not the common one: nothing was changed then
+            (use lend, repay and cancel).
+        """
+        loan = self._loan
+        variables = self.variables
+        values = []
+        held = False
+        STORAGE_LOCK.acquire()
+        try:
+            for v in variables:
+                x = v._value
+                if x.__class__ is Loan:  # another call has them
+                    for w, y in zip(variables, values):
+                        w._value = y
+                    return NOT_LENT
+                v._value = loan
+                values.append(x)
+                if getrefcount(x) > _ALONE_IN_CLAIM:  # referenced elsewhere
+                    held = True
+            loan.values = values
+            loan.thread = get_ident()
+        finally:
+            STORAGE_LOCK.release()
+        x = None  # the loop's reference to the last value would count as another holder
+        if held or EXPOSED[0] != self._checked_at or self._no_refs_at != REFS[0]:
+            self.cancel()
+            return NOT_LENT
+        try:
+            outputs, new = program(values, *args, **kwargs) if kwargs else program(values, *args)
+        except BaseException as e:
+            self.cancel()
+            error = failed(values, e)
+            if error is None:
+                raise
+            raise error from e
+        for v, x in zip(variables, new):
+            v._value = x
+        loan.thread = loan.values = None
+        return outputs
+
     def _with_copies(self, values: list, refs: bool) -> list:
         """lend's `values`, a copy in place of each that something else may use; the jax.Ref storages handled."""
         copied = _held(values)
         if EXPOSED[0] != self._checked_at:
             copied = self._add_aliased(values, copied)
         if self._no_refs_at != REFS[0] and self._has_refs(values, REFS[0]):
-            copied = self._unref(values, copied, refs)
+            self.refs = {}
+            copied = _unref(self.variables, values, copied, refs, self.refs)
         for i in copied:
             if isinstance(values[i], jax.Array) and not isinstance(values[i], Tracer):
                 values[i] = jn.array(values[i], copy=True)
         return values
-
-    def _take_when_free(self, loan: Loan) -> list:
-        """The stored values, once no other call has them; a Loan stands in each variable from now on."""
-        variables = self.variables
-        while True:
-            with STORAGE_LOCK:
-                values = [v._value for v in variables]
-                busy = next((x for x in values if type(x) is Loan), None)
-                if busy is None:
-                    loan.thread, loan.values = get_ident(), values
-                    for v in variables:
-                        v._value = loan
-                    return values
-            if busy.thread == get_ident():
-                raise RuntimeError('objax: a compiled call was started while this thread is lending the same '
-                                   'variables to another one')
-            with busy.lock:  # another transform has these variables: wait for its new values
-                busy = None
 
     def _add_aliased(self, values: list, copied: List[int]) -> List[int]:
         """`copied` and the positions of the exposed values whose buffer another jax.Array uses (repay clears
@@ -184,23 +242,6 @@ class Lending(RefWatch):
             return copied
         skip = set(copied)
         return copied + shared_buffers(values, [i for i in found if i not in skip])
-
-    def _unref(self, values: list, held: List[int], refs: bool) -> List[int]:
-        """lend's handling of the jax.Ref storages in `values` (changed in place; the references that stay go
-        to `self.refs`); returns the positions of `held` that are still to be copied."""
-        kept = self.refs = {}
-        done = set()
-        held_set = set(held)
-        for i, x in enumerate(values):
-            if type(x) is Ref:
-                done.add(i)
-                if i in held_set:
-                    kept[i] = x
-                    if refs:
-                        values[i] = None
-                        continue
-                values[i] = ref_get(x, self.variables[i]._label())  # a new array, nobody else has it
-        return [i for i in held if i not in done]
 
     def repay(self, values: list) -> None:
         """Ends a loan: stores `values` (one per variable, e.g. the compiled call's new values). A variable that
@@ -254,6 +295,47 @@ class Lending(RefWatch):
         self.refs = NO_REFS
         self._exposed = None  # the values stay exposed: checked again next call
         loan.thread = loan.values = None
+
+
+def _take_when_free(variables: List[BaseVar], loan: Loan) -> list:
+    """The stored values of `variables`, once no other call has them; `loan` stands in each variable from now
+    on."""
+    while True:
+        with STORAGE_LOCK:
+            values = [v._value for v in variables]
+            busy = next((x for x in values if type(x) is Loan), None)
+            if busy is None:
+                loan.thread, loan.values = get_ident(), values
+                for v in variables:
+                    v._value = loan
+                return values
+        if busy.thread == get_ident():
+            raise RuntimeError('objax: a compiled call was started while this thread is lending the same '
+                               'variables to another one')
+        wait_while(functools.partial(_holds, variables, busy))  # another call has them: wait for its new values
+        busy = None
+
+
+def _holds(variables: List[BaseVar], loan: Loan) -> bool:
+    """Whether `loan` stands in one of `variables`."""
+    return any(v._value is loan for v in variables)
+
+
+def _unref(variables: List[BaseVar], values: list, held: List[int], refs: bool, kept: dict) -> List[int]:
+    """lend's handling of the jax.Ref storages in `values` (changed in place; the references that stay go to
+    `kept`, {position: reference}). Returns the positions of `held` that are still to be copied."""
+    done = set()
+    held_set = set(held)
+    for i, x in enumerate(values):
+        if type(x) is Ref:
+            done.add(i)
+            if i in held_set:
+                kept[i] = x
+                if refs:
+                    values[i] = None
+                    continue
+            values[i] = ref_get(x, variables[i]._label())  # a new array, nobody else has it
+    return [i for i in held if i not in done]
 
 
 def _held(values: list) -> List[int]:

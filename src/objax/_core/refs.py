@@ -17,8 +17,8 @@ import jax
 from jax.extend.core import find_top_trace as _find_top_trace
 from jax.extend.core import set_current_trace as _set_current_trace
 
-__all__ = ['Ref', 'Tracer', 'STORAGE_LOCK', 'REFS', 'current_trace', 'set_current_trace', 'EVAL_TRACE', 'at_top',
-           'jax_tracing', 'manual_axes', 'traced_use_error', 'check_ref_context', 'STATE_KIND', 'new_ref',
+__all__ = ['Ref', 'Tracer', 'STORAGE_LOCK', 'REFS', 'TRACE', 'current_trace', 'set_current_trace', 'EVAL_TRACE',
+           'at_top', 'jax_tracing', 'manual_axes', 'traced_use_error', 'check_ref_context', 'STATE_KIND', 'new_ref',
            'ref_get', 'ref_set', 'leaked_tracer_error', 'sole_holder']
 
 Ref = jax.Ref
@@ -34,6 +34,23 @@ set_current_trace = _set_current_trace  # context in which the given JAX trace i
 
 with jax.core.eval_context():
     EVAL_TRACE = current_trace(())  # JAX's evaluation trace: the current one when nothing is being traced
+
+
+class _PublicTrace:
+    """`.value`: the current JAX trace of this thread, through JAX's public function."""
+    __slots__ = ()
+
+    @property
+    def value(self):
+        return _find_top_trace(())
+
+
+try:  # the per-thread holder that find_top_trace reads: one attribute read per check on the per-call path
+    from jax._src.core import trace_state_strong_ref as _TRACE_HOLDER
+except ImportError:  # another JAX layout: the public function
+    _TRACE_HOLDER = None
+# TRACE.value is current_trace(()) (tests/core/test_refs.py checks it under JAX's transforms).
+TRACE = _TRACE_HOLDER if getattr(_TRACE_HOLDER, 'value', None) is EVAL_TRACE else _PublicTrace()
 
 
 def at_top():

@@ -163,7 +163,7 @@ class CompiledTransform(Module):
         self._pure = Pure(self.__wrapped__, vc, self._owner, variable_namer(self.__wrapped__, vc))
         if warned is not None:
             self._pure.warned = warned
-        self._lending = Lending(self._pure.variables, self._lock)
+        self._lending = Lending(self._pure.variables)
         self._layout_version = layout.VERSION  # read first: a layout recorded meanwhile is noticed next call
         self._layouts = layout.layouts(self._pure.variables)
         self._compile()
