@@ -1,8 +1,10 @@
 """Transforms and variables used from several threads at once (tracing state is per thread)."""
 
 import io
+import sys
 import threading
 
+import jax
 import jax.numpy as jn
 import numpy as np
 import pytest
@@ -73,6 +75,42 @@ def test_one_jit_called_from_two_threads_loses_no_update():
 
     assert _run_threads(work, work) == []
     assert int(counter.value) == 4001
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)  # a loan never ended would make every call wait forever
+def test_calls_that_take_the_one_step_path_and_the_general_path_at_once_lose_no_update():
+    # The common call runs without the Jit's lock (Lending.call); a call that finds a value held elsewhere or
+    # read by user code goes the general way, under the lock. Mixed from three threads, every update lands, no
+    # value is read deleted, and the variables end holding arrays, not loans.
+    counter = objax.StateVar(jn.array(0, jn.int32))
+    total = objax.StateVar(jn.zeros(3))
+    step = objax.Jit(lambda x: [counter.assign(counter.value + 1), total.assign(total.value + x)][0],
+                     objax.VarCollection({'counter': counter, 'total': total}))
+    step(jn.ones(3))
+    seen = []
+
+    def fast():
+        for _ in range(1500):
+            step(jn.ones(3))
+
+    def general():
+        for _ in range(300):
+            held = total.value  # read by user code and held: the next call copies it (general path)
+            step(jn.ones(3))
+            seen.append(float(held[0]))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch every few bytecodes: the windows between steps are hit
+    try:
+        errors = _run_threads(fast, fast, general)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert int(counter.value) == 1 + 2 * 1500 + 300
+    np.testing.assert_array_equal(np.asarray(total.value), np.full(3, 1 + 2 * 1500 + 300, np.float32))
+    assert seen == sorted(seen) and len(seen) == 300
+    assert isinstance(counter._value, jax.Array) and isinstance(total._value, jax.Array)
 
 
 def test_vars_from_two_threads_sees_no_false_cycle():

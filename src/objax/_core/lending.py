@@ -135,7 +135,7 @@ class Lending(RefWatch):
         loan = self._loan
         variables = self.variables
         try:
-            values = loan.values = []  # (what cancel puts back, should this be interrupted)
+            values = []
             STORAGE_LOCK.acquire()  # taking values out is atomic across transforms that share variables
             try:
                 for v in variables:
@@ -143,12 +143,14 @@ class Lending(RefWatch):
                     if x.__class__ is Loan:  # another call has them: put back those taken
                         for w, y in zip(variables, values):
                             w._value = y
-                        values = loan.values = None
+                        if values:
+                            loan.thread = loan.values = None
+                        values = None
                         break
+                    if not values:  # no variable holds this loan, so no other call: it is this thread's now
+                        loan.values, loan.thread = values, get_ident()  # (what cancel puts back)
                     v._value = loan
                     values.append(x)
-                else:
-                    loan.thread = get_ident()
             finally:
                 STORAGE_LOCK.release()
             x = None  # the loop's reference to a value would count as another holder
@@ -167,21 +169,18 @@ class Lending(RefWatch):
             raise
 
     def call(self, program: Callable, failed: Callable, args: tuple, kwargs: dict) -> Any:
-        """Runs `program(values, *args, **kwargs)`, which returns (outputs, one new value per variable), with
-        the variables' values lent to it, and stores the new values: lend, call and repay in one step, for the
-        common case only (no other call has the values, each is the variable's own, nothing was exposed since
-        the last check, no jax.Ref storage).
+        """Lend, call and repay in one step, for the common case only: no other call has the values, each is
+        held by its variable alone, none was exposed since the last check, none is a jax.Ref.
 
         Args:
-            program: the compiled program; it donates the values.
+            program: `program(values, *args, **kwargs)` -> (outputs, one new value per variable); it donates
+                the values.
             failed: `failed(lent values, error)` gives the exception to raise when the program raised `error`
                 (None: `error` itself); the variables get their values back first.
-            args: the program's positional arguments after the values.
-            kwargs: its keyword arguments.
+            args, kwargs: the program's other arguments.
 
         Returns:
-            The program's outputs, or NOT_LENT when the case is not the common one: nothing was changed then
-            (use lend, repay and cancel).
+            The program's outputs, or NOT_LENT (nothing was changed) in any other case: use lend and repay.
         """
         loan = self._loan
         variables = self.variables
@@ -215,9 +214,9 @@ class Lending(RefWatch):
             if error is None:
                 raise
             raise error from e
+        loan.thread = loan.values = None  # first: once a value is stored, another call may take this loan
         for v, x in zip(variables, new):
             v._value = x
-        loan.thread = loan.values = None
         return outputs
 
     def _with_copies(self, values: list, refs: bool) -> list:
@@ -257,15 +256,15 @@ class Lending(RefWatch):
         error = None
         if self.refs:
             values, error = self._repaid_refs(values)
-        for v, x in zip(variables, values):
-            v._value = x
         if self._exposed is not None:  # the new values are the program's: none is exposed
             found, self._checked_at = self._exposed
             for i in found:
                 variables[i]._exposed = False
             self._exposed = None
         loan = self._loan
-        loan.thread = loan.values = None
+        loan.thread = loan.values = None  # first: once a value is stored, another call may take this loan
+        for v, x in zip(variables, values):
+            v._value = x
         if error is not None:
             raise error
 
@@ -289,13 +288,15 @@ class Lending(RefWatch):
     def cancel(self) -> None:
         """Ends a loan that failed before donating: the variables get the lent values back."""
         loan = self._loan
-        if loan.values is not None:
-            for i, (v, x) in enumerate(zip(self.variables, loan.values)):
-                if v._value is loan:
-                    v._value = self.refs.get(i, x)
+        if loan.thread != get_ident():  # no loan of this thread (another call may hold this one: left alone)
+            return
+        values, refs = loan.values, self.refs
         self.refs = NO_REFS
         self._exposed = None  # the values stay exposed: checked again next call
-        loan.thread = loan.values = None
+        loan.thread = loan.values = None  # first: once a value is back, another call may take this loan
+        for i, (v, x) in enumerate(zip(self.variables, values)):
+            if v._value is loan:
+                v._value = refs.get(i, x)
 
 
 def _take_when_free(variables: List[BaseVar], loan: Loan) -> list:
