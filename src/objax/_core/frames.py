@@ -155,7 +155,7 @@ class Loan:
 
 def wait_while(busy: Callable[[], bool]) -> None:
     """Sleeps while `busy()` is true, checking it after 10 µs, then less and less often (every ms at most).
-    The lender of a Loan holds no lock that others could wait on: a donating call takes no lock of its own."""
+    The lender of a Loan holds no lock that others could wait on (Jit's common call takes none at all)."""
     delay = 1e-5
     while busy():
         time.sleep(delay)
