@@ -2,7 +2,9 @@
 
 A dispatch-bound step (one 4x4 layer, batch 1) and MLPs of width 64 with depth 4 and 32, batch 32, softmax
 cross-entropy. Both versions run in the same process,
-interleaved, and the median step time of each is printed with their ratio (objax / pure JAX). Two pairings:
+interleaved, and the median step time of each is printed with their ratio (objax / pure JAX), and the median of
+the ratios of the timings taken one after the other ("paired": less moved by a load that changes during the run).
+Two pairings:
 objax's default Jit (donates the variables' buffers) against jax.jit with donate_argnums, and
 Jit(donate=False) against jax.jit without donation.
 Usage: python benchmarks/step_overhead.py [--steps 2000] [--repeats 7]
@@ -97,7 +99,8 @@ def measure(depth: int, width: int, batch: int, nclass: int, steps: int, repeats
     for _ in range(repeats):
         objax_times.append(time_calls(lambda: step(x, y), steps))
         jax_times.append(time_calls(pure_call, steps))
-    return statistics.median(objax_times), statistics.median(jax_times)
+    paired = statistics.median(a / b for a, b in zip(objax_times, jax_times))
+    return statistics.median(objax_times), statistics.median(jax_times), paired
 
 
 def main():
@@ -107,12 +110,12 @@ def main():
     args = parser.parse_args()
     print(f'jax {jax.__version__} on {jax.devices()[0].platform}')
     print(f'{"depth":>5} {"width":>5} {"batch":>5} {"donation":>8} {"objax (us)":>11} {"pure JAX (us)":>14} '
-          f'{"ratio":>6}')
+          f'{"ratio":>6} {"paired":>6}')
     for depth, width, batch, nclass in SIZES:
         for donate in (True, False):
-            t_objax, t_jax = measure(depth, width, batch, nclass, args.steps, args.repeats, donate)
+            t_objax, t_jax, paired = measure(depth, width, batch, nclass, args.steps, args.repeats, donate)
             print(f'{depth:5d} {width:5d} {batch:5d} {"yes" if donate else "no":>8} {t_objax * 1e6:11.1f} '
-                  f'{t_jax * 1e6:14.1f} {t_objax / t_jax:6.3f}')
+                  f'{t_jax * 1e6:14.1f} {t_objax / t_jax:6.3f} {paired:6.3f}')
 
 
 if __name__ == '__main__':

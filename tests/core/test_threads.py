@@ -80,7 +80,7 @@ def test_one_jit_called_from_two_threads_loses_no_update():
 @pytest.mark.slow
 @pytest.mark.timeout(120)  # a loan never ended would make every call wait forever
 def test_calls_that_take_the_one_step_path_and_the_general_path_at_once_lose_no_update():
-    # The common call runs without the Jit's lock (Lending.call); a call that finds a value held elsewhere or
+    # The common call runs without the Jit's lock (lending.one_step); a call that finds a value held elsewhere or
     # read by user code goes the general way, under the lock. Mixed from three threads, every update lands, no
     # value is read deleted, and the variables end holding arrays, not loans.
     counter = objax.StateVar(jn.array(0, jn.int32))

@@ -7,7 +7,7 @@ import jax
 
 from objax._core import frames, layout, reprs, structure
 from objax._core.collection import VarCollection
-from objax._core.lending import NO_REFS, NOT_LENT
+from objax._core.lending import NO_REFS, NOT_LENT, one_step
 from objax._core.modules import Module, module_or_function_repr
 from objax._core.pure import Pure
 from objax._core.refs import EVAL_TRACE, TRACE
@@ -137,8 +137,8 @@ class Jit(CompiledTransform):
             if self._check_callbacks:
                 self._keep_donating(args, kwargs)
                 if self._call_donating is not None and self._layouts is None:
-                    self._fast = functools.partial(self._lending.call, self._call_donating,
-                                                   functools.partial(lost_values_error, self._owner, self._pure))
+                    self._fast = one_step(self._lending, self._call_donating,
+                                          functools.partial(lost_values_error, self._owner, self._pure))
             call = self._call_donating
             if call is None:
                 return self._call_stored(args, kwargs)

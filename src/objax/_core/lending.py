@@ -4,7 +4,8 @@ A donating call hands the buffers of the variables' values to its program, which
 and deletes the old arrays. `Lending` keeps the variables consistent around such a call:
 
     lending = Lending(pure.variables)
-    outputs = lending.call(program, args, kwargs, failed)  # the common case, in one step
+    call = one_step(lending, program, failed)
+    outputs = call(args, kwargs)     # the common case, in one step
     if outputs is NOT_LENT:          # anything else (nothing was changed):
         values = lending.lend()      # a Loan stands in each variable; some values are copies
         new = program(values, ...)   # donates `values`
@@ -41,7 +42,7 @@ from objax._core.frames import Loan, wait_while
 from objax._core.refs import REFS, STORAGE_LOCK, Ref, Tracer, ref_get, ref_set
 from objax._core.variables import EXPOSED, BaseVar
 
-__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'NOT_LENT', 'UNSHARED', 'refcounts', 'shared_buffers']
+__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'NOT_LENT', 'UNSHARED', 'one_step', 'refcounts', 'shared_buffers']
 
 
 def refcounts(values: list) -> list:
@@ -66,7 +67,7 @@ class _Holder:
 
 
 def _count_in_claim() -> int:
-    """The reference count of a value that only its variable held, seen where Lending.call checks it."""
+    """The reference count of a value that only its variable held, seen where one_step's call checks it."""
     holder = _Holder()
     holder._value = object()
     values = []
@@ -78,9 +79,8 @@ def _count_in_claim() -> int:
 
 
 _ALONE_IN_CLAIM = _count_in_claim()
-_take_storage, _give_storage = STORAGE_LOCK.acquire, STORAGE_LOCK.release  # (bound once: faster per call)
 NO_REFS = {}  # no JAX array reference (an empty {position: reference}; never changed)
-NOT_LENT = object()  # what Lending.call returns when it did not run the program
+NOT_LENT = object()  # what one_step's call returns when it did not run the program
 
 
 class RefWatch:
@@ -168,57 +168,6 @@ class Lending(RefWatch):
             self.cancel()
             raise
 
-    def call(self, program: Callable, failed: Callable, args: tuple, kwargs: dict) -> Any:
-        """Lend, call and repay in one step, for the common case only: no other call has the values, each is
-        held by its variable alone, none was exposed since the last check, none is a jax.Ref.
-
-        Args:
-            program: `program(values, *args, **kwargs)` -> (outputs, one new value per variable); it donates
-                the values.
-            failed: `failed(lent values, error)` gives the exception to raise when the program raised `error`
-                (None: `error` itself); the variables get their values back first.
-            args, kwargs: the program's other arguments.
-
-        Returns:
-            The program's outputs, or NOT_LENT (nothing was changed) in any other case: use lend and repay.
-        """
-        loan = self._loan
-        variables = self.variables
-        values = []
-        held = False
-        _take_storage()
-        try:
-            for v in variables:
-                x = v._value
-                if x.__class__ is Loan:  # another call has them
-                    for w, y in zip(variables, values):
-                        w._value = y
-                    return NOT_LENT
-                v._value = loan
-                values.append(x)
-                if getrefcount(x) > _ALONE_IN_CLAIM:  # referenced elsewhere
-                    held = True
-            loan.values = values
-            loan.thread = get_ident()
-        finally:
-            _give_storage()
-        x = None  # the loop's reference to the last value would count as another holder
-        if held or EXPOSED[0] != self._checked_at or self._no_refs_at != REFS[0]:
-            self.cancel()
-            return NOT_LENT
-        try:
-            outputs, new = program(values, *args, **kwargs) if kwargs else program(values, *args)
-        except BaseException as e:
-            self.cancel()
-            error = failed(values, e)
-            if error is None:
-                raise
-            raise error from e
-        loan.thread = loan.values = None  # first: once a value is stored, another call may take this loan
-        for v, x in zip(variables, new):
-            v._value = x
-        return outputs
-
     def _with_copies(self, values: list, refs: bool) -> list:
         """lend's `values`, a copy in place of each that something else may use; the jax.Ref storages handled."""
         copied = _held(values)
@@ -297,6 +246,66 @@ class Lending(RefWatch):
         for i, (v, x) in enumerate(zip(self.variables, values)):
             if v._value is loan:
                 v._value = refs.get(i, x)
+
+
+def one_step(lending: Lending, program: Callable, failed: Callable) -> Callable[[tuple, dict], Any]:
+    """A function `call(args, kwargs)` that lends, calls `program` and repays in one step, for the common case
+    only: no other call has the values, each is held by its variable alone, none was exposed since the last
+    check, none is a jax.Ref.
+
+    Everything the step needs is bound once here, so a call costs little more than the program's own dispatch.
+
+    Args:
+        lending: the variables' Lending.
+        program: `program(values, *args, **kwargs)` -> (outputs, one new value per variable); it donates the values.
+        failed: `failed(lent values, error)` gives the exception to raise when the program raised `error` (None:
+            `error` itself); the variables get their values back first.
+
+    Returns:
+        `call(args, kwargs)`: the program's outputs, or NOT_LENT (nothing was changed) in any other case (use
+        lend and repay).
+    """
+    variables = tuple(lending.variables)
+    loan = lending._loan
+    take, give = STORAGE_LOCK.acquire, STORAGE_LOCK.release
+
+    def call(args: tuple, kwargs: dict) -> Any:
+        values = []
+        held = False
+        take()
+        try:
+            for v in variables:
+                x = v._value
+                if x.__class__ is Loan:  # another call has them
+                    for w, y in zip(variables, values):
+                        w._value = y
+                    return NOT_LENT
+                v._value = loan
+                values.append(x)
+                if getrefcount(x) > _ALONE_IN_CLAIM:  # referenced elsewhere
+                    held = True
+            loan.values = values
+            loan.thread = get_ident()
+        finally:
+            give()
+        x = None  # the loop's reference to the last value would count as another holder
+        if held or EXPOSED[0] != lending._checked_at or lending._no_refs_at != REFS[0]:
+            lending.cancel()
+            return NOT_LENT
+        try:
+            outputs, new = program(values, *args, **kwargs) if kwargs else program(values, *args)
+        except BaseException as e:
+            lending.cancel()
+            error = failed(values, e)
+            if error is None:
+                raise
+            raise error from e
+        loan.thread = loan.values = None  # first: once a value is stored, another call may take this loan
+        for v, x in zip(variables, new):
+            v._value = x
+        return outputs
+
+    return call
 
 
 def _take_when_free(variables: List[BaseVar], loan: Loan) -> list:
