@@ -38,6 +38,7 @@ CORE_ORDER = [
     'objax._core.frames',
     'objax._core.variables',
     'objax._core.layout',
+    'objax._core.aliases',
     'objax._core.lending',
     'objax._core.pure',
     'objax._core.replicate',

@@ -38,11 +38,12 @@ from typing import Any, Callable, List, Optional, Tuple
 import jax
 import jax.numpy as jn
 
+from objax._core.aliases import shared_buffers
 from objax._core.frames import Loan, wait_while
 from objax._core.refs import REFS, STORAGE_LOCK, Ref, Tracer, ref_get, ref_set
 from objax._core.variables import EXPOSED, BaseVar
 
-__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'NOT_LENT', 'UNSHARED', 'one_step', 'refcounts', 'shared_buffers']
+__all__ = ['Lending', 'RefWatch', 'NO_REFS', 'NOT_LENT', 'UNSHARED', 'one_step', 'refcounts']
 
 
 def refcounts(values: list) -> list:
@@ -352,46 +353,3 @@ def _unref(variables: List[BaseVar], values: list, held: List[int], refs: bool, 
 def _held(values: list) -> List[int]:
     """Positions of the values that something besides the list references."""
     return [i for i, n in enumerate(refcounts(values)) if n > UNSHARED]
-
-
-def _addresses(x) -> list:
-    """The addresses of the device buffers of jax.Array `x` (one per shard on this process's devices)."""
-    try:
-        if x.sharding.num_devices == 1:
-            return [x.unsafe_buffer_pointer()]
-        return [shard.data.unsafe_buffer_pointer() for shard in x.addressable_shards]
-    except Exception:  # deleted meanwhile: no buffer
-        return []
-
-
-def shared_buffers(values: list, positions: List[int]) -> List[int]:
-    """The positions (among `positions`) of the values whose device buffer another live jax.Array also uses.
-
-    Args:
-        values: arrays (other values at `positions` are skipped: jax.Ref, tracers).
-        positions: the positions to check.
-
-    Returns:
-        The positions found, in order.
-    """
-    owners, shardings = {}, set()
-    for i in positions:
-        x = values[i]
-        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and type(x) is not Ref:
-            for address in _addresses(x):
-                owners.setdefault(address, []).append(i)
-            shardings.add(x.sharding)
-    found = set()
-    for platform in sorted({d.platform for s in shardings for d in s.device_set}):  # the values' backends
-        for other in jax.live_arrays(platform):
-            if other.sharding.num_devices == 1:  # most arrays: their one buffer, looked up fast
-                try:
-                    mine = owners.get(other.unsafe_buffer_pointer())
-                except Exception:  # deleted meanwhile
-                    continue
-                if mine is not None:
-                    found.update(i for i in mine if values[i] is not other)
-            else:
-                for address in _addresses(other):
-                    found.update(i for i in owners.get(address, ()) if values[i] is not other)
-    return sorted(found)
