@@ -2,11 +2,10 @@
 
 import jax
 import jax.numpy as jn
-import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-import objax
 from objax._core.aliases import shared_buffers
 
 
@@ -37,15 +36,3 @@ def test_a_held_shard_or_another_array_on_the_buffers_is_an_alias(hold):
     del held
     assert shared_buffers([x, y], [0, 1]) == []
 
-
-def test_an_exposed_sharded_value_is_donated_in_place():
-    counter = objax.StateVar(jn.arange(16.))
-    vc = objax.VarCollection({'counter': counter})
-    objax.sharding.set_spec(counter, P('data'))
-    objax.sharding.shard(vc, objax.sharding.make_mesh({'data': 8}))
-    step = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
-    step()
-    pointers = [s.data.unsafe_buffer_pointer() for s in counter.value.addressable_shards]  # exposed, shards made
-    step()  # nothing but the value itself uses its buffers: no copy
-    assert [s.data.unsafe_buffer_pointer() for s in counter.value.addressable_shards] == pointers
-    np.testing.assert_array_equal(counter.value, np.arange(16.) + 2)

@@ -281,7 +281,7 @@ def test_values_nobody_read_since_the_last_step_are_donated_without_a_copy():
     np.testing.assert_array_equal(counter.value, [3., 4., 5., 6.])
 
 
-def test_a_shard_of_a_laid_out_value_stays_valid_after_a_donating_step():
+def _sharded_counter_step():
     from jax.sharding import PartitionSpec as P
     counter = objax.StateVar(jn.arange(16.))
     vc = objax.VarCollection({'counter': counter})
@@ -289,10 +289,24 @@ def test_a_shard_of_a_laid_out_value_stays_valid_after_a_donating_step():
     objax.sharding.shard(vc, objax.sharding.make_mesh({'data': 8}))
     step = objax.Jit(lambda: counter.assign(counter.value + 1), vc)
     step()
+    return counter, step
+
+
+def test_a_shard_of_a_laid_out_value_stays_valid_after_a_donating_step():
+    counter, step = _sharded_counter_step()
     first = counter.value.addressable_data(0)  # one device's part of the value, on the same buffer
     step()
     assert not first.is_deleted()
     np.testing.assert_array_equal(first, [1., 2.])
+    np.testing.assert_array_equal(counter.value, np.arange(16.) + 2)
+
+
+def test_an_exposed_laid_out_value_whose_shards_were_read_is_donated_in_place():
+    counter, step = _sharded_counter_step()
+    # Reading the shards exposes the value, and jax keeps one array per device with it from then on.
+    pointers = [s.data.unsafe_buffer_pointer() for s in counter.value.addressable_shards]
+    step()  # nothing but the value itself uses its buffers: no copy
+    assert [s.data.unsafe_buffer_pointer() for s in counter.value.addressable_shards] == pointers
     np.testing.assert_array_equal(counter.value, np.arange(16.) + 2)
 
 
