@@ -10,8 +10,11 @@ repeat runs, in turn (alternating the order):
 Every step is waited for (step latency). Prints the median normal step and, for each kind of save (asynchronous
 with orbax's zstd compression, asynchronous without, blocking): how long the call blocks and how long until the
 checkpoint is complete (medians), and the mean step that started while it was being written, against the normal
-step (target <= 1.15).
+step (target <= 1.15). The asynchronous saves run their threads at idle priority (ShardedCheckpoint's default), or
+at normal priority with --normal-priority (tensorstore's threads are shared by the whole process, so the two are
+compared in separate runs).
 Usage: python benchmarks/async_checkpoint.py [--batch 64] [--widths 1024,2048,2048,1024] [--steps 5] [--repeats 7]
+    [--normal-priority]
 """
 
 import os
@@ -79,6 +82,8 @@ def main():
     parser.add_argument('--widths', default='1024,2048,2048,1024')
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--normal-priority', action='store_true',
+                        help='asynchronous saves write at normal priority (idle_priority=False)')
     parser.add_argument('--logdir', default='',
                         help='where to save (default: a temporary directory, removed at the end)')
     args = parser.parse_args()
@@ -86,7 +91,9 @@ def main():
     vc, step, x = build([int(w) for w in args.widths.split(',')], args.batch)
     nbytes = sum(v.value.nbytes for v in {id(v.value): v for v in vc}.values())
     logdir = args.logdir or tempfile.mkdtemp(prefix='objax_async_ckpt_')
-    modes = {'async': dict(async_save=True), 'async, compress=False': dict(async_save=True, compress=False),
+    idle = not args.normal_priority
+    modes = {'async': dict(async_save=True, idle_priority=idle),
+             'async, compress=False': dict(async_save=True, compress=False, idle_priority=idle),
              'sync': dict(async_save=False)}
     checkpoints = {mode: objax.io.ShardedCheckpoint(os.path.join(logdir, str(i)), keep_ckpts=1, verbose=False,
                                                     **kwargs) for i, (mode, kwargs) in enumerate(modes.items())}

@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax.numpy as jn
@@ -72,6 +73,53 @@ def test_async_save_lets_training_go_on_and_keeps_the_values_of_the_call(tmp_pat
     with ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False) as reader:  # compress=True reads them too
         assert reader.restore(fresh) == (2, path)
     assert_values(fresh, at_save)  # the values of the save call, not those of the later steps
+
+
+def _pointers(vc) -> list:
+    return [[s.data.unsafe_buffer_pointer() for s in v.value.addressable_shards] for v in vc.subset(objax.TrainVar)]
+
+
+def test_a_step_after_an_async_save_on_cpu_updates_the_variables_in_place(tmp_path):
+    # orbax's copy to host memory of a CPU array is a view of its buffers: the save hands orbax copies of its
+    # own, so that the training step need not copy the variables before donating them.
+    model, opt, vc = make_model()
+    mesh = make_mesh({'data': 8})
+    shard(vc, mesh, rules=[fsdp(mesh)])
+    step = objax.Jit(lambda: [v.assign(v.value + 1) for v in model.vars()], model.vars())
+    step()
+    at_save = {k: jn.array(v.value, copy=True) for k, v in vc.items()}  # (numpy would keep views of the buffers)
+    pointers = _pointers(vc)
+    with ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False, async_save=True, compress=False) as ckpt:
+        release, undo = worker.paused_commits()
+        try:
+            ckpt.save(vc, 1)
+            step()  # while the save is written
+            assert _pointers(vc) == pointers
+        finally:
+            release.set()
+            undo()
+    fresh = make_model()[2]
+    with ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False) as reader:
+        reader.restore(fresh)
+    assert_values(fresh, {k: np.asarray(x) for k, x in at_save.items()})
+
+
+@pytest.mark.skipif(not hasattr(os, 'SCHED_IDLE'), reason='the idle priority is a Linux scheduling policy')
+@pytest.mark.parametrize('idle', [True, False])
+def test_the_background_thread_of_an_async_save_writes_at_idle_priority(tmp_path, idle):
+    _, _, vc = make_model()
+    with ShardedCheckpoint(tmp_path, keep_ckpts=1, verbose=False, async_save=True, idle_priority=idle) as ckpt:
+        release, undo = worker.paused_commits()
+        try:
+            ckpt.save(vc, 1)
+            # orbax's thread that writes this save, started by the save call (it runs until released)
+            writer = [t for t in threading.enumerate() if t.name == 'async_save']
+            policy = os.sched_getscheduler(writer[0].native_id)
+        finally:
+            release.set()
+            undo()
+    assert len(writer) == 1 and policy == (os.SCHED_IDLE if idle else os.SCHED_OTHER)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left as it was
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import numpy as np
 
 from objax._core.layout import place, replicated
 from objax._core.variables import storage_groups
+from objax.io._background import python_threads, to_idle
 from objax.io._match import UnreadableFileError, check_vc
 from objax.varcollection import VarCollection
 
@@ -107,6 +108,13 @@ def _tree_to_save(vc: VarCollection) -> dict:
                              f'would read as a directory; rename it (VarCollection.rename)')
         tree[names[0]] = place(target.value, _sharding_of(target.value))
     return tree
+
+
+def _own_copies(tree: dict) -> dict:
+    """`tree` with a copy of each value that lies on CPU devices. orbax's copy to host memory of such a value is
+    a view of its buffers, which the next donating training step would then have to copy before using them."""
+    return {k: jn.array(x, copy=True) if next(iter(x.sharding.device_set)).platform == 'cpu' else x
+            for k, x in tree.items()}
 
 
 def _save_error(directory: str, idx: int, e: Exception) -> Exception:
@@ -230,6 +238,10 @@ class ShardedCheckpoint:
         compress: compress the arrays' blocks with zstd (orbax's default). Trained float32 values shrink by a few
             percent only, for about 3x the processor time of the writing; False suits asynchronous saves on
             machines whose processors also train. Either kind restores the same way.
+        idle_priority: with `async_save`, run the threads that write in the background at the operating
+            system's idle priority (Linux; tensorstore's workers stay there), so that they use the processor
+            time training leaves: on a machine whose processors train, the steps are slowed less and the save
+            takes longer. Where training keeps every processor busy all the time, a save then waits for it.
 
     Raises:
         ValueError: keep_ckpts is not an int >= 1.
@@ -238,7 +250,7 @@ class ShardedCheckpoint:
     DIR_NAME: str = 'sharded'
 
     def __init__(self, logdir: str, keep_ckpts: int, makedir: bool = True, verbose: bool = True,
-                 async_save: bool = False, compress: bool = True):
+                 async_save: bool = False, compress: bool = True, idle_priority: bool = True):
         if isinstance(keep_ckpts, bool) or not isinstance(keep_ckpts, int) or keep_ckpts < 1:
             raise ValueError(f'ShardedCheckpoint(keep_ckpts): expected an int >= 1, got {keep_ckpts!r}')
         self.logdir = os.fspath(logdir)
@@ -247,6 +259,7 @@ class ShardedCheckpoint:
         self.verbose = verbose
         self.async_save = bool(async_save)
         self.compress = bool(compress)
+        self.idle_priority = bool(idle_priority)
         self._makedir = makedir
         self._manager = None
         self._pending: Optional[int] = None  # the index of the save being written, until wait() collects it
@@ -296,9 +309,14 @@ class ShardedCheckpoint:
         if idx in existing:
             raise ValueError(f'ShardedCheckpoint.save: checkpoint {idx} already exists in {self.directory}')
         fingerprints = jax.device_put(_fingerprints(tree))
+        if self.async_save:
+            tree = _own_copies(tree)
         tree[_FINGERPRINTS] = place(fingerprints, _sharding_of(fingerprints))
+        manager, threads = self._mgr(), python_threads()
         try:
-            written = self._mgr().save(idx, args=ocp.args.PyTreeSave(tree), force=True)
+            written = manager.save(idx, args=ocp.args.PyTreeSave(tree), force=True)
+            if self.async_save and self.idle_priority:
+                to_idle(threads)
         except Exception as e:  # tensorstore raises ValueErrors for failed writes
             self._failed.add(idx)
             _discard(self.directory, self._failed)
@@ -404,5 +422,6 @@ class ShardedCheckpoint:
         self.close()
 
     def __repr__(self):
-        extra = (', async_save=True' if self.async_save else '') + ('' if self.compress else ', compress=False')
+        extra = ((', async_save=True' if self.async_save else '') + ('' if self.compress else ', compress=False') +
+                 ('' if self.idle_priority else ', idle_priority=False'))
         return f'{type(self).__name__}(logdir={self.logdir!r}, keep_ckpts={self.keep_ckpts}{extra})'
