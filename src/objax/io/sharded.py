@@ -236,8 +236,8 @@ class ShardedCheckpoint:
         verbose: print a line for each save and restore.
         async_save: write the files in the background (`save` returns before they are written).
         compress: compress the arrays' blocks with zstd (orbax's default). Trained float32 values shrink by a few
-            percent only, for about 3x the processor time of the writing; False suits asynchronous saves on
-            machines whose processors also train. Either kind restores the same way.
+            percent only, for about 3x the processor time of the writing (at idle priority, that time is taken
+            where training leaves it). Either kind restores the same way.
         idle_priority: with `async_save`, run the threads that write in the background at the operating
             system's idle priority (Linux; tensorstore's workers stay there), so that they use the processor
             time training leaves: on a machine whose processors train, the steps are slowed less and the save
