@@ -315,14 +315,14 @@ class ShardedCheckpoint:
         manager, threads = self._mgr(), python_threads()
         try:
             written = manager.save(idx, args=ocp.args.PyTreeSave(tree), force=True)
-            if self.async_save and self.idle_priority:
-                to_idle(threads)
         except Exception as e:  # tensorstore raises ValueErrors for failed writes
             self._failed.add(idx)
             _discard(self.directory, self._failed)
             raise _save_error(self.directory, idx, e) from e
         if not written:
             raise RuntimeError(f'ShardedCheckpoint.save: orbax did not write checkpoint {idx} in {self.directory}')
+        if self.async_save and self.idle_priority:
+            to_idle(threads)  # the threads that write it in the background
         self._pending = idx
         newer = [i for i in existing if i > idx]
         if newer:
