@@ -117,6 +117,23 @@ def _own_copies(tree: dict) -> dict:
             for k, x in tree.items()}
 
 
+def _write(manager, directory: str, failed: set, idx: int, tree: dict, idle: bool) -> None:
+    """Hands `tree` to orbax's `manager` as checkpoint `idx` of `directory` (written in the background with an
+    asynchronous manager); with `idle`, the threads that write it move to idle priority. A failed save joins
+    `failed` and its leftovers are removed."""
+    threads = python_threads()
+    try:
+        written = manager.save(idx, args=_orbax().args.PyTreeSave(tree), force=True)
+    except Exception as e:  # tensorstore raises ValueErrors for failed writes
+        failed.add(idx)
+        _discard(directory, failed)
+        raise _save_error(directory, idx, e) from e
+    if not written:
+        raise RuntimeError(f'ShardedCheckpoint.save: orbax did not write checkpoint {idx} in {directory}')
+    if idle:
+        to_idle(threads)
+
+
 def _save_error(directory: str, idx: int, e: Exception) -> Exception:
     """The error raised for a failed save of checkpoint `idx`, naming it: an OSError when the cause is one
     (tensorstore reports those as ValueErrors that carry the error code: a full disk is errno ENOSPC), else a
@@ -299,7 +316,6 @@ class ShardedCheckpoint:
                 background save is raised by the next `save` (which then saves nothing), `wait`, `restore` or
                 `close`.
         """
-        ocp = _orbax()
         check_vc(vc, 'ShardedCheckpoint.save')
         idx = _index(idx, 'ShardedCheckpoint.save(idx)')
         tree = _tree_to_save(vc)
@@ -312,17 +328,7 @@ class ShardedCheckpoint:
         if self.async_save:
             tree = _own_copies(tree)
         tree[_FINGERPRINTS] = place(fingerprints, _sharding_of(fingerprints))
-        manager, threads = self._mgr(), python_threads()
-        try:
-            written = manager.save(idx, args=ocp.args.PyTreeSave(tree), force=True)
-        except Exception as e:  # tensorstore raises ValueErrors for failed writes
-            self._failed.add(idx)
-            _discard(self.directory, self._failed)
-            raise _save_error(self.directory, idx, e) from e
-        if not written:
-            raise RuntimeError(f'ShardedCheckpoint.save: orbax did not write checkpoint {idx} in {self.directory}')
-        if self.async_save and self.idle_priority:
-            to_idle(threads)  # the threads that write it in the background
+        _write(self._mgr(), self.directory, self._failed, idx, tree, self.async_save and self.idle_priority)
         self._pending = idx
         newer = [i for i in existing if i > idx]
         if newer:
